@@ -1,0 +1,6 @@
+"""Real Kafka and PostgreSQL from packages, for make run, the tests and the benchmarks."""
+
+from punchcard_devstack.processes import DevStackError
+from punchcard_devstack.stack import DevStack, Endpoints, endpoints_from_environment
+
+__all__ = ["DevStack", "DevStackError", "Endpoints", "endpoints_from_environment"]

@@ -1,0 +1,206 @@
+"""Apache Kafka's own broker, single node in KRaft mode, from Maven Central jars."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import shutil
+import subprocess
+import uuid
+from pathlib import Path
+
+from punchcard_devstack.processes import (
+    DevStackError,
+    LogFn,
+    port_answers,
+    repo_root,
+    spawn,
+    stop_process,
+    wait_until,
+)
+
+__all__ = ["KafkaBroker", "ensure_kafka_jars"]
+
+_SERVER_PROPERTIES = """\
+process.roles=broker,controller
+node.id=1
+controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
+listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
+advertised.listeners=PLAINTEXT://127.0.0.1:{port}
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs={data_dir}
+num.partitions=1
+offsets.topic.replication.factor=1
+offsets.topic.num.partitions=10
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+# Input values may be up to 1 MiB and dead letters carry them unchanged.
+message.max.bytes=8388608
+replica.fetch.max.bytes=8388608
+auto.create.topics.enable=false
+log.flush.interval.messages=9223372036854775807
+"""
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("PUNCHCARD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "punchcard"
+    )
+    return Path(base)
+
+
+def ensure_kafka_jars(*, log: LogFn = print) -> Path:
+    """The folder of broker jars, fetched once with Maven and cached by the pom's hash."""
+    pom = repo_root() / "deploy" / "kafka" / "pom.xml"
+    digest = hashlib.sha256(pom.read_bytes()).hexdigest()[:16]
+    target = _cache_dir() / f"kafka-jars-{digest}"
+    if (target / ".complete").exists():
+        return target
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise DevStackError(
+            "Maven (mvn) is needed once to fetch the Kafka jars: apt-get install maven"
+        )
+    log(f"fetching the Kafka broker jars from Maven Central into {target} (once)")
+    partial = target.with_name(target.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    result = subprocess.run(  # noqa: S603 - fixed argv
+        [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={partial}",
+            "-DincludeScope=runtime",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise DevStackError(f"mvn could not fetch the Kafka jars:\n{result.stdout}{result.stderr}")
+    (partial / ".complete").touch()
+    shutil.rmtree(target, ignore_errors=True)
+    partial.rename(target)
+    return target
+
+
+def _java() -> str:
+    java_home = os.environ.get("JAVA_HOME")
+    candidate = Path(java_home, "bin", "java") if java_home else None
+    java = str(candidate) if candidate and candidate.exists() else shutil.which("java")
+    if java is None:
+        raise DevStackError(
+            "Java 17 or newer is needed to run the Kafka broker and none was found: "
+            "apt-get install openjdk-17-jre-headless (or set JAVA_HOME)"
+        )
+    return java
+
+
+class KafkaBroker:
+    """One broker+controller on loopback ports, its data and logs in ``workdir``."""
+
+    def __init__(self, workdir: Path, *, port: int, controller_port: int) -> None:
+        self.workdir = workdir
+        self.port = port
+        self.controller_port = controller_port
+        self._java = _java()
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        """What clients connect to."""
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def log_file(self) -> Path:
+        """The broker's own log (log4j2 writes it)."""
+        return self.workdir / "server.log"
+
+    def _classpath(self, jars: Path) -> list[str]:
+        config = repo_root() / "deploy" / "kafka" / "log4j2.xml"
+        return [
+            "-cp",
+            f"{jars}/*",
+            f"-Dlog4j2.configurationFile={config}",
+            f"-Dkafka.logs.dir={self.workdir}",
+        ]
+
+    def format_storage(self, jars: Path) -> None:
+        """Write the config and format the KRaft storage (``StorageTool format --standalone``)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        config = self.workdir / "server.properties"
+        config.write_text(
+            _SERVER_PROPERTIES.format(
+                port=self.port,
+                controller_port=self.controller_port,
+                data_dir=self.workdir / "data",
+            )
+        )
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        result = subprocess.run(  # noqa: S603 - fixed argv
+            [
+                self._java,
+                *self._classpath(jars),
+                "kafka.tools.StorageTool",
+                "format",
+                "--standalone",
+                "-t",
+                cluster_id,
+                "-c",
+                str(config),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if result.returncode != 0:
+            raise DevStackError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+    def start(self, jars: Path) -> None:
+        """Start ``kafka.Kafka`` with a small heap; returns at once (see ``wait_ready``)."""
+        self._proc = spawn(
+            [
+                self._java,
+                "-Xms256m",
+                "-Xmx768m",
+                "-XX:+UseSerialGC",
+                "-XX:TieredStopAtLevel=1",
+                "-Djava.awt.headless=true",
+                *self._classpath(jars),
+                "kafka.Kafka",
+                str(self.workdir / "server.properties"),
+            ],
+            log_file=self.workdir / "stdout.log",
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the broker has started and accepts connections."""
+
+        def started() -> bool:
+            return (
+                self.log_file.exists()
+                and "Kafka Server started" in self.log_file.read_text(errors="replace")
+                and port_answers(self.port)
+            )
+
+        def failed() -> str | None:
+            if self._proc is not None and self._proc.poll() is not None:
+                return f"the broker exited with {self._proc.returncode}; see {self.log_file}"
+            return None
+
+        wait_until(started, timeout=timeout, what="starting Kafka", failed=failed)
+
+    def stop(self) -> None:
+        """Stop the broker (controlled shutdown on SIGTERM)."""
+        if self._proc is not None:
+            stop_process(self._proc, timeout=30)
+            self._proc = None

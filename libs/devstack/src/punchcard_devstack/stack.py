@@ -1,0 +1,144 @@
+"""One launcher for Kafka and PostgreSQL: what ``make run``, the tests and the benchmarks use.
+
+When ``PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS`` and ``PUNCHCARD_DATABASE_URL`` are both set,
+it starts nothing and hands those back. Otherwise it starts a broker and a database on
+free loopback ports in a scratch directory and removes both on exit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from punchcard_devstack.kafka import KafkaBroker, ensure_kafka_jars
+from punchcard_devstack.postgres import PostgresServer
+from punchcard_devstack.processes import DevStackError, LogFn, free_port
+
+__all__ = ["DevStack", "Endpoints", "endpoints_from_environment"]
+
+Step = Callable[[], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoints:
+    """Where the broker and the database answer."""
+
+    bootstrap_servers: str
+    database_url: str
+
+    def environment(self) -> dict[str, str]:
+        """The variables a Punchcard process needs to use them."""
+        return {
+            "PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS": self.bootstrap_servers,
+            "PUNCHCARD_DATABASE_URL": self.database_url,
+        }
+
+
+def endpoints_from_environment() -> Endpoints | None:
+    """Existing infrastructure named by the environment, if both halves are named."""
+    servers = os.environ.get("PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS")
+    url = os.environ.get("PUNCHCARD_DATABASE_URL")
+    return Endpoints(servers, url) if servers and url else None
+
+
+class DevStack:
+    """Start Kafka and PostgreSQL (or use the configured ones); stop them on exit."""
+
+    def __init__(self, workdir: Path | None = None, *, log: LogFn = print) -> None:
+        self._log = log
+        self._own_workdir = workdir is None
+        self.workdir = workdir or Path(tempfile.mkdtemp(prefix="punchcard-stack-"))
+        self.kafka: KafkaBroker | None = None
+        self.postgres: PostgresServer | None = None
+        self.endpoints: Endpoints | None = None
+        self.startup_seconds: float = 0.0
+
+    def start(self) -> Endpoints:
+        """Bring both up and wait until they really answer; on failure, stop what started."""
+        existing = endpoints_from_environment()
+        if existing is not None:
+            self._log("using Kafka and PostgreSQL from PUNCHCARD_* environment")
+            self.endpoints = existing
+            return existing
+        started = time.monotonic()
+        # The database user must be able to reach its folder below ours.
+        self.workdir.chmod(0o755)
+        try:
+            self.kafka = KafkaBroker(
+                self.workdir / "kafka", port=free_port(), controller_port=free_port()
+            )
+            self.postgres = PostgresServer(self.workdir / "postgres", port=free_port())
+            jars = ensure_kafka_jars(log=self._log)
+            self._in_parallel(
+                lambda: self._kafka().format_storage(jars), self._postgres().init_cluster
+            )
+            # Servers are spawned from this thread: their parent-death signal is tied to it.
+            self._kafka().start(jars)
+            self._postgres().start()
+            self._in_parallel(self._kafka().wait_ready, self._postgres().wait_ready)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        self.endpoints = Endpoints(self._kafka().bootstrap_servers, self._postgres().database_url)
+        self._log(
+            f"Kafka at {self.endpoints.bootstrap_servers}, PostgreSQL at "
+            f"{self.endpoints.database_url} (started in {self.startup_seconds:.1f}s; "
+            f"logs in {self.workdir})"
+        )
+        return self.endpoints
+
+    def stop(self) -> None:
+        """Stop both servers and remove the scratch directory we made."""
+        for server in (self.kafka, self.postgres):
+            if server is not None:
+                server.stop()
+        self.kafka = self.postgres = None
+        if self._own_workdir:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+
+    def __enter__(self) -> Endpoints:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _kafka(self) -> KafkaBroker:
+        if self.kafka is None:
+            raise DevStackError("Kafka is not part of this stack")
+        return self.kafka
+
+    def _postgres(self) -> PostgresServer:
+        if self.postgres is None:
+            raise DevStackError("PostgreSQL is not part of this stack")
+        return self.postgres
+
+    @staticmethod
+    def _in_parallel(*steps: Step) -> None:
+        errors: list[BaseException] = []
+
+        def run(step: Step) -> None:
+            try:
+                step()
+            except BaseException as exc:  # noqa: BLE001 - re-raised below in the caller
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(step,)) for step in steps]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]

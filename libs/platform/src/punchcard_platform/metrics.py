@@ -1,0 +1,46 @@
+"""The Prometheus metrics every service shares (DESIGN.md, "Operations")."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+__all__ = [
+    "BATCH_DURATION",
+    "BATCH_SIZE",
+    "CONSUMER_LAG",
+    "OUTBOX_BACKLOG",
+    "OUTBOX_PUBLISHED",
+    "RECORDS_APPLIED",
+    "RECORDS_DEAD_LETTERED",
+]
+
+RECORDS_APPLIED = Counter(
+    "punchcard_records_applied",
+    "Input records applied (including redeliveries recognised as such).",
+    ["service", "topic"],
+)
+RECORDS_DEAD_LETTERED = Counter(
+    "punchcard_records_dead_lettered",
+    "Input records written to a dead-letter topic.",
+    ["service", "topic", "reason"],
+)
+BATCH_SIZE = Histogram(
+    "punchcard_batch_size",
+    "Records per applied batch.",
+    ["service"],
+    buckets=(1, 5, 10, 50, 100, 250, 500, 1000, 2500, 5000),
+)
+BATCH_DURATION = Histogram(
+    "punchcard_batch_duration_seconds",
+    "Time to decode, apply and commit one batch.",
+    ["service"],
+)
+CONSUMER_LAG = Gauge(
+    "punchcard_consumer_lag",
+    "Records between the committed offset and the end of the partition.",
+    ["service", "topic", "partition"],
+)
+OUTBOX_BACKLOG = Gauge("punchcard_outbox_backlog", "Outbox rows not yet published.")
+OUTBOX_PUBLISHED = Counter(
+    "punchcard_outbox_published", "Output events published by the relay.", ["topic"]
+)

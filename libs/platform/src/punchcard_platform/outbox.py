@@ -1,0 +1,53 @@
+"""The transactional outbox: output events are rows written with their effect.
+
+An output event exists exactly when its effect exists, because both commit in one
+transaction. The relay (``punchcard_platform.relay``) publishes the rows afterwards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+import asyncpg
+
+__all__ = ["OUTBOX_CHANNEL", "OutboxMessage", "write_outbox"]
+
+# NOTIFY channel that wakes the relay when a transaction with outbox rows commits.
+OUTBOX_CHANNEL = "punchcard_outbox"
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxMessage:
+    """One output event to publish: where, under which key, with which stable id."""
+
+    topic: str
+    key: str
+    event_id: UUID
+    payload: Mapping[str, Any]
+
+
+async def write_outbox(conn: asyncpg.Connection, messages: Sequence[OutboxMessage]) -> None:
+    """Add output events to the outbox inside the caller's transaction.
+
+    Rows are inserted in the given order, so ids follow it; a repeated event id is
+    ignored, which keeps a re-applied effect from queueing its events twice.
+    """
+    if not messages:
+        return
+    await conn.execute(
+        """
+        INSERT INTO outbox (topic, key, event_id, payload)
+        SELECT t, k, e, p
+        FROM unnest($1::text[], $2::text[], $3::uuid[], $4::jsonb[]) WITH ORDINALITY AS m(t, k, e, p, n)
+        ORDER BY n
+        ON CONFLICT (event_id) DO NOTHING
+        """,
+        [m.topic for m in messages],
+        [m.key for m in messages],
+        [m.event_id for m in messages],
+        [dict(m.payload) for m in messages],
+    )
+    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)

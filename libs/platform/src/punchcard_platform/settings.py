@@ -1,0 +1,110 @@
+"""Configuration, read once from the ``PUNCHCARD_*`` environment and passed down.
+
+Nothing else in Punchcard reads the environment: services receive a ``Settings`` so
+tests can build one by hand (``Settings(database_url=..., ...)``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings", "TopicNames"]
+
+
+class TopicNames(BaseSettings):
+    """Every topic of CONTRACT.md section 1; each name can be overridden."""
+
+    model_config = SettingsConfigDict(env_prefix="PUNCHCARD_TOPIC_", extra="ignore", frozen=True)
+
+    receipts: str = "pos.receipts.v1"
+    returns: str = "pos.returns.v1"
+    coupon_usage: str = "punchcard.coupon-usage.v1"
+    points: str = "punchcard.points.v1"
+    return_outcomes: str = "punchcard.return-outcomes.v1"
+    receipts_dlq: str = ""
+    returns_dlq: str = ""
+
+    @model_validator(mode="after")
+    def _derive_dead_letter_topics(self) -> TopicNames:
+        # A renamed input topic takes its dead letters along unless told otherwise.
+        if not self.receipts_dlq:
+            object.__setattr__(self, "receipts_dlq", f"{self.receipts}.dlq")
+        if not self.returns_dlq:
+            object.__setattr__(self, "returns_dlq", f"{self.returns}.dlq")
+        return self
+
+    def all(self) -> list[str]:
+        """Every topic Punchcard reads or writes, for ``punchcard topics create``."""
+        return [
+            self.receipts,
+            self.returns,
+            self.coupon_usage,
+            self.points,
+            self.return_outcomes,
+            self.receipts_dlq,
+            self.returns_dlq,
+        ]
+
+    def dead_letter_topic(self, source_topic: str) -> str:
+        """The DLQ of an input topic."""
+        if source_topic == self.receipts:
+            return self.receipts_dlq
+        if source_topic == self.returns:
+            return self.returns_dlq
+        return f"{source_topic}.dlq"
+
+
+class Settings(BaseSettings):
+    """What a Punchcard process needs to know about the world around it."""
+
+    model_config = SettingsConfigDict(env_prefix="PUNCHCARD_", extra="ignore", frozen=True)
+
+    database_url: str = "postgresql://punchcard@127.0.0.1:5432/punchcard"
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+
+    kafka_bootstrap_servers: str = "127.0.0.1:9092"
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_client_id: str = "punchcard"
+
+    topics: TopicNames = Field(default_factory=TopicNames)
+    topic_partitions: int = Field(default=12, ge=1, le=10_000)
+    topic_replication_factor: int = Field(default=1, ge=1, le=32)
+
+    http_host: str = "127.0.0.1"
+    http_port: int | None = Field(default=None, ge=0, le=65535)
+
+    log_format: Literal["json", "console"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+
+    return_wait_seconds: float = Field(default=600.0, ge=0)
+
+    consumer_group_prefix: str = "punchcard"
+    batch_max_records: int = Field(default=1000, ge=1, le=100_000)
+    batch_wait_ms: int = Field(default=200, ge=0, le=60_000)
+
+    @model_validator(mode="after")
+    def _sasl_needs_credentials(self) -> Settings:
+        if self.kafka_security_protocol.startswith("SASL_") and not (
+            self.kafka_sasl_mechanism and self.kafka_sasl_username and self.kafka_sasl_password
+        ):
+            raise ValueError(
+                "PUNCHCARD_KAFKA_SECURITY_PROTOCOL is SASL: set PUNCHCARD_KAFKA_SASL_MECHANISM, "
+                "PUNCHCARD_KAFKA_SASL_USERNAME and PUNCHCARD_KAFKA_SASL_PASSWORD"
+            )
+        return self
+
+    def consumer_group(self, service: str) -> str:
+        """The consumer group a service's instances share."""
+        return f"{self.consumer_group_prefix}.{service}"
+
+    def port_for(self, default: int) -> int:
+        """The HTTP port: the configured one, else the service's own default."""
+        return default if self.http_port is None else self.http_port
