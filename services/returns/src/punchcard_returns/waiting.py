@@ -1,0 +1,112 @@
+"""Returns that arrived before their receipt: apply them when it lands, give up after the wait.
+
+Waiting returns are rows (``return_events.status = 'pending'``), so they survive a restart.
+The resolver wakes when
+
+- the receipt consumer NOTIFYs ``punchcard_receipts`` (it does so in the transaction that
+  stores receipts, so the notification arrives after they are visible),
+- the handler has just parked returns (their receipt may have committed between the
+  handler's check and its commit, with the NOTIFY already gone),
+- the earliest wait is over,
+- or, as a safety net for a lost notification, every ``sweep_seconds``.
+
+It decides with ``handler.apply_pending``, the same code the handler uses, and locks with
+``SKIP LOCKED``, so several instances share the work without deciding a return twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import structlog
+from punchcard_platform.db import Database, is_retryable, is_unavailable
+from punchcard_platform.settings import Settings
+
+from punchcard_returns import store
+from punchcard_returns.handler import apply_pending, count_decisions
+
+__all__ = ["PendingReturnResolver"]
+
+log = structlog.get_logger(__name__)
+
+_EXPIRY_SLACK_SECONDS = 0.01
+"""Wake a little after the earliest wait_until, never just before it."""
+
+
+class PendingReturnResolver:
+    """Applies or rejects waiting returns; run one per service instance."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        sweep_seconds: float = 5.0,
+        batch_size: int = 500,
+        retry_seconds: float = 1.0,
+    ) -> None:
+        """``sweep_seconds`` bounds how late a lost notification can make a return."""
+        self._settings = settings
+        self._db = db
+        self._sweep_seconds = sweep_seconds
+        self._batch_size = batch_size
+        self._retry_seconds = retry_seconds
+        self._wakeup = asyncio.Event()
+
+    def wake(self) -> None:
+        """Ask for a sweep now; safe to call from a LISTEN callback or after a commit."""
+        self._wakeup.set()
+
+    async def resolve_due(self) -> int:
+        """Decide every waiting return that can be decided now; return how many were."""
+        decided = 0
+        while True:
+            async with self._db.transaction() as conn:
+                pending = await store.lock_due_returns(conn, self._batch_size)
+                plan = await apply_pending(conn, pending, self._settings.topics)
+            count_decisions(plan)
+            decided += len(plan.decisions)
+            if len(pending) < self._batch_size or not plan.decisions:
+                return decided
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Listen and sweep until ``stop`` is set; ride out database outages."""
+        while not stop.is_set():
+            try:
+                async with store.listen(self._db, store.RECEIPTS_CHANNEL, self.wake) as listening:
+                    await self._serve(stop, listening)
+            except Exception as exc:
+                if not (is_unavailable(exc) or is_retryable(exc)):
+                    raise
+                log.warning("waiting returns: database trouble, retrying", error=str(exc))
+                await _wait_for(stop, self._retry_seconds)
+
+    async def _serve(self, stop: asyncio.Event, listening: store.Listening) -> None:
+        while not stop.is_set():
+            if not listening.alive:
+                raise ConnectionError("the LISTEN connection was lost")
+            # Cleared before the sweep: a wake-up during the sweep means sweep again.
+            self._wakeup.clear()
+            await self.resolve_due()
+            async with self._db.connection() as conn:
+                until_expiry = await store.seconds_until_next_expiry(conn)
+            timeout = self._sweep_seconds
+            if until_expiry is not None:
+                timeout = min(timeout, until_expiry + _EXPIRY_SLACK_SECONDS)
+            await _wait_for_any(self._wakeup, stop, timeout)
+
+
+async def _wait_for(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _wait_for_any(first: asyncio.Event, second: asyncio.Event, seconds: float) -> None:
+    tasks = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
+    try:
+        await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
