@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+
 import asyncpg
 import orjson
 
@@ -54,7 +55,7 @@ class Database:
                 timeout=timeout,
                 command_timeout=60,
             )
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, ValueError) as exc:
+        except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
             raise DatabaseUnavailableError(
                 f"cannot connect to PostgreSQL at {_redact(url)}: {exc}. "
                 "Check PUNCHCARD_DATABASE_URL (postgresql://user:password@host:port/database)."
@@ -87,7 +88,7 @@ class Database:
         try:
             async with self._pool.acquire(timeout=2) as conn:
                 await conn.fetchval("SELECT 1", timeout=2)
-        except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return False
         return True
 

@@ -88,7 +88,7 @@ async def create_topics(
     )
     try:
         await asyncio.wait_for(admin.start(), timeout)
-    except (KafkaConnectionError, asyncio.TimeoutError, OSError) as exc:
+    except (TimeoutError, KafkaConnectionError, OSError) as exc:
         await admin.close()
         raise KafkaUnavailableError(
             f"no Kafka broker answers at {settings.kafka_bootstrap_servers}: {exc or type(exc).__name__}. "

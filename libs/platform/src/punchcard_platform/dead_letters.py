@@ -1,0 +1,81 @@
+"""The dead-letter writer: a record that cannot be applied goes to ``<topic>.dlq`` unchanged.
+
+CONTRACT.md section 4: original key and bytes, and headers saying why and from where.
+The consumer loop commits past a record only after its dead letter is acknowledged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+import structlog
+from aiokafka import AIOKafkaProducer
+
+from punchcard_platform.metrics import RECORDS_DEAD_LETTERED
+from punchcard_platform.records import DeadLetter
+from punchcard_platform.settings import TopicNames
+
+__all__ = ["MAX_DETAIL_BYTES", "DeadLetterWriter", "dead_letter_headers"]
+
+log = structlog.get_logger(__name__)
+
+MAX_DETAIL_BYTES = 4096
+
+
+def _truncate(text: str, limit: int) -> bytes:
+    raw = text.encode("utf-8")
+    if len(raw) <= limit:
+        return raw
+    # Cut on a character boundary so the header stays valid UTF-8.
+    return raw[: limit - 3].decode("utf-8", errors="ignore").encode("utf-8") + b"..."
+
+
+def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
+    """The headers CONTRACT.md section 4 requires, detail cut to at most 4 KiB."""
+    record = letter.record
+    return [
+        ("punchcard.error.reason", str(letter.reason).encode()),
+        ("punchcard.error.detail", _truncate(letter.detail, MAX_DETAIL_BYTES)),
+        ("punchcard.source.topic", record.topic.encode()),
+        ("punchcard.source.partition", str(record.partition).encode()),
+        ("punchcard.source.offset", str(record.offset).encode()),
+    ]
+
+
+class DeadLetterWriter:
+    """Writes dead letters and waits until the broker has every one of them."""
+
+    def __init__(self, producer: AIOKafkaProducer, topics: TopicNames, service: str) -> None:
+        self._producer = producer
+        self._topics = topics
+        self._service = service
+
+    async def write(self, letters: Sequence[DeadLetter]) -> None:
+        """Send and await acknowledgement of all ``letters``; raises if any is not written."""
+        if not letters:
+            return
+        futures = []
+        for letter in letters:
+            record = letter.record
+            log.warning(
+                "dead-lettering record",
+                reason=str(letter.reason),
+                detail=letter.detail[:500],
+                topic=record.topic,
+                partition=record.partition,
+                offset=record.offset,
+            )
+            futures.append(
+                await self._producer.send(
+                    self._topics.dead_letter_topic(record.topic),
+                    key=record.key,
+                    value=record.value,
+                    headers=dead_letter_headers(letter),
+                )
+            )
+        await asyncio.gather(*futures)
+        for letter in letters:
+            RECORDS_DEAD_LETTERED.labels(
+                self._service, letter.record.topic, str(letter.reason)
+            ).inc()

@@ -1,0 +1,137 @@
+"""The outbox relay: publishes committed output events in order, at least once.
+
+One relay publishes at a time (a session advisory lock elects it), reading unsent rows
+in id order. Writers take per-customer locks before writing outbox rows, so one
+customer's rows have ids in commit order and this publishes them in that order. A
+crash after publishing and before marking sent publishes the rows again with the same
+``event_id``; readers drop repeats by it (CONTRACT.md section 1).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import asyncpg
+import orjson
+import structlog
+
+from punchcard_platform.db import Database, is_unavailable
+from punchcard_platform.kafka import make_producer
+from punchcard_platform.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
+from punchcard_platform.outbox import OUTBOX_CHANNEL
+from punchcard_platform.settings import Settings
+
+__all__ = ["OutboxRelay"]
+
+log = structlog.get_logger(__name__)
+
+_LEADER_LOCK_KEY = 0x6F7574626F78  # "outbox"
+_SENT_RETENTION = "1 hour"
+
+
+class OutboxRelay:
+    """Publish outbox rows to Kafka and mark them sent."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        db: Database,
+        *,
+        batch_size: int = 2000,
+        idle_poll_seconds: float = 1.0,
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._batch_size = batch_size
+        self._idle_poll_seconds = idle_poll_seconds
+        self._wake = asyncio.Event()
+        self.published = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Relay until ``stop`` is set, surviving database and broker outages."""
+        producer = make_producer(self._settings)
+        await producer.start()
+        try:
+            while not stop.is_set():
+                try:
+                    await self._relay_while_connected(producer, stop)
+                except Exception as exc:
+                    if not (is_unavailable(exc) or isinstance(exc, asyncpg.PostgresError)):
+                        log.exception("outbox relay failed; restarting it")
+                    else:
+                        log.warning("outbox relay lost the database; retrying", error=str(exc))
+                    await self._wait(stop, 1.0)
+        finally:
+            await producer.stop()
+
+    async def _relay_while_connected(self, producer: Any, stop: asyncio.Event) -> None:
+        async with self._db.connection() as conn:
+            await conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
+            try:
+                while not stop.is_set():
+                    if await conn.fetchval("SELECT pg_try_advisory_lock($1)", _LEADER_LOCK_KEY):
+                        break
+                    # Another instance relays; stand by in case it goes away.
+                    await self._wait(stop, 2.0)
+                rounds = 0
+                while not stop.is_set():
+                    sent = await self._publish_once(conn, producer)
+                    rounds += 1
+                    if rounds % 50 == 1:
+                        await self._housekeeping(conn)
+                    if sent < self._batch_size:
+                        await self._wait(stop, self._idle_poll_seconds)
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(OUTBOX_CHANNEL, self._on_notify)
+                    await conn.execute("SELECT pg_advisory_unlock_all()")
+
+    async def _publish_once(self, conn: asyncpg.Connection, producer: Any) -> int:
+        rows = await conn.fetch(
+            """
+            SELECT id, topic, key, event_id, payload FROM outbox
+            WHERE sent_at IS NULL ORDER BY id LIMIT $1
+            """,
+            self._batch_size,
+        )
+        if not rows:
+            return 0
+        futures = [
+            await producer.send(
+                row["topic"],
+                key=row["key"].encode(),
+                value=orjson.dumps(row["payload"]),
+                headers=[("punchcard.event_id", str(row["event_id"]).encode())],
+            )
+            for row in rows
+        ]
+        await asyncio.gather(*futures)
+        await conn.execute(
+            "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
+            [r["id"] for r in rows],
+        )
+        for row in rows:
+            OUTBOX_PUBLISHED.labels(row["topic"]).inc()
+        self.published += len(rows)
+        return len(rows)
+
+    async def _housekeeping(self, conn: asyncpg.Connection) -> None:
+        backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
+        OUTBOX_BACKLOG.set(backlog)
+        await conn.execute(
+            f"DELETE FROM outbox WHERE sent_at < now() - interval '{_SENT_RETENTION}'"  # noqa: S608 - constant
+        )
+
+    def _on_notify(self, *_: object) -> None:
+        self._wake.set()
+
+    async def _wait(self, stop: asyncio.Event, seconds: float) -> None:
+        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+            self._wake.clear()

@@ -1,0 +1,194 @@
+"""The ``punchcard`` command: run a service, migrate, create topics, manage API keys.
+
+This is the composition root: it reads ``Settings`` once from the environment and hands
+them to whatever it starts. Operator mistakes end in one line saying what to fix.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+
+import uvloop
+from pydantic import ValidationError
+
+from punchcard_platform.errors import ConfigurationError, PunchcardError
+from punchcard_platform.settings import Settings
+
+__all__ = ["main"]
+
+SERVICES = ("receipt-consumer", "coupon-query", "returns")
+
+Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+
+
+async def _migrate(settings: Settings, _: argparse.Namespace) -> int:
+    from punchcard_platform.db import Database
+    from punchcard_platform.migrations import apply_migrations
+
+    db = await Database.connect(settings.database_url, max_size=2)
+    try:
+        applied = await apply_migrations(db)
+    finally:
+        await db.close()
+    print(f"applied {', '.join(applied)}" if applied else "schema is up to date")
+    return 0
+
+
+async def _topics_create(settings: Settings, args: argparse.Namespace) -> int:
+    from punchcard_platform.kafka import create_topics
+
+    names = settings.topics.all()
+    created = await create_topics(settings, names, partitions=args.partitions)
+    for name in names:
+        print(f"{'created' if name in created else 'exists '} {name}")
+    return 0
+
+
+async def _apikey_create(settings: Settings, args: argparse.Namespace) -> int:
+    from punchcard_coupon_query.apikeys import create_api_key
+    from punchcard_platform.db import Database
+
+    db = await Database.connect(settings.database_url, max_size=2)
+    try:
+        key_id, key = await create_api_key(db, args.scope, args.name)
+    finally:
+        await db.close()
+    print(f"key id {key_id}, scope {args.scope}; the key is shown once, keep it safe:")
+    print(key)
+    return 0
+
+
+async def _apikey_list(settings: Settings, _: argparse.Namespace) -> int:
+    from punchcard_coupon_query.apikeys import list_api_keys
+    from punchcard_platform.db import Database
+
+    db = await Database.connect(settings.database_url, max_size=2)
+    try:
+        keys = await list_api_keys(db)
+    finally:
+        await db.close()
+    for key in keys:
+        state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
+        print(f"{key.key_id}  {key.scope:<5}  {state:<18}  {key.name}")
+    return 0
+
+
+async def _apikey_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    from punchcard_coupon_query.apikeys import revoke_api_key
+    from punchcard_platform.db import Database
+
+    db = await Database.connect(settings.database_url, max_size=2)
+    try:
+        revoked = await revoke_api_key(db, args.key_id)
+    finally:
+        await db.close()
+    print(f"revoked {args.key_id}" if revoked else f"no active key {args.key_id}")
+    return 0 if revoked else 1
+
+
+async def _serve(settings: Settings, args: argparse.Namespace) -> int:
+    from punchcard_platform.kafka import check_kafka
+
+    if args.name != "coupon-query":
+        await check_kafka(settings)
+    if args.name == "receipt-consumer":
+        from punchcard_receipt_consumer.service import serve as serve_receipts
+
+        await serve_receipts(settings)
+    elif args.name == "returns":
+        from punchcard_returns.service import serve as serve_returns
+
+        await serve_returns(settings)
+    else:
+        from punchcard_coupon_query.app import serve as serve_query
+
+        await serve_query(settings)
+    return 0
+
+
+async def _simulate(settings: Settings, args: argparse.Namespace) -> int:
+    from punchcard.simulator import run_simulation
+
+    return await run_simulation(settings, args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of CONTRACT.md section 6."""
+    parser = argparse.ArgumentParser(
+        prog="punchcard",
+        description="Electronic receipts, coupon limits and loyalty points over Kafka and "
+        "PostgreSQL. Configured by PUNCHCARD_* environment variables.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run one service until SIGTERM")
+    serve.add_argument("name", choices=SERVICES)
+    serve.set_defaults(run=_serve)
+
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate.set_defaults(run=_migrate)
+
+    topics = commands.add_parser("topics", help="manage Kafka topics")
+    topic_commands = topics.add_subparsers(dest="topics_command", required=True)
+    create_topics = topic_commands.add_parser("create", help="create every topic of the contract")
+    create_topics.add_argument("--partitions", type=int, default=None,
+                               help="partitions per new topic (default PUNCHCARD_TOPIC_PARTITIONS, 12)")
+    create_topics.set_defaults(run=_topics_create)
+
+    apikey = commands.add_parser("apikey", help="manage coupon-query API keys")
+    key_commands = apikey.add_subparsers(dest="apikey_command", required=True)
+    create_key = key_commands.add_parser("create", help="make a key; prints it as the last line")
+    create_key.add_argument("--scope", choices=("read", "admin"), required=True)
+    create_key.add_argument("--name", default="")
+    create_key.set_defaults(run=_apikey_create)
+    list_keys = key_commands.add_parser("list", help="list keys (never the keys themselves)")
+    list_keys.set_defaults(run=_apikey_list)
+    revoke_key = key_commands.add_parser("revoke", help="revoke a key by its id")
+    revoke_key.add_argument("key_id")
+    revoke_key.set_defaults(run=_apikey_revoke)
+
+    from punchcard.simulator import add_arguments as add_simulator_arguments
+
+    simulate = commands.add_parser("simulate", help="a POS fleet publishing receipts and returns")
+    add_simulator_arguments(simulate)
+    simulate.set_defaults(run=_simulate)
+    return parser
+
+
+def _settings_problem(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        variable = "PUNCHCARD_" + "_".join(str(part) for part in error["loc"]).upper()
+        lines.append(f"  {variable}: {error['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse the command line, build Settings, run the command; exit 2 on bad configuration."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings()
+    except ValidationError as exc:
+        print(f"punchcard: {_settings_problem(exc)}", file=sys.stderr)
+        return 2
+    from punchcard_platform.logging import configure_logging
+
+    configure_logging(settings)
+    command: Command = args.run
+    try:
+        return uvloop.run(command(settings, args))
+    except ConfigurationError as exc:
+        print(f"punchcard: {exc}", file=sys.stderr)
+        return 2
+    except PunchcardError as exc:
+        print(f"punchcard: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
