@@ -1,0 +1,115 @@
+"""API keys: made once, shown once, kept only as a SHA-256 hash.
+
+A key reads ``pc_<key_id>_<secret>``. The key id finds the stored row in one index
+probe; the hash of the whole key is then compared in constant time, so neither a
+database dump nor response timing gives a usable key away.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal, get_args
+
+from punchcard_platform.db import Database
+
+from punchcard_coupon_query import queries
+
+__all__ = [
+    "ApiKey",
+    "Caller",
+    "Scope",
+    "authenticate",
+    "create_api_key",
+    "hash_key",
+    "list_api_keys",
+    "revoke_api_key",
+]
+
+Scope = Literal["read", "admin"]
+_SCOPES: tuple[str, ...] = get_args(Scope)
+_KEY = re.compile(r"pc_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
+# Compared against when the key id is unknown, so an unknown id costs the same work.
+_DECOY_HASH = hashlib.sha256(b"punchcard decoy key").digest()
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKey:
+    """What ``punchcard apikey list`` shows about a key (never the key)."""
+
+    key_id: str
+    name: str
+    scope: Scope
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who is calling: the key that authenticated the request."""
+
+    key_id: str
+    scope: Scope
+
+
+def hash_key(key: str) -> bytes:
+    """The SHA-256 that is stored instead of the key."""
+    return hashlib.sha256(key.encode()).digest()
+
+
+def _scope(value: str) -> Scope:
+    if value == "admin":
+        return "admin"
+    if value == "read":
+        return "read"
+    raise ValueError(f"unknown scope {value!r}; expected one of {', '.join(_SCOPES)}")
+
+
+async def create_api_key(db: Database, scope: str, name: str = "") -> tuple[str, str]:
+    """Make a key and store its hash; returns ``(key_id, key)``. The key is never shown again."""
+    checked = _scope(scope)
+    key_id = secrets.token_hex(8)
+    key = f"pc_{key_id}_{secrets.token_urlsafe(32)}"
+    async with db.transaction() as conn:
+        await queries.insert_api_key(conn, key_id, name, checked, hash_key(key))
+    return key_id, key
+
+
+async def list_api_keys(db: Database) -> list[ApiKey]:
+    """Every key, revoked ones included, oldest first."""
+    async with db.connection() as conn:
+        records = await queries.list_api_keys(conn)
+    return [
+        ApiKey(
+            key_id=r.key_id,
+            name=r.name,
+            scope=_scope(r.scope),
+            created_at=r.created_at,
+            revoked_at=r.revoked_at,
+        )
+        for r in records
+    ]
+
+
+async def revoke_api_key(db: Database, key_id: str) -> bool:
+    """Stop a key from working; False if no such key exists or it was already revoked."""
+    async with db.transaction() as conn:
+        return await queries.revoke_api_key(conn, key_id)
+
+
+async def authenticate(db: Database, key: str) -> Caller | None:
+    """The caller a presented key belongs to, or None if it is malformed, unknown or revoked."""
+    match = _KEY.fullmatch(key)
+    if match is None:
+        return None
+    async with db.connection() as conn:
+        record = await queries.fetch_api_key(conn, match.group(1))
+    stored = _DECOY_HASH if record is None else record.key_hash
+    matches = hmac.compare_digest(stored, hash_key(key))
+    if record is None or not matches or record.revoked_at is not None:
+        return None
+    return Caller(key_id=record.key_id, scope=_scope(record.scope))

@@ -1,0 +1,144 @@
+"""Whether a customer may use a coupon: the rule of CONTRACT.md section 5, as plain values.
+
+Nothing here does I/O. The SQL in ``queries`` fetches a coupon's terms together with the
+customer's uses and whether the coupon was issued to them; this module decides.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+__all__ = [
+    "CouponTerms",
+    "Eligibility",
+    "IneligibleReason",
+    "evaluate",
+    "is_listed",
+    "list_eligibility",
+]
+
+
+class IneligibleReason(StrEnum):
+    """Why a coupon cannot be used; declared in the order the contract checks them."""
+
+    INACTIVE = "inactive"
+    NOT_STARTED = "not_started"
+    EXPIRED = "expired"
+    NOT_TARGETED = "not_targeted"
+    STORE_NOT_ALLOWED = "store_not_allowed"
+    EXHAUSTED = "exhausted"
+
+
+# The reasons a customer may still want to see: the coupon is theirs, just not usable
+# now or here. Inactive coupons and coupons issued to others are never listed.
+_LISTABLE_WHEN_INELIGIBLE = frozenset(
+    {
+        IneligibleReason.NOT_STARTED,
+        IneligibleReason.EXPIRED,
+        IneligibleReason.STORE_NOT_ALLOWED,
+        IneligibleReason.EXHAUSTED,
+    }
+)
+
+
+@dataclass(frozen=True, slots=True)
+class CouponTerms:
+    """The parts of a catalog coupon that eligibility depends on, plus what it shows."""
+
+    coupon_id: str
+    name: str
+    description: str
+    uses_permitted: int | None
+    valid_from: datetime | None
+    valid_until: datetime | None
+    active: bool
+    targeted: bool
+    store_ids: frozenset[str] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Eligibility:
+    """The answer for one coupon, one customer, one moment and (maybe) one store."""
+
+    coupon: CouponTerms
+    uses_made: int
+    issued_to_customer: bool
+    reason: IneligibleReason | None
+
+    @property
+    def eligible(self) -> bool:
+        """True when nothing stands in the way."""
+        return self.reason is None
+
+    @property
+    def uses_remaining(self) -> int | None:
+        """Uses left (never below zero: usage past the limit is recorded); None if unlimited."""
+        if self.coupon.uses_permitted is None:
+            return None
+        return max(self.coupon.uses_permitted - self.uses_made, 0)
+
+
+def evaluate(
+    coupon: CouponTerms,
+    *,
+    uses_made: int,
+    issued_to_customer: bool,
+    store_id: str | None,
+    at: datetime,
+) -> Eligibility:
+    """Decide whether the coupon is usable, naming the first check that fails.
+
+    ``issued_to_customer`` says whether the customer is among those a targeted coupon
+    was issued to (ignored for a coupon issued to everyone). ``store_id`` None means
+    the question is not about a particular store. ``valid_until`` is exclusive.
+    """
+    issued = issued_to_customer or not coupon.targeted
+    reason: IneligibleReason | None = None
+    if not coupon.active:
+        reason = IneligibleReason.INACTIVE
+    elif coupon.valid_from is not None and at < coupon.valid_from:
+        reason = IneligibleReason.NOT_STARTED
+    elif coupon.valid_until is not None and at >= coupon.valid_until:
+        reason = IneligibleReason.EXPIRED
+    elif not issued:
+        reason = IneligibleReason.NOT_TARGETED
+    elif store_id is not None and coupon.store_ids is not None and store_id not in coupon.store_ids:
+        reason = IneligibleReason.STORE_NOT_ALLOWED
+    elif coupon.uses_permitted is not None and uses_made >= coupon.uses_permitted:
+        reason = IneligibleReason.EXHAUSTED
+    return Eligibility(coupon=coupon, uses_made=uses_made, issued_to_customer=issued, reason=reason)
+
+
+def is_listed(eligibility: Eligibility, *, include_ineligible: bool) -> bool:
+    """Whether the coupon belongs in the customer's coupon list.
+
+    Eligible coupons always; with ``include_ineligible`` also those failing only by
+    time, store or exhaustion. A coupon issued to other customers never appears, even
+    when an earlier check (such as ``expired``) is the reason reported for it.
+    """
+    if not eligibility.issued_to_customer:
+        return False
+    if eligibility.reason is None:
+        return True
+    return include_ineligible and eligibility.reason in _LISTABLE_WHEN_INELIGIBLE
+
+
+def list_eligibility(
+    candidates: Iterable[tuple[CouponTerms, int, bool]],
+    *,
+    store_id: str | None,
+    at: datetime,
+    include_ineligible: bool,
+) -> list[Eligibility]:
+    """Evaluate ``(coupon, uses_made, issued_to_customer)`` rows and keep the listed ones."""
+    listed: list[Eligibility] = []
+    for coupon, uses_made, issued in candidates:
+        answer = evaluate(
+            coupon, uses_made=uses_made, issued_to_customer=issued, store_id=store_id, at=at
+        )
+        if is_listed(answer, include_ineligible=include_ineligible):
+            listed.append(answer)
+    return listed

@@ -1,0 +1,56 @@
+"""Request count and latency per route template and status, for /metrics.
+
+Labelled by the route template (``/v1/customers/{customer_id}/coupons``), never the
+raw path, so the number of series stays bounded however many customers call.
+"""
+
+from __future__ import annotations
+
+from time import perf_counter
+
+from prometheus_client import Counter, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+__all__ = ["REQUESTS", "REQUEST_SECONDS", "RequestMetricsMiddleware"]
+
+REQUESTS = Counter(
+    "punchcard_coupon_query_http_requests_total",
+    "HTTP requests answered by coupon-query.",
+    ["method", "route", "status"],
+)
+REQUEST_SECONDS = Histogram(
+    "punchcard_coupon_query_http_request_duration_seconds",
+    "Time to answer an HTTP request of coupon-query.",
+    ["method", "route", "status"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+
+class RequestMetricsMiddleware:
+    """Plain ASGI middleware (no per-request task or body buffering) that times each request."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on and record how it was answered, even when it failed."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = perf_counter()
+        status = 500
+
+        async def record_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, record_status)
+        finally:
+            # The router writes the matched route into the shared scope.
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            labels = (scope["method"], route, str(status))
+            REQUESTS.labels(*labels).inc()
+            REQUEST_SECONDS.labels(*labels).observe(perf_counter() - started)

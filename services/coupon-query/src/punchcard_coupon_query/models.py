@@ -1,0 +1,278 @@
+"""The shapes of the HTTP API (CONTRACT.md section 5), as pydantic models.
+
+They are the OpenAPI document too: what is declared here is what integrators see.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
+
+from punchcard_coupon_query.eligibility import Eligibility as EligibilityDecision
+
+__all__ = [
+    "IDENTIFIER_PATTERN",
+    "MAX_TARGETED_CUSTOMERS",
+    "RFC3339_PATTERN",
+    "ApiKeyScope",
+    "Coupon",
+    "CouponInput",
+    "CouponList",
+    "CustomerCoupons",
+    "Eligibility",
+    "Health",
+    "Identifier",
+    "LedgerEntry",
+    "PendingReturn",
+    "PointsPage",
+    "Problem",
+    "ProblemError",
+    "ReceiptDocument",
+    "ReceiptSummary",
+    "ReceiptsPage",
+    "RestoredCoupon",
+    "ReturnOutcome",
+]
+
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9._:-]{1,64}$"
+# RFC 3339 date-time: the offset is mandatory, "T" or a space between date and time.
+RFC3339_PATTERN = r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$"
+MAX_TARGETED_CUSTOMERS = 100_000
+# A coupon can name at most this many stores; real chains stay far below it.
+MAX_STORES = 10_000
+# PostgreSQL integer: uses_permitted is stored as one.
+MAX_USES_PERMITTED = 2_147_483_647
+
+Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
+ApiKeyScope = Literal["read", "admin"]
+Reason = Literal[
+    "inactive", "not_started", "expired", "not_targeted", "store_not_allowed", "exhausted"
+]
+
+
+def _storable(value: datetime | None) -> datetime | None:
+    # PostgreSQL stores UTC; a time whose UTC form is outside Python's range cannot be kept.
+    if value is None:
+        return None
+    try:
+        value.astimezone(UTC)
+    except OverflowError as exc:
+        raise ValueError("time is out of range once converted to UTC") from exc
+    return value
+
+
+StorableTime = Annotated[AwareDatetime, AfterValidator(_storable)]
+
+
+class Problem(BaseModel):
+    """An error, as RFC 9457 ``application/problem+json``."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[ProblemError] | None = Field(
+        default=None, description="For 422: each invalid input, where it is and why."
+    )
+
+
+class ProblemError(BaseModel):
+    """One invalid input of a request."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class CouponInput(BaseModel):
+    """The body of ``PUT /v1/coupons/{coupon_id}``: the whole coupon, replacing any before."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    coupon_id: Identifier | None = Field(
+        default=None, description="Optional; when given it must equal the path's coupon_id."
+    )
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+    description: Annotated[str, StringConstraints(max_length=4000)] = ""
+    uses_permitted: Annotated[int, Field(ge=1, le=MAX_USES_PERMITTED)] | None = Field(
+        default=None, description="Uses each customer may make; null for unlimited."
+    )
+    valid_from: StorableTime | None = None
+    valid_until: StorableTime | None = Field(default=None, description="Exclusive.")
+    active: bool = True
+    customer_ids: Annotated[list[Identifier], Field(max_length=MAX_TARGETED_CUSTOMERS)] | None = (
+        Field(default=None, description="Null: issued to everyone; else only these customers.")
+    )
+    store_ids: Annotated[list[Identifier], Field(max_length=MAX_STORES)] | None = Field(
+        default=None, description="Null: usable at every store."
+    )
+    restore_on_return: bool = True
+
+    @model_validator(mode="after")
+    def _window_is_ordered(self) -> CouponInput:
+        if (
+            self.valid_from is not None
+            and self.valid_until is not None
+            and self.valid_until <= self.valid_from
+        ):
+            raise ValueError("valid_until must be later than valid_from")
+        return self
+
+
+class Coupon(BaseModel):
+    """A coupon of the catalog."""
+
+    coupon_id: Identifier
+    name: str
+    description: str
+    uses_permitted: int | None
+    valid_from: datetime | None
+    valid_until: datetime | None
+    active: bool
+    customer_ids: list[str] | None
+    store_ids: list[str] | None
+    restore_on_return: bool
+
+
+class CouponList(BaseModel):
+    """Every coupon of the catalog, ordered by coupon_id."""
+
+    coupons: list[Coupon]
+
+
+class Eligibility(BaseModel):
+    """Whether one customer may use one coupon at a time and store, and why not."""
+
+    coupon_id: str
+    name: str
+    description: str
+    uses_permitted: int | None
+    valid_from: datetime | None
+    valid_until: datetime | None
+    uses_made: int
+    uses_remaining: int | None
+    eligible: bool
+    reason: Reason | None
+
+    @classmethod
+    def of(cls, decision: EligibilityDecision) -> Eligibility:
+        """The API view of a decision of the eligibility rule."""
+        coupon = decision.coupon
+        return cls(
+            coupon_id=coupon.coupon_id,
+            name=coupon.name,
+            description=coupon.description,
+            uses_permitted=coupon.uses_permitted,
+            valid_from=coupon.valid_from,
+            valid_until=coupon.valid_until,
+            uses_made=decision.uses_made,
+            uses_remaining=decision.uses_remaining,
+            eligible=decision.eligible,
+            reason=None if decision.reason is None else decision.reason.value,
+        )
+
+
+class CustomerCoupons(BaseModel):
+    """The coupons a customer can see at a moment (and store)."""
+
+    customer_id: str
+    at: datetime
+    coupons: list[Eligibility]
+
+
+class LedgerEntry(BaseModel):
+    """One booking of points; ``points`` is signed (burn and revoke are negative)."""
+
+    kind: Literal["earn", "burn", "restore", "revoke"]
+    points: int
+    transaction_no: str
+    occurred_at: datetime
+
+
+class PointsPage(BaseModel):
+    """A customer's balance and one page of their ledger, newest first."""
+
+    customer_id: str
+    balance: int
+    ledger: list[LedgerEntry]
+    next_cursor: str | None
+
+
+class ReceiptSummary(BaseModel):
+    """One receipt in a customer's list."""
+
+    transaction_no: str
+    store_id: str
+    occurred_at: datetime
+    total: str = Field(description="Exact decimal, as PostgreSQL keeps it.", examples=["1980"])
+    currency: str
+    returned: bool
+
+
+class ReceiptsPage(BaseModel):
+    """One page of a customer's receipts, newest first."""
+
+    customer_id: str
+    receipts: list[ReceiptSummary]
+    next_cursor: str | None
+
+
+class RestoredCoupon(BaseModel):
+    """Uses of one coupon given back by a return."""
+
+    coupon_id: str
+    uses: int
+
+
+class ReturnOutcome(BaseModel):
+    """The ReturnOutcomeEvent of CONTRACT.md section 3, as the returns service decided it."""
+
+    model_config = ConfigDict(extra="allow")
+
+    schema_version: int
+    event_id: str
+    occurred_at: str
+    transaction_no: str
+    return_event_id: str
+    customer_id: str | None
+    status: Literal["accepted", "rejected"]
+    reason: Literal["already_returned", "unknown_transaction"] | None
+    points_restored: int
+    points_revoked: int
+    coupons_restored: list[RestoredCoupon]
+
+
+class PendingReturn(BaseModel):
+    """A return is known but still waits for its receipt."""
+
+    status: Literal["pending"]
+
+
+class ReceiptDocument(BaseModel):
+    """The receipt exactly as the POS sent it (unknown fields kept), plus its return state."""
+
+    model_config = ConfigDict(extra="allow")
+
+    transaction_no: str
+    returned: bool
+    return_: ReturnOutcome | None = Field(alias="return")
+
+
+class Health(BaseModel):
+    """A liveness or readiness answer."""
+
+    status: str
+
+
+Problem.model_rebuild()

@@ -1,0 +1,363 @@
+"""Every SQL statement of coupon-query, parameterised and set-based.
+
+Reads take a connection; writes take one inside a transaction (``Database.transaction``).
+Documents are returned as JSON text built by PostgreSQL, so the numbers in a stored
+receipt reach the client exactly as they were sent.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import asyncpg
+
+from punchcard_coupon_query.cursors import LedgerCursor, ReceiptCursor
+from punchcard_coupon_query.eligibility import CouponTerms
+from punchcard_coupon_query.models import Coupon, CouponInput, LedgerEntry, ReceiptSummary
+
+__all__ = [
+    "ApiKeyRecord",
+    "CouponCandidate",
+    "deactivate_coupon",
+    "fetch_api_key",
+    "fetch_coupon",
+    "fetch_customer_coupon",
+    "fetch_customer_coupons",
+    "fetch_points",
+    "fetch_receipt_document",
+    "fetch_receipts",
+    "fetch_return_status",
+    "insert_api_key",
+    "list_api_keys",
+    "list_coupons",
+    "revoke_api_key",
+    "upsert_coupon",
+]
+
+Connection = asyncpg.Connection
+CouponCandidate = tuple[CouponTerms, int, bool]
+"""A coupon's terms, the customer's uses of it, and whether it was issued to them."""
+
+# One round trip for the whole list: the customer's usage joined in, and the
+# targeting question answered by one primary-key probe of coupon_targets per coupon
+# (never a scan of a 100,000-customer list). Inactive coupons and coupons issued to
+# other customers are never listed, so they are not fetched.
+_CUSTOMER_COUPONS = """
+    SELECT c.coupon_id, c.name, c.description, c.uses_permitted, c.valid_from, c.valid_until,
+           c.active, c.targeted, c.store_ids,
+           COALESCE(u.uses_made, 0) AS uses_made, a.issued
+    FROM coupons AS c
+    LEFT JOIN coupon_usage AS u ON u.customer_id = $1 AND u.coupon_id = c.coupon_id
+    CROSS JOIN LATERAL (
+        SELECT NOT c.targeted OR EXISTS (
+            SELECT 1 FROM coupon_targets AS t
+            WHERE t.coupon_id = c.coupon_id AND t.customer_id = $1
+        ) AS issued
+    ) AS a
+    WHERE c.active AND a.issued
+    ORDER BY c.coupon_id
+"""
+
+_CUSTOMER_COUPON = """
+    SELECT c.coupon_id, c.name, c.description, c.uses_permitted, c.valid_from, c.valid_until,
+           c.active, c.targeted, c.store_ids,
+           COALESCE(u.uses_made, 0) AS uses_made,
+           NOT c.targeted OR EXISTS (
+               SELECT 1 FROM coupon_targets AS t
+               WHERE t.coupon_id = c.coupon_id AND t.customer_id = $1
+           ) AS issued
+    FROM coupons AS c
+    LEFT JOIN coupon_usage AS u ON u.customer_id = $1 AND u.coupon_id = c.coupon_id
+    WHERE c.coupon_id = $2
+"""
+
+
+def _terms(row: asyncpg.Record) -> CouponTerms:
+    store_ids = row["store_ids"]
+    return CouponTerms(
+        coupon_id=row["coupon_id"],
+        name=row["name"],
+        description=row["description"],
+        uses_permitted=row["uses_permitted"],
+        valid_from=row["valid_from"],
+        valid_until=row["valid_until"],
+        active=row["active"],
+        targeted=row["targeted"],
+        store_ids=None if store_ids is None else frozenset(store_ids),
+    )
+
+
+async def fetch_customer_coupons(conn: Connection, customer_id: str) -> list[CouponCandidate]:
+    """The coupons a customer could be shown: active, and issued to everyone or to them."""
+    rows = await conn.fetch(_CUSTOMER_COUPONS, customer_id)
+    return [(_terms(row), row["uses_made"], row["issued"]) for row in rows]
+
+
+async def fetch_customer_coupon(
+    conn: Connection, customer_id: str, coupon_id: str
+) -> CouponCandidate | None:
+    """One catalog coupon as seen by one customer; None if it is not in the catalog."""
+    row = await conn.fetchrow(_CUSTOMER_COUPON, customer_id, coupon_id)
+    if row is None:
+        return None
+    return (_terms(row), row["uses_made"], row["issued"])
+
+
+async def fetch_points(
+    conn: Connection, customer_id: str, after: LedgerCursor | None, limit: int
+) -> tuple[int, list[tuple[int, LedgerEntry]]]:
+    """The balance (0 if never booked) and up to ``limit`` ledger rows below the cursor.
+
+    Both come from one snapshot, so the balance matches the newest rows shown. Rows are
+    returned with their ledger id, which the next cursor is made of.
+    """
+    async with conn.transaction(isolation="repeatable_read", readonly=True):
+        balance = await conn.fetchval(
+            "SELECT balance FROM points_balances WHERE customer_id = $1", customer_id
+        )
+        rows = await conn.fetch(
+            """
+            SELECT id, kind, points, transaction_no, occurred_at
+            FROM points_ledger
+            WHERE customer_id = $1 AND id < $2
+            ORDER BY id DESC
+            LIMIT $3
+            """,
+            customer_id,
+            2**63 - 1 if after is None else after.id,
+            limit,
+        )
+    entries = [
+        (
+            row["id"],
+            LedgerEntry(
+                kind=row["kind"],
+                points=row["points"],
+                transaction_no=row["transaction_no"],
+                occurred_at=row["occurred_at"],
+            ),
+        )
+        for row in rows
+    ]
+    return (0 if balance is None else int(balance)), entries
+
+
+async def fetch_receipts(
+    conn: Connection, customer_id: str, after: ReceiptCursor | None, limit: int
+) -> list[ReceiptSummary]:
+    """Up to ``limit`` of a customer's receipts after the cursor, newest first.
+
+    The keyset (occurred_at, transaction_no) follows the index receipts_by_customer.
+    ``total`` is PostgreSQL's own text of the numeric, so it is exact.
+    """
+    rows = await conn.fetch(
+        """
+        SELECT transaction_no, store_id, occurred_at, total::text AS total, currency,
+               returned_at IS NOT NULL AS returned
+        FROM receipts
+        WHERE customer_id = $1
+          AND (occurred_at, transaction_no) < ($2::timestamptz, $3::text)
+        ORDER BY occurred_at DESC, transaction_no DESC
+        LIMIT $4
+        """,
+        customer_id,
+        "infinity" if after is None else after.occurred_at,
+        "" if after is None else after.transaction_no,
+        limit,
+    )
+    return [ReceiptSummary(**dict(row)) for row in rows]
+
+
+async def fetch_receipt_document(conn: Connection, transaction_no: str) -> str | None:
+    """The stored receipt with ``returned`` and ``return`` added, as JSON text; None if unknown.
+
+    ``return`` is the accepted outcome that returned the transaction, else the latest
+    decided outcome (a rejection), else null.
+    """
+    text: str | None = await conn.fetchval(
+        """
+        SELECT (r.document || jsonb_build_object(
+            'returned', r.returned_at IS NOT NULL,
+            'return', COALESCE(
+                (SELECT e.outcome FROM return_events AS e
+                 WHERE e.event_id = r.return_event_id AND e.outcome IS NOT NULL),
+                (SELECT e.outcome FROM return_events AS e
+                 WHERE e.transaction_no = r.transaction_no
+                   AND e.status <> 'pending' AND e.outcome IS NOT NULL
+                 ORDER BY e.decided_at DESC NULLS LAST, e.seq DESC
+                 LIMIT 1)
+            )
+        ))::text
+        FROM receipts AS r
+        WHERE r.transaction_no = $1
+        """,
+        transaction_no,
+    )
+    return text
+
+
+async def fetch_return_status(
+    conn: Connection, transaction_no: str
+) -> tuple[str, str | None] | None:
+    """The latest decided outcome as JSON text, or ("pending", None); None if no return is known."""
+    row = await conn.fetchrow(
+        """
+        SELECT status, outcome::text AS outcome
+        FROM return_events
+        WHERE transaction_no = $1
+        ORDER BY (status <> 'pending' AND outcome IS NOT NULL) DESC,
+                 decided_at DESC NULLS LAST, seq DESC
+        LIMIT 1
+        """,
+        transaction_no,
+    )
+    if row is None:
+        return None
+    if row["status"] == "pending" or row["outcome"] is None:
+        return ("pending", None)
+    return (row["status"], row["outcome"])
+
+
+_COUPON = """
+    SELECT c.coupon_id, c.name, c.description, c.uses_permitted, c.valid_from, c.valid_until,
+           c.active, c.store_ids, c.restore_on_return,
+           CASE WHEN c.targeted THEN ARRAY(
+               SELECT t.customer_id FROM coupon_targets AS t
+               WHERE t.coupon_id = c.coupon_id ORDER BY t.customer_id
+           ) END AS customer_ids
+    FROM coupons AS c
+"""
+
+
+def _coupon(row: asyncpg.Record) -> Coupon:
+    return Coupon(**dict(row))
+
+
+async def fetch_coupon(conn: Connection, coupon_id: str) -> Coupon | None:
+    """One catalog coupon, with the customers it was issued to; None if unknown."""
+    row = await conn.fetchrow(_COUPON + " WHERE c.coupon_id = $1", coupon_id)
+    return None if row is None else _coupon(row)
+
+
+async def list_coupons(conn: Connection) -> list[Coupon]:
+    """The whole catalog, ordered by coupon_id."""
+    rows = await conn.fetch(_COUPON + " ORDER BY c.coupon_id")
+    return [_coupon(row) for row in rows]
+
+
+async def upsert_coupon(conn: Connection, coupon_id: str, coupon: CouponInput) -> bool:
+    """Create or replace a coupon and its customer list; True if it was created.
+
+    Call inside a transaction: the coupon row's lock serialises concurrent replacements,
+    and its target list is swapped in the same transaction, so readers never see a
+    coupon with half a list. COPY keeps a 100,000-customer list fast.
+    """
+    created: bool = await conn.fetchval(
+        """
+        INSERT INTO coupons (coupon_id, name, description, uses_permitted, valid_from,
+                             valid_until, active, targeted, store_ids, restore_on_return)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+        ON CONFLICT (coupon_id) DO UPDATE SET
+            name = EXCLUDED.name,
+            description = EXCLUDED.description,
+            uses_permitted = EXCLUDED.uses_permitted,
+            valid_from = EXCLUDED.valid_from,
+            valid_until = EXCLUDED.valid_until,
+            active = EXCLUDED.active,
+            targeted = EXCLUDED.targeted,
+            store_ids = EXCLUDED.store_ids,
+            restore_on_return = EXCLUDED.restore_on_return,
+            updated_at = now()
+        RETURNING xmax = 0
+        """,
+        coupon_id,
+        coupon.name,
+        coupon.description,
+        coupon.uses_permitted,
+        coupon.valid_from,
+        coupon.valid_until,
+        coupon.active,
+        coupon.customer_ids is not None,
+        None if coupon.store_ids is None else list(dict.fromkeys(coupon.store_ids)),
+        coupon.restore_on_return,
+    )
+    if not created:
+        await conn.execute("DELETE FROM coupon_targets WHERE coupon_id = $1", coupon_id)
+    if coupon.customer_ids:
+        await conn.copy_records_to_table(
+            "coupon_targets",
+            records=[(coupon_id, customer) for customer in dict.fromkeys(coupon.customer_ids)],
+            columns=["coupon_id", "customer_id"],
+        )
+    return created
+
+
+async def deactivate_coupon(conn: Connection, coupon_id: str) -> Coupon | None:
+    """Mark a coupon inactive (its usage history stays); None if it is not in the catalog."""
+    found = await conn.fetchval(
+        "UPDATE coupons SET active = false, updated_at = now() WHERE coupon_id = $1 "
+        "RETURNING coupon_id",
+        coupon_id,
+    )
+    if found is None:
+        return None
+    return await fetch_coupon(conn, coupon_id)
+
+
+@dataclass(frozen=True, slots=True)
+class ApiKeyRecord:
+    """An API key as stored: never the key itself, only its SHA-256."""
+
+    key_id: str
+    name: str
+    scope: str
+    key_hash: bytes
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+def _api_key(row: asyncpg.Record) -> ApiKeyRecord:
+    return ApiKeyRecord(**dict(row))
+
+
+_API_KEY_COLUMNS = "key_id, name, scope, key_hash, created_at, revoked_at"
+
+
+async def insert_api_key(
+    conn: Connection, key_id: str, name: str, scope: str, key_hash: bytes
+) -> None:
+    """Store a new key's hash."""
+    await conn.execute(
+        "INSERT INTO api_keys (key_id, name, scope, key_hash) VALUES ($1, $2, $3, $4)",
+        key_id,
+        name,
+        scope,
+        key_hash,
+    )
+
+
+async def fetch_api_key(conn: Connection, key_id: str) -> ApiKeyRecord | None:
+    """The stored key with this id, revoked or not; None if there is none."""
+    row = await conn.fetchrow(
+        f"SELECT {_API_KEY_COLUMNS} FROM api_keys WHERE key_id = $1",  # noqa: S608 -- constant columns
+        key_id,
+    )
+    return None if row is None else _api_key(row)
+
+
+async def list_api_keys(conn: Connection) -> list[ApiKeyRecord]:
+    """Every key ever made, oldest first."""
+    rows = await conn.fetch(
+        f"SELECT {_API_KEY_COLUMNS} FROM api_keys ORDER BY created_at, key_id"  # noqa: S608 -- constant columns
+    )
+    return [_api_key(row) for row in rows]
+
+
+async def revoke_api_key(conn: Connection, key_id: str) -> bool:
+    """Revoke a key from now on; False if there is no such key or it was already revoked."""
+    status: str = await conn.execute(
+        "UPDATE api_keys SET revoked_at = now() WHERE key_id = $1 AND revoked_at IS NULL",
+        key_id,
+    )
+    return status == "UPDATE 1"
