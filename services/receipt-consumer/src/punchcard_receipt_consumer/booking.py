@@ -19,10 +19,12 @@ from punchcard_contract import CouponUsageEvent, PointsEvent, event_id_for
 
 __all__ = [
     "CouponBooking",
+    "Deliverable",
     "PointsBooking",
     "PointsEntry",
     "ReceiptFacts",
     "Repeats",
+    "UsageKey",
     "coupon_bookings",
     "coupon_usage_deltas",
     "judge_repeats",
