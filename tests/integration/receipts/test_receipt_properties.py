@@ -101,7 +101,13 @@ async def run_plan(database_url: str, plan: Plan) -> None:
     customers = [unique_id("C") for _ in range(CUSTOMERS)]
     coupons = [unique_id("K") for _ in range(COUPONS)]
     transactions = [unique_id("TX") for _ in plan.sales]
-    topics = TopicNames(receipts=unique_id("receipts"))
+    suffix = unique_id("t")
+    # Output topics of this example's own, so no other test's relay or reader meets its rows.
+    topics = TopicNames(
+        receipts=f"pos.receipts.v1.{suffix}",
+        coupon_usage=f"punchcard.coupon-usage.v1.{suffix}",
+        points=f"punchcard.points.v1.{suffix}",
+    )
     db = await Database.connect(database_url, max_size=2)
     try:
         handler = ReceiptHandler(db, topics)
