@@ -153,8 +153,8 @@ class KafkaBroker:
                 "kafka.tools.StorageTool",
                 "format",
                 "--standalone",
-                "-t",
-                cluster_id,
+                # One argument, not two: a base64 id may start with "-".
+                f"--cluster-id={cluster_id}",
                 "-c",
                 str(config),
             ],

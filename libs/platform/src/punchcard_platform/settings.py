@@ -108,3 +108,16 @@ class Settings(BaseSettings):
     def port_for(self, default: int) -> int:
         """The HTTP port: the configured one, else the service's own default."""
         return default if self.http_port is None else self.http_port
+
+    def environment(self) -> dict[str, str]:
+        """These settings as ``PUNCHCARD_*`` variables, to hand to a child process."""
+        env: dict[str, str] = {}
+        for name, value in self.model_dump(exclude={"topics"}).items():
+            if value is None:
+                continue
+            if isinstance(value, SecretStr):
+                value = value.get_secret_value()
+            env[f"PUNCHCARD_{name.upper()}"] = str(value)
+        for name, value in self.topics.model_dump().items():
+            env[f"PUNCHCARD_TOPIC_{name.upper()}"] = str(value)
+        return env
