@@ -6,17 +6,17 @@ import asyncio
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as examples
 from hypothesis import strategies as st
-from punchcard_devstack import Endpoints
 from punchcard_platform.db import Database, is_retryable
 from punchcard_platform.settings import Settings
 from punchcard_returns.handler import ReturnHandler
 from punchcard_returns.waiting import PendingReturnResolver
 
-from tests.conftest import make_settings
 from tests.helpers import unique_id
 from tests.integration.returns.support import (
     add_coupon,
@@ -52,7 +52,7 @@ def sales(draw: st.DrawFn) -> Sale:
 
 sale_index = st.integers(0, SALES - 1)
 a_return = st.tuples(sale_index, st.integers(0, RETURNS_PER_SALE - 1))
-steps = st.one_of(
+steps: st.SearchStrategy[tuple[str, list[Any]]] = st.one_of(
     st.tuples(st.just("receipts"), st.lists(sale_index, min_size=1, max_size=SALES)),
     st.tuples(st.just("returns"), st.lists(a_return, min_size=1, max_size=3)),
     st.tuples(st.just("concurrent"), st.lists(a_return, min_size=2, max_size=3)),
@@ -60,7 +60,7 @@ steps = st.one_of(
 )
 
 
-@settings(
+@examples(
     max_examples=20,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
@@ -70,10 +70,11 @@ steps = st.one_of(
     script=st.lists(steps, min_size=3, max_size=12),
 )
 def test_any_interleaving_keeps_every_return_once_and_the_books_exact(
-    stack: Endpoints, plan: list[Sale], script: list[tuple[str, list[Any]]]
+    settings: Settings, plan: list[Sale], script: list[tuple[str, list[Any]]]
 ) -> None:
     """No sale restored twice; balance == ledger; uses == uses of sales not returned."""
-    asyncio.run(_run(make_settings(stack), plan, script))
+    # One event loop per example; ids are fresh per example, the (created) topics are shared.
+    asyncio.run(_run(settings, plan, script))
 
 
 async def _run(config: Settings, plan: list[Sale], script: list[tuple[str, list[Any]]]) -> None:
@@ -95,9 +96,7 @@ async def _run(config: Settings, plan: list[Sale], script: list[tuple[str, list[
                 await asyncio.gather(
                     *(
                         _retrying(
-                            lambda h=handlers[n % 2], r=r: send_returns(
-                                h, config, world.return_of(*r)
-                            )
+                            partial(send_returns, handlers[n % 2], config, world.return_of(*r))
                         )
                         for n, r in enumerate(items)
                     )
@@ -183,11 +182,12 @@ async def _check(db: Database, config: Settings, world: _World) -> None:
             " WHERE transaction_no LIKE $1",
             like,
         )
-        balances = dict(
-            await conn.fetch(
+        balances: dict[str, int] = {
+            row["customer_id"]: row["balance"]
+            for row in await conn.fetch(
                 "SELECT customer_id, balance FROM points_balances WHERE customer_id LIKE $1", like
             )
-        )
+        }
         usage = {
             (row["customer_id"], row["coupon_id"]): row["uses_made"]
             for row in await conn.fetch(
