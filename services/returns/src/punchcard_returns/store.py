@@ -33,8 +33,8 @@ __all__ = [
     "lock_due_returns",
     "lock_pending_of",
     "record_returns",
-    "seconds_until_next_expiry",
     "transaction_now",
+    "waiting_summary",
     "write_plan",
 ]
 
@@ -128,15 +128,23 @@ async def lock_due_returns(conn: Connection, limit: int) -> list[PendingReturn]:
     return [_pending(row) for row in rows]
 
 
-async def seconds_until_next_expiry(conn: Connection) -> float | None:
-    """How long until the earliest waiting return gives up, or None if none is waiting."""
-    value = await conn.fetchval(
+async def waiting_summary(conn: Connection) -> tuple[int, float | None]:
+    """How many returns wait, and how long until the earliest one still waiting gives up.
+
+    Returns already past their wait but locked by another instance are that instance's to
+    decide, so they do not count toward the next wake-up (which would otherwise spin).
+    """
+    row = await conn.fetchrow(
         """
-        SELECT EXTRACT(EPOCH FROM min(wait_until) - now())
-        FROM return_events WHERE status = 'pending' AND wait_until > now()
+        SELECT count(*) AS waiting,
+               EXTRACT(EPOCH FROM min(wait_until) FILTER (WHERE wait_until > now()) - now())
+                   AS seconds
+        FROM return_events WHERE status = 'pending'
         """
     )
-    return None if value is None else float(value)
+    assert row is not None  # an aggregate always returns one row
+    seconds = row["seconds"]
+    return row["waiting"], None if seconds is None else float(seconds)
 
 
 async def load_receipts(

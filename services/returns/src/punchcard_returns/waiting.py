@@ -20,15 +20,20 @@ import asyncio
 import contextlib
 
 import structlog
+from prometheus_client import Gauge
 from punchcard_platform.db import Database, is_retryable, is_unavailable
 from punchcard_platform.settings import Settings
 
 from punchcard_returns import store
 from punchcard_returns.handler import apply_pending, count_decisions
 
-__all__ = ["PendingReturnResolver"]
+__all__ = ["RETURNS_WAITING", "PendingReturnResolver"]
 
 log = structlog.get_logger(__name__)
+
+RETURNS_WAITING = Gauge(
+    "punchcard_returns_waiting", "Returns waiting for their receipt, as of the last sweep."
+)
 
 _EXPIRY_SLACK_SECONDS = 0.01
 """Wake a little after the earliest wait_until, never just before it."""
@@ -90,7 +95,8 @@ class PendingReturnResolver:
             self._wakeup.clear()
             await self.resolve_due()
             async with self._db.connection() as conn:
-                until_expiry = await store.seconds_until_next_expiry(conn)
+                waiting, until_expiry = await store.waiting_summary(conn)
+            RETURNS_WAITING.set(waiting)
             timeout = self._sweep_seconds
             if until_expiry is not None:
                 timeout = min(timeout, until_expiry + _EXPIRY_SLACK_SECONDS)
