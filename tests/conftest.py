@@ -11,12 +11,12 @@ import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-
 from punchcard_devstack import DevStack, Endpoints
 from punchcard_platform.db import Database
 from punchcard_platform.kafka import create_topics
 from punchcard_platform.migrations import apply_migrations
 from punchcard_platform.settings import Settings, TopicNames
+
 from tests.helpers import unique_id
 
 

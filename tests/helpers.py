@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
-
 from punchcard_platform.settings import Settings
 
 T = TypeVar("T")
@@ -29,7 +29,7 @@ async def eventually(
     interval: float = 0.05,
     what: str = "condition",
 ) -> T:
-    """Await ``probe`` until it returns something truthy; fail with the last value after ``timeout``."""
+    """Await ``probe`` until it returns something truthy; fail with its last value on timeout."""
     deadline = time.monotonic() + timeout
     last: T = await probe()
     while not last:
@@ -100,12 +100,10 @@ async def consume(
 
 
 async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - no public way to refresh
+    await consumer._client.force_metadata_update()
     return consumer.partitions_for_topic(topic) or set()
 
 
 def json_bytes(document: dict[str, Any]) -> bytes:
     """Encode a test document as a POS would."""
-    import json
-
     return json.dumps(document).encode()

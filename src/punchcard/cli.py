@@ -7,21 +7,20 @@ them to whatever it starts. Operator mistakes end in one line saying what to fix
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 import uvloop
-from pydantic import ValidationError
-
 from punchcard_platform.errors import ConfigurationError, PunchcardError
 from punchcard_platform.settings import Settings
+from pydantic import ValidationError
 
 __all__ = ["main"]
 
 SERVICES = ("receipt-consumer", "coupon-query", "returns")
 
-Command = Callable[[Settings, argparse.Namespace], Awaitable[int]]
+Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 async def _migrate(settings: Settings, _: argparse.Namespace) -> int:
@@ -134,8 +133,12 @@ def build_parser() -> argparse.ArgumentParser:
     topics = commands.add_parser("topics", help="manage Kafka topics")
     topic_commands = topics.add_subparsers(dest="topics_command", required=True)
     create_topics = topic_commands.add_parser("create", help="create every topic of the contract")
-    create_topics.add_argument("--partitions", type=int, default=None,
-                               help="partitions per new topic (default PUNCHCARD_TOPIC_PARTITIONS, 12)")
+    create_topics.add_argument(
+        "--partitions",
+        type=int,
+        default=None,
+        help="partitions per new topic (default PUNCHCARD_TOPIC_PARTITIONS, 12)",
+    )
     create_topics.set_defaults(run=_topics_create)
 
     apikey = commands.add_parser("apikey", help="manage coupon-query API keys")

@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import signal
+import socket
 import sys
 import tempfile
 import uuid
@@ -19,16 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-
-from punchcard.simulator import SimulationOptions, simulate
 from punchcard_coupon_query.apikeys import create_api_key
 from punchcard_devstack import DevStack, DevStackError, Endpoints, ServiceProcess
 from punchcard_devstack.processes import free_port
 from punchcard_platform.db import Database
-from punchcard_platform.kafka import create_topics, make_producer
+from punchcard_platform.kafka import create_topics, make_consumer, make_producer
 from punchcard_platform.logging import configure_logging
 from punchcard_platform.migrations import apply_migrations
 from punchcard_platform.settings import Settings
+
+from punchcard.simulator import SimulationOptions, simulate
 
 __all__ = ["main"]
 
@@ -36,11 +37,13 @@ SERVICES = ("receipt-consumer", "returns", "coupon-query")
 QUERY_PORT = 8080
 
 SAMPLE_COUPONS: dict[str, dict[str, Any]] = {
-    "TEA-10OFF": {"name": "Green tea 10% off", "description": "Any 500ml tea",
-                  "uses_permitted": 3},
+    "TEA-10OFF": {"name": "Green tea 10% off", "description": "Any 500ml tea", "uses_permitted": 3},
     "COFFEE-2X": {"name": "Double points on coffee", "uses_permitted": 5},
-    "BAKERY-5OFF": {"name": "Bakery ¥50 off", "uses_permitted": 2,
-                    "valid_until": "2030-01-01T00:00:00+09:00"},
+    "BAKERY-5OFF": {
+        "name": "Bakery ¥50 off",
+        "uses_permitted": 2,
+        "valid_until": "2030-01-01T00:00:00+09:00",
+    },
     "WELCOME": {"name": "Welcome gift", "uses_permitted": 1},
 }
 
@@ -61,8 +64,7 @@ async def _prepare(settings: Settings) -> None:
 
 def _start_services(settings: Settings, logs: Path) -> dict[str, ServiceProcess]:
     env = {**settings.environment(), "PUNCHCARD_LOG_FORMAT": "json"}
-    ports = {"coupon-query": _query_port(), "receipt-consumer": free_port(),
-             "returns": free_port()}
+    ports = {"coupon-query": _query_port(), "receipt-consumer": free_port(), "returns": free_port()}
     services = {
         name: ServiceProcess(name, env=env, port=ports[name], log_file=logs / f"{name}.log")
         for name in SERVICES
@@ -71,14 +73,14 @@ def _start_services(settings: Settings, logs: Path) -> dict[str, ServiceProcess]
         service.start()
     for service in services.values():
         service.wait_healthy()
-        say(f"  {service.name:<17} pid {service.pid}, {service.url}/healthz, log {service.log_file}")
+        say(
+            f"  {service.name:<17} pid {service.pid}, {service.url}/healthz, log {service.log_file}"
+        )
     return services
 
 
 def _query_port() -> int:
     # The contract's default port when it is free, so the printed curl lines are familiar.
-    import socket
-
     with socket.socket() as sock:
         try:
             sock.bind(("127.0.0.1", QUERY_PORT))
@@ -92,8 +94,9 @@ async def _count(db: Database, sql: str, *args: object) -> int:
         return int(await conn.fetchval(sql, *args))
 
 
-async def _wait_for(db: Database, sql: str, target: int, *args: object,
-                    timeout: float = 120.0) -> int:
+async def _wait_for(
+    db: Database, sql: str, target: int, *args: object, timeout: float = 120.0
+) -> int:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     value = await _count(db, sql, *args)
@@ -128,28 +131,44 @@ async def _show(settings: Settings, query_url: str, db: Database) -> None:
 
         applied = await _wait_for(db, "SELECT count(*) FROM receipts", summary.receipts)
         returns = await _wait_for(
-            db, "SELECT count(*) FROM return_events WHERE status <> 'pending'",
-            summary.returns, timeout=60,
+            db,
+            "SELECT count(*) FROM return_events WHERE status <> 'pending'",
+            summary.returns,
+            timeout=60,
         )
         say(f"\nreceipts applied: {applied} of {summary.receipts}; returns decided: {returns}")
 
         customer = await _busiest_customer(db)
-        coupons = (await http.get(f"/v1/customers/{customer}/coupons",
-                                  params={"include_ineligible": "true"}, headers=read)).json()
-        points = (await http.get(f"/v1/customers/{customer}/points",
-                                 params={"limit": 5}, headers=read)).json()
+        coupons = (
+            await http.get(
+                f"/v1/customers/{customer}/coupons",
+                params={"include_ineligible": "true"},
+                headers=read,
+            )
+        ).json()
+        points = (
+            await http.get(f"/v1/customers/{customer}/points", params={"limit": 5}, headers=read)
+        ).json()
         say(f"\ncustomer {customer}'s coupons (GET /v1/customers/{customer}/coupons):")
         for coupon in coupons["coupons"]:
             state = "eligible" if coupon["eligible"] else coupon["reason"]
             remaining = coupon["uses_remaining"]
-            say(f"  {coupon['coupon_id']:<12} used {coupon['uses_made']}, "
-                f"remaining {'unlimited' if remaining is None else remaining}: {state}")
-        say(f"customer {customer}'s points: balance {points['balance']}, latest entries "
-            + ", ".join(f"{e['kind']} {e['points']:+d}" for e in points["ledger"]))
+            say(
+                f"  {coupon['coupon_id']:<12} used {coupon['uses_made']}, "
+                f"remaining {'unlimited' if remaining is None else remaining}: {state}"
+            )
+        say(
+            f"customer {customer}'s points: balance {points['balance']}, latest entries "
+            + ", ".join(f"{e['kind']} {e['points']:+d}" for e in points["ledger"])
+        )
         say("repeat it with:")
         say(f"  export READ_KEY={read_key}")
-        say("  " + _curl(f"{query_url}/v1/customers/{customer}/coupons?include_ineligible=true",
-                         "READ_KEY"))
+        say(
+            "  "
+            + _curl(
+                f"{query_url}/v1/customers/{customer}/coupons?include_ineligible=true", "READ_KEY"
+            )
+        )
 
         await _show_second_return(settings, db, http, read, customer)
     await _show_dead_letters(settings, db)
@@ -166,8 +185,9 @@ async def _busiest_customer(db: Database) -> str:
     return customer
 
 
-async def _show_second_return(settings: Settings, db: Database, http: httpx.AsyncClient,
-                              read: dict[str, str], customer: str) -> None:
+async def _show_second_return(
+    settings: Settings, db: Database, http: httpx.AsyncClient, read: dict[str, str], customer: str
+) -> None:
     async with db.connection() as conn:
         tx: str = await conn.fetchval(
             "SELECT transaction_no FROM receipts WHERE customer_id = $1 AND returned_at IS NULL "
@@ -180,25 +200,37 @@ async def _show_second_return(settings: Settings, db: Database, http: httpx.Asyn
     await producer.start()
     try:
         for event in events:
-            await producer.send_and_wait(settings.topics.returns, json.dumps(event).encode(),
-                                         key=tx.encode())
+            await producer.send_and_wait(
+                settings.topics.returns, json.dumps(event).encode(), key=tx.encode()
+            )
     finally:
         await producer.stop()
-    await _wait_for(db, "SELECT count(*) FROM return_events WHERE transaction_no = $1 "
-                        "AND status <> 'pending'", 2, tx, timeout=30)
+    await _wait_for(
+        db,
+        "SELECT count(*) FROM return_events WHERE transaction_no = $1 AND status <> 'pending'",
+        2,
+        tx,
+        timeout=30,
+    )
     first = (await http.get(f"/v1/receipts/{tx}", headers=read)).json()["return"]
     latest = (await http.get(f"/v1/returns/{tx}", headers=read)).json()
     say(f"\nreturning {tx} twice at the return desk:")
-    say(f"  first:  {first['status']}, points restored {first['points_restored']}, "
-        f"revoked {first['points_revoked']}, coupons {first['coupons_restored']}")
+    say(
+        f"  first:  {first['status']}, points restored {first['points_restored']}, "
+        f"revoked {first['points_revoked']}, coupons {first['coupons_restored']}"
+    )
     say(f"  second: {latest['status']} ({latest['reason']})  <- GET /v1/returns/{tx}")
 
 
 def _return_event(tx: str) -> dict[str, Any]:
     return {
-        "schema_version": 1, "event_id": str(uuid.uuid4()), "transaction_no": tx,
-        "store_id": "S0001", "terminal_id": "T01",
-        "occurred_at": "2026-11-23T09:00:00+09:00", "reason": "changed mind",
+        "schema_version": 1,
+        "event_id": str(uuid.uuid4()),
+        "transaction_no": tx,
+        "store_id": "S0001",
+        "terminal_id": "T01",
+        "occurred_at": "2026-11-23T09:00:00+09:00",
+        "reason": "changed mind",
     }
 
 
@@ -212,10 +244,9 @@ async def _show_dead_letters(settings: Settings, db: Database) -> None:
         )
     finally:
         await producer.stop()
-    from punchcard_platform.kafka import make_consumer
-
-    consumer = make_consumer(settings, settings.topics.receipts_dlq,
-                             group_id=f"demo-{uuid.uuid4().hex[:8]}")
+    consumer = make_consumer(
+        settings, settings.topics.receipts_dlq, group_id=f"demo-{uuid.uuid4().hex[:8]}"
+    )
     await consumer.start()
     seen: list[tuple[str, str]] = []
     try:
@@ -224,8 +255,9 @@ async def _show_dead_letters(settings: Settings, db: Database) -> None:
             for batch in (await consumer.getmany(timeout_ms=500)).values():
                 for record in batch:
                     headers = {k: v.decode() for k, v in record.headers}
-                    seen.append((headers["punchcard.error.reason"],
-                                 headers["punchcard.error.detail"][:70]))
+                    seen.append(
+                        (headers["punchcard.error.reason"], headers["punchcard.error.detail"][:70])
+                    )
     finally:
         await consumer.stop()
     say(f"\ndead letters in {settings.topics.receipts_dlq}:")

@@ -6,7 +6,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from punchcard_devstack import ServiceProcess
 from punchcard_devstack.processes import free_port
 from punchcard_platform.settings import Settings

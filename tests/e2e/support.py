@@ -29,8 +29,13 @@ def receipt(
         "currency": "JPY",
         "total": "1980",
         "lines": [
-            {"sku": "4901234567890", "description": "Green tea 500ml", "quantity": 2,
-             "unit_price": "150", "amount": "300"}
+            {
+                "sku": "4901234567890",
+                "description": "Green tea 500ml",
+                "quantity": 2,
+                "unit_price": "150",
+                "amount": "300",
+            }
         ],
         "coupons": [{"coupon_id": c, "uses": n} for c, n in coupons],
         "points_used": points_used,

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import random
-from collections import Counter, defaultdict
+from collections import Counter
 from typing import Any
 
 from punchcard_platform.db import Database
 from punchcard_platform.settings import Settings
+
 from tests.e2e.conftest import StartService
 from tests.e2e.support import encode, receipt, return_event
 from tests.helpers import consume, eventually, produce, unique_id
@@ -93,8 +94,9 @@ async def _published_once_per_effect(settings: Settings, db: Database, keys: lis
     """Every outbox event reaches Kafka, and one effect never carries two event ids."""
     async with db.connection() as conn:
         await eventually(
-            lambda: _count(db, "SELECT count(*) = 0 FROM outbox WHERE key = ANY($1) "
-                               "AND sent_at IS NULL", keys),
+            lambda: _count(
+                db, "SELECT count(*) = 0 FROM outbox WHERE key = ANY($1) AND sent_at IS NULL", keys
+            ),
             what="outbox drained",
             timeout=60,
         )
@@ -109,8 +111,13 @@ async def _published_once_per_effect(settings: Settings, db: Database, keys: lis
         for record in records:
             event = json.loads(record.value)
             assert seen.setdefault(event["event_id"], event) == event, "a repeat changed content"
-            effect = (event["transaction_no"], event.get("kind"), event.get("coupon_id"),
-                      event.get("source"), event.get("return_event_id"))
+            effect = (
+                event["transaction_no"],
+                event.get("kind"),
+                event.get("coupon_id"),
+                event.get("source"),
+                event.get("return_event_id"),
+            )
             assert effects.setdefault(effect, event["event_id"]) == event["event_id"]
         assert set(seen) == ids
 
@@ -122,20 +129,25 @@ async def test_receipt_consumer_killed_mid_stream_ends_as_one_clean_pass(
     customers = [unique_id("C") for _ in range(40)]
     coupons = [unique_id("CPN") for _ in range(5)]
     sales = _sales(3000, customers, coupons, seed=7)
-    await produce(settings, settings.topics.receipts,
-                  [(s["customer_id"].encode(), encode(s)) for s in sales])
+    await produce(
+        settings, settings.topics.receipts, [(s["customer_id"].encode(), encode(s)) for s in sales]
+    )
     txs = [s["transaction_no"] for s in sales]
     stored = "SELECT count(*) FROM receipts WHERE transaction_no = ANY($1)"
 
     first = start_service("receipt-consumer")
-    await eventually(lambda: _positive(_count(db, stored, txs)), interval=0.005,
-                     what="first receipts stored")
+    await eventually(
+        lambda: _positive(_count(db, stored, txs)), interval=0.005, what="first receipts stored"
+    )
     first.kill()
     assert await _count(db, stored, txs) < len(sales), "the crash came too late to mean anything"
 
     start_service("receipt-consumer")
-    await eventually(lambda: _at_least(_count(db, stored, txs), len(sales)), timeout=120,
-                     what="every receipt stored")
+    await eventually(
+        lambda: _at_least(_count(db, stored, txs), len(sales)),
+        timeout=120,
+        what="every receipt stored",
+    )
     _assert_same_state(await _state(db, customers), _expected(sales, returned=set()))
     await _published_once_per_effect(settings, db, customers)
 
@@ -147,34 +159,49 @@ async def test_returns_killed_mid_stream_ends_as_one_clean_pass(
     customers = [unique_id("C") for _ in range(20)]
     coupons = [unique_id("CPN") for _ in range(3)]
     sales = _sales(600, customers, coupons, seed=11)
-    await produce(settings, settings.topics.receipts,
-                  [(s["customer_id"].encode(), encode(s)) for s in sales])
+    await produce(
+        settings, settings.topics.receipts, [(s["customer_id"].encode(), encode(s)) for s in sales]
+    )
     start_service("receipt-consumer")
     txs = [s["transaction_no"] for s in sales]
     await eventually(
-        lambda: _at_least(_count(db, "SELECT count(*) FROM receipts WHERE transaction_no = ANY($1)",
-                                 txs), len(sales)),
-        timeout=60, what="sales stored",
+        lambda: _at_least(
+            _count(db, "SELECT count(*) FROM receipts WHERE transaction_no = ANY($1)", txs),
+            len(sales),
+        ),
+        timeout=60,
+        what="sales stored",
     )
     returned = set(random.Random(3).sample(txs, 400))
     returns = [return_event(tx) for tx in sorted(returned)]
     repeats = [return_event(tx) for tx in sorted(returned)[:50]]
-    await produce(settings, settings.topics.returns,
-                  [(r["transaction_no"].encode(), encode(r)) for r in [*returns, *repeats]])
-    decided = "SELECT count(*) FROM return_events WHERE transaction_no = ANY($1) AND status <> 'pending'"
+    await produce(
+        settings,
+        settings.topics.returns,
+        [(r["transaction_no"].encode(), encode(r)) for r in [*returns, *repeats]],
+    )
+    decided = (
+        "SELECT count(*) FROM return_events WHERE transaction_no = ANY($1) AND status <> 'pending'"
+    )
 
     first = start_service("returns")
-    await eventually(lambda: _positive(_count(db, decided, txs)), interval=0.005,
-                     what="first returns decided")
+    await eventually(
+        lambda: _positive(_count(db, decided, txs)), interval=0.005, what="first returns decided"
+    )
     first.kill()
     start_service("returns")
-    await eventually(lambda: _at_least(_count(db, decided, txs), len(returns) + len(repeats)),
-                     timeout=120, what="every return decided")
+    await eventually(
+        lambda: _at_least(_count(db, decided, txs), len(returns) + len(repeats)),
+        timeout=120,
+        what="every return decided",
+    )
 
     _assert_same_state(await _state(db, customers), _expected(sales, returned))
     accepted = await _count(
-        db, "SELECT count(*) FROM return_events WHERE transaction_no = ANY($1) "
-            "AND status = 'accepted'", txs)
+        db,
+        "SELECT count(*) FROM return_events WHERE transaction_no = ANY($1) AND status = 'accepted'",
+        txs,
+    )
     assert accepted == len(returned)
     await _published_once_per_effect(settings, db, customers)
 

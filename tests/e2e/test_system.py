@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable
 
 import httpx
-
 from punchcard_coupon_query.apikeys import create_api_key
 from punchcard_platform.db import Database
 from punchcard_platform.settings import Settings
+
 from tests.e2e.conftest import StartService
 from tests.e2e.support import encode, receipt, return_event
 from tests.helpers import consume, eventually, produce, unique_id
@@ -17,7 +18,7 @@ from tests.helpers import consume, eventually, produce, unique_id
 async def test_coupon_uses_from_kafka_show_in_the_api_until_the_coupon_is_exhausted(
     settings: Settings, db: Database, start_service: StartService
 ) -> None:
-    """Receipts counted by receipt-consumer show as uses made; at the limit the coupon leaves the list."""
+    """Uses counted from Kafka show in the API; at the limit the coupon leaves the list."""
     start_service("receipt-consumer")
     api = start_service("coupon-query")
     _, admin_key = await create_api_key(db, "admin", "e2e")
@@ -29,8 +30,11 @@ async def test_coupon_uses_from_kafka_show_in_the_api_until_the_coupon_is_exhaus
         )
         assert created.status_code == 201, created.text
 
-        await produce(settings, settings.topics.receipts,
-                      [(customer.encode(), encode(receipt(customer, coupons=[(coupon, 2)])))])
+        await produce(
+            settings,
+            settings.topics.receipts,
+            [(customer.encode(), encode(receipt(customer, coupons=[(coupon, 2)])))],
+        )
 
         async def uses_made() -> int:
             response = await http.get(f"/v1/customers/{customer}/coupons/{coupon}")
@@ -41,18 +45,25 @@ async def test_coupon_uses_from_kafka_show_in_the_api_until_the_coupon_is_exhaus
         entry = next(c for c in listed["coupons"] if c["coupon_id"] == coupon)
         assert (entry["uses_made"], entry["uses_remaining"], entry["eligible"]) == (2, 1, True)
 
-        await produce(settings, settings.topics.receipts,
-                      [(customer.encode(), encode(receipt(customer, coupons=[(coupon, 1)])))])
+        await produce(
+            settings,
+            settings.topics.receipts,
+            [(customer.encode(), encode(receipt(customer, coupons=[(coupon, 1)])))],
+        )
         await eventually(lambda: _equals(uses_made(), 3), what="third use counted")
         listed = (await http.get(f"/v1/customers/{customer}/coupons")).json()
         assert coupon not in {c["coupon_id"] for c in listed["coupons"]}
         everything = (
-            await http.get(f"/v1/customers/{customer}/coupons",
-                           params={"include_ineligible": "true"})
+            await http.get(
+                f"/v1/customers/{customer}/coupons", params={"include_ineligible": "true"}
+            )
         ).json()
         entry = next(c for c in everything["coupons"] if c["coupon_id"] == coupon)
         assert (entry["eligible"], entry["reason"], entry["uses_remaining"]) == (
-            False, "exhausted", 0)
+            False,
+            "exhausted",
+            0,
+        )
 
 
 async def test_a_second_return_of_a_sale_is_refused_and_points_move_once(
@@ -68,8 +79,11 @@ async def test_a_second_return_of_a_sale_is_refused_and_points_move_once(
     tx = sale["transaction_no"]
     await produce(settings, settings.topics.receipts, [(customer.encode(), encode(sale))])
     first, second = return_event(tx), return_event(tx)
-    await produce(settings, settings.topics.returns,
-                  [(tx.encode(), encode(first)), (tx.encode(), encode(second))])
+    await produce(
+        settings,
+        settings.topics.returns,
+        [(tx.encode(), encode(first)), (tx.encode(), encode(second))],
+    )
 
     outcomes = await consume(settings, settings.topics.return_outcomes, count=2, timeout=60)
     by_event = {json.loads(r.value)["return_event_id"]: json.loads(r.value) for r in outcomes}
@@ -77,10 +91,13 @@ async def test_a_second_return_of_a_sale_is_refused_and_points_move_once(
     assert by_event[first["event_id"]]["points_restored"] == 100
     assert by_event[first["event_id"]]["points_revoked"] == 19
     assert (by_event[second["event_id"]]["status"], by_event[second["event_id"]]["reason"]) == (
-        "rejected", "already_returned")
+        "rejected",
+        "already_returned",
+    )
 
-    async with httpx.AsyncClient(base_url=api.url,
-                                 headers={"Authorization": f"Bearer {read_key}"}) as http:
+    async with httpx.AsyncClient(
+        base_url=api.url, headers={"Authorization": f"Bearer {read_key}"}
+    ) as http:
         points = (await http.get(f"/v1/customers/{customer}/points")).json()
         assert points["balance"] == -19 + 19 - 100 + 100
         assert sorted(e["kind"] for e in points["ledger"]) == ["burn", "earn", "restore", "revoke"]
@@ -91,5 +108,5 @@ async def test_a_second_return_of_a_sale_is_refused_and_points_move_once(
         assert latest["status"] == "rejected"
 
 
-async def _equals(value: object, expected: object) -> bool:
-    return await value == expected  # type: ignore[misc]
+async def _equals(value: Awaitable[object], expected: object) -> bool:
+    return await value == expected

@@ -10,6 +10,7 @@ from punchcard_contract import DeadLetterReason, InvalidEventError
 from punchcard_platform.consumer import ConsumerLoop
 from punchcard_platform.records import DeadLetter, Decoded, InboundRecord
 from punchcard_platform.settings import Settings
+
 from tests.helpers import consume, eventually, produce
 
 
@@ -53,7 +54,9 @@ async def test_undecodable_and_poison_records_go_to_the_dlq_and_the_rest_is_appl
     values = [b"first", b"not json", b"poison", b"last"]
     await produce(settings, topic, [(b"k", v) for v in values], partition=0)
     handler = RecordingHandler(poison=frozenset({b"poison"}))
-    loop = ConsumerLoop(settings, handler=handler, topic=topic, group_id=settings.consumer_group("t"))
+    loop = ConsumerLoop(
+        settings, handler=handler, topic=topic, group_id=settings.consumer_group("t")
+    )
     async with running(loop):
         dead = await consume(settings, settings.topics.receipts_dlq, count=2)
         await eventually(lambda: _true(handler.applied == [b"first", b"last"]), what="applied")

@@ -10,6 +10,7 @@ from punchcard_platform.db import Database
 from punchcard_platform.outbox import OutboxMessage, write_outbox
 from punchcard_platform.relay import OutboxRelay
 from punchcard_platform.settings import Settings
+
 from tests.helpers import consume, eventually, unique_id
 
 
@@ -42,7 +43,9 @@ async def test_outbox_rows_are_published_in_commit_order_per_key(
     assert {r.key for r in received} == {customer.encode()}
 
 
-async def test_writing_the_same_event_twice_queues_it_once(db: Database, settings: Settings) -> None:
+async def test_writing_the_same_event_twice_queues_it_once(
+    db: Database, settings: Settings
+) -> None:
     """A re-applied effect cannot queue a second copy of its event."""
     key = unique_id("C")
     message = OutboxMessage(settings.topics.points, key, event_id_for(key), {"n": 1})

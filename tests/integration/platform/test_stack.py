@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-
 from punchcard_devstack import Endpoints
 from punchcard_platform.db import Database
 from punchcard_platform.migrations import apply_migrations
 from punchcard_platform.settings import Settings
+
 from tests.helpers import consume, produce, unique_id
 
 

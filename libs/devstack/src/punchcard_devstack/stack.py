@@ -132,7 +132,7 @@ class DevStack:
         def run(step: Step) -> None:
             try:
                 step()
-            except BaseException as exc:  # noqa: BLE001 - re-raised below in the caller
+            except BaseException as exc:
                 errors.append(exc)
 
         threads = [threading.Thread(target=run, args=(step,)) for step in steps]

@@ -231,7 +231,7 @@ class ConsumerLoop(Generic[T]):
                     continue
                 if len(items) == 1:
                     record = items[0].record
-                    log.error(
+                    log.exception(
                         "record cannot be applied",
                         service=self._service,
                         error=repr(exc),
@@ -252,13 +252,14 @@ class ConsumerLoop(Generic[T]):
         while True:
             try:
                 await action()
-                return
             except KafkaError as exc:
                 attempt += 1
                 if self._stop.is_set():
                     raise StopRequestedError from exc
                 log.warning(f"could not {what}; retrying", service=self._service, error=repr(exc))
                 await self._sleep_unless_stopped(min(_UNAVAILABLE_BACKOFF_MAX, 0.2 * 2**attempt))
+            else:
+                return
 
     async def _sleep_unless_stopped(self, seconds: float) -> None:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from typing import cast
 
 import asyncpg
 import orjson
@@ -75,13 +76,13 @@ class Database:
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection inside a transaction that commits on success and rolls back otherwise."""
         async with self._pool.acquire() as conn, conn.transaction():
-            yield conn
+            yield _as_connection(conn)
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection outside any transaction, for reads."""
         async with self._pool.acquire() as conn:
-            yield conn
+            yield _as_connection(conn)
 
     async def is_ready(self) -> bool:
         """Whether the database answers now: what /readyz reports."""
@@ -91,6 +92,11 @@ class Database:
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
             return False
         return True
+
+
+def _as_connection(proxy: object) -> asyncpg.Connection:
+    # A pooled connection is a proxy that behaves as a Connection; the stubs type it apart.
+    return cast("asyncpg.Connection", proxy)
 
 
 async def lock_customers(conn: asyncpg.Connection, customer_ids: Iterable[str | None]) -> None:

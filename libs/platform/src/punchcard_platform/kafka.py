@@ -8,6 +8,7 @@ live in one place.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 from typing import Any
 
@@ -91,7 +92,8 @@ async def create_topics(
     except (TimeoutError, KafkaConnectionError, OSError) as exc:
         await admin.close()
         raise KafkaUnavailableError(
-            f"no Kafka broker answers at {settings.kafka_bootstrap_servers}: {exc or type(exc).__name__}. "
+            f"no Kafka broker answers at {settings.kafka_bootstrap_servers}: "
+            f"{exc or type(exc).__name__}. "
             "Check PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS and the PUNCHCARD_KAFKA_* security settings."
         ) from exc
     try:
@@ -109,10 +111,9 @@ async def create_topics(
             )
             for name in wanted
         ]
-        try:
+        # Another process may make them between our list and create: the same result.
+        with contextlib.suppress(TopicAlreadyExistsError):
             await admin.create_topics(new)
-        except TopicAlreadyExistsError:
-            pass  # another process made them between our list and create: same result
         return wanted
     finally:
         await admin.close()

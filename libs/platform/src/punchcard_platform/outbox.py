@@ -41,7 +41,8 @@ async def write_outbox(conn: asyncpg.Connection, messages: Sequence[OutboxMessag
         """
         INSERT INTO outbox (topic, key, event_id, payload)
         SELECT t, k, e, p
-        FROM unnest($1::text[], $2::text[], $3::uuid[], $4::jsonb[]) WITH ORDINALITY AS m(t, k, e, p, n)
+        FROM unnest($1::text[], $2::text[], $3::uuid[], $4::jsonb[])
+             WITH ORDINALITY AS m(t, k, e, p, n)
         ORDER BY n
         ON CONFLICT (event_id) DO NOTHING
         """,

@@ -113,11 +113,9 @@ class Settings(BaseSettings):
         """These settings as ``PUNCHCARD_*`` variables, to hand to a child process."""
         env: dict[str, str] = {}
         for name, value in self.model_dump(exclude={"topics"}).items():
-            if value is None:
-                continue
-            if isinstance(value, SecretStr):
-                value = value.get_secret_value()
-            env[f"PUNCHCARD_{name.upper()}"] = str(value)
+            if value is not None:
+                plain = value.get_secret_value() if isinstance(value, SecretStr) else value
+                env[f"PUNCHCARD_{name.upper()}"] = str(plain)
         for name, value in self.topics.model_dump().items():
             env[f"PUNCHCARD_TOPIC_{name.upper()}"] = str(value)
         return env
