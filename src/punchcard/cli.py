@@ -8,12 +8,16 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import uvloop
 from punchcard_platform.errors import ConfigurationError, PunchcardError
 from punchcard_platform.settings import Settings
+
+if TYPE_CHECKING:
+    from punchcard_platform.db import Database
 from pydantic import ValidationError
 
 __all__ = ["main"]
@@ -24,14 +28,10 @@ Command = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 async def _migrate(settings: Settings, _: argparse.Namespace) -> int:
-    from punchcard_platform.db import Database
     from punchcard_platform.migrations import apply_migrations
 
-    db = await Database.connect(settings.database_url, max_size=2)
-    try:
+    async with _database(settings) as db:
         applied = await apply_migrations(db)
-    finally:
-        await db.close()
     print(f"applied {', '.join(applied)}" if applied else "schema is up to date")
     return 0
 
@@ -46,15 +46,22 @@ async def _topics_create(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _apikey_create(settings: Settings, args: argparse.Namespace) -> int:
-    from punchcard_coupon_query.apikeys import create_api_key
+@asynccontextmanager
+async def _database(settings: Settings) -> AsyncIterator[Database]:
     from punchcard_platform.db import Database
 
     db = await Database.connect(settings.database_url, max_size=2)
     try:
-        key_id, key = await create_api_key(db, args.scope, args.name)
+        yield db
     finally:
         await db.close()
+
+
+async def _apikey_create(settings: Settings, args: argparse.Namespace) -> int:
+    from punchcard_coupon_query.apikeys import create_api_key
+
+    async with _database(settings) as db:
+        key_id, key = await create_api_key(db, args.scope, args.name)
     print(f"key id {key_id}, scope {args.scope}; the key is shown once, keep it safe:")
     print(key)
     return 0
@@ -62,13 +69,9 @@ async def _apikey_create(settings: Settings, args: argparse.Namespace) -> int:
 
 async def _apikey_list(settings: Settings, _: argparse.Namespace) -> int:
     from punchcard_coupon_query.apikeys import list_api_keys
-    from punchcard_platform.db import Database
 
-    db = await Database.connect(settings.database_url, max_size=2)
-    try:
+    async with _database(settings) as db:
         keys = await list_api_keys(db)
-    finally:
-        await db.close()
     for key in keys:
         state = f"revoked {key.revoked_at:%Y-%m-%d}" if key.revoked_at else "active"
         print(f"{key.key_id}  {key.scope:<5}  {state:<18}  {key.name}")
@@ -77,13 +80,9 @@ async def _apikey_list(settings: Settings, _: argparse.Namespace) -> int:
 
 async def _apikey_revoke(settings: Settings, args: argparse.Namespace) -> int:
     from punchcard_coupon_query.apikeys import revoke_api_key
-    from punchcard_platform.db import Database
 
-    db = await Database.connect(settings.database_url, max_size=2)
-    try:
+    async with _database(settings) as db:
         revoked = await revoke_api_key(db, args.key_id)
-    finally:
-        await db.close()
     print(f"revoked {args.key_id}" if revoked else f"no active key {args.key_id}")
     return 0 if revoked else 1
 

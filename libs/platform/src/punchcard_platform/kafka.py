@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import ssl
 from typing import Any
 
@@ -87,6 +88,10 @@ async def create_topics(
     admin = AIOKafkaAdminClient(
         **_connection_options(settings), request_timeout_ms=int(timeout * 1000)
     )
+    # aiokafka logs every failed bootstrap attempt itself; the error raised below says it once.
+    aiokafka_log = logging.getLogger("aiokafka")
+    level = aiokafka_log.level
+    aiokafka_log.setLevel(logging.CRITICAL)
     try:
         await asyncio.wait_for(admin.start(), timeout)
     except (TimeoutError, KafkaConnectionError, OSError) as exc:
@@ -96,6 +101,8 @@ async def create_topics(
             f"{exc or type(exc).__name__}. "
             "Check PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS and the PUNCHCARD_KAFKA_* security settings."
         ) from exc
+    finally:
+        aiokafka_log.setLevel(level)
     try:
         existing = set(await admin.list_topics())
         wanted = [n for n in dict.fromkeys(names) if n not in existing]
