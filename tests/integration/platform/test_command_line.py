@@ -8,10 +8,10 @@ import subprocess
 import sys
 
 import asyncpg
-
 from punchcard_devstack import Endpoints
 from punchcard_platform.db import Database
 from punchcard_platform.migrations import apply_migrations, available_migrations
+
 from tests.helpers import unique_id
 
 

@@ -25,7 +25,7 @@ def test_a_stopped_stack_leaves_no_process_and_no_port_behind(monkeypatch: objec
     assert stack.kafka is not None
     assert stack.postgres is not None
     kafka, postgres = stack.kafka, stack.postgres
-    pids = [kafka._proc.pid, postgres._proc.pid]  # type: ignore[union-attr]  # noqa: SLF001
+    pids = [kafka._proc.pid, postgres._proc.pid]  # type: ignore[union-attr]
     assert port_answers(kafka.port)
     assert port_answers(postgres.port)
     stack.stop()

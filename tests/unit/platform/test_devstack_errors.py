@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from punchcard_devstack import DevStackError
 from punchcard_devstack.kafka import KafkaBroker
 
