@@ -64,3 +64,25 @@ async def _unsent(db: Database, key: str) -> bool:
                 "SELECT count(*) = 0 FROM outbox WHERE key = $1 AND sent_at IS NULL", key
             )
         )
+
+
+async def test_a_missing_topic_does_not_hold_up_the_events_of_other_topics(
+    settings: Settings, db: Database
+) -> None:
+    """Rows for a topic that does not exist wait; rows for the others are published."""
+    key = unique_id("C")
+    stuck = OutboxMessage(unique_id("absent-topic"), key, event_id_for(key, "stuck"), {"n": 0})
+    fine = OutboxMessage(settings.topics.points, key, event_id_for(key, "fine"), {"n": 1})
+    async with db.transaction() as conn:
+        await write_outbox(conn, [stuck, fine])
+    stop = asyncio.Event()
+    task = asyncio.create_task(OutboxRelay(settings, db).run(stop))
+    try:
+        received = await consume(settings, settings.topics.points, count=1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        async with db.transaction() as conn:
+            # Leave nothing unpublishable behind for the relays of later tests.
+            await conn.execute("DELETE FROM outbox WHERE topic = $1", stuck.topic)
+    assert json.loads(received[0].value) == {"n": 1}

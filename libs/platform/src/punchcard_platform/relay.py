@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from typing import Any
 
 import asyncpg
 import orjson
 import structlog
+from aiokafka.errors import KafkaError
 
 from punchcard_platform.db import Database, is_unavailable
 from punchcard_platform.kafka import make_producer
@@ -29,6 +31,8 @@ log = structlog.get_logger(__name__)
 
 _LEADER_LOCK_KEY = 0x6F7574626F78  # "outbox"
 _SENT_RETENTION = "1 hour"
+_TOPIC_CHECK_SECONDS = 3.0
+_UNAVAILABLE_TOPIC_RETRY_SECONDS = 30.0
 
 
 class OutboxRelay:
@@ -47,6 +51,8 @@ class OutboxRelay:
         self._batch_size = batch_size
         self._idle_poll_seconds = idle_poll_seconds
         self._wake = asyncio.Event()
+        self._known_topics: set[str] = set()
+        self._unavailable: dict[str, float] = {}
         self.published = 0
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -89,13 +95,22 @@ class OutboxRelay:
                     await conn.execute("SELECT pg_advisory_unlock_all()")
 
     async def _publish_once(self, conn: asyncpg.Connection, producer: Any) -> int:
+        now = time.monotonic()
+        unavailable = [topic for topic, until in self._unavailable.items() if until > now]
         rows = await conn.fetch(
             """
             SELECT id, topic, key, event_id, payload FROM outbox
-            WHERE sent_at IS NULL ORDER BY id LIMIT $1
+            WHERE sent_at IS NULL AND topic <> ALL($2::text[]) ORDER BY id LIMIT $1
             """,
             self._batch_size,
+            unavailable,
         )
+        missing = {
+            t for t in {r["topic"] for r in rows} if not await self._topic_exists(producer, t)
+        }
+        # Order is per topic, so a topic that cannot be written waits without holding up
+        # the others; its rows stay unsent and go out once the topic exists.
+        rows = [r for r in rows if r["topic"] not in missing]
         if not rows:
             return 0
         futures = [
@@ -116,6 +131,21 @@ class OutboxRelay:
             OUTBOX_PUBLISHED.labels(row["topic"]).inc()
         self.published += len(rows)
         return len(rows)
+
+    async def _topic_exists(self, producer: Any, topic: str) -> bool:
+        if topic in self._known_topics:
+            return True
+        try:
+            # Without this bound, sending to a missing topic blocks the relay for the whole
+            # metadata timeout on every attempt.
+            await asyncio.wait_for(producer.partitions_for(topic), _TOPIC_CHECK_SECONDS)
+        except (TimeoutError, KafkaError):
+            # A configuration problem, not a crash: no traceback.
+            log.error("output topic does not exist; its events wait", topic=topic)  # noqa: TRY400
+            self._unavailable[topic] = time.monotonic() + _UNAVAILABLE_TOPIC_RETRY_SECONDS
+            return False
+        self._known_topics.add(topic)
+        return True
 
     async def _housekeeping(self, conn: asyncpg.Connection) -> None:
         backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
