@@ -173,3 +173,19 @@ def test_every_error_in_the_openapi_document_is_a_problem_document() -> None:
                 if status.startswith(("4", "5")):
                     assert list(response["content"]) == ["application/problem+json"]
     assert "HTTPValidationError" not in spec["components"]["schemas"]
+
+
+@pytest.mark.parametrize(
+    "moment",
+    ["0001-01-01T00:00:00Z", "0001-01-01T00:00:00+00:01", "9999-12-31T23:59:59.999999Z"],
+)
+def test_times_at_the_edges_of_what_can_be_stored_are_refused(moment: str) -> None:
+    """The driver would store Python's extreme datetimes as infinities."""
+    with pytest.raises(ValidationError, match="time"):
+        CouponInput.model_validate(coupon_body(valid_from=None, valid_until=moment))
+
+
+def test_nul_characters_in_texts_are_refused() -> None:
+    """PostgreSQL text cannot store them."""
+    with pytest.raises(ValidationError):
+        CouponInput.model_validate(coupon_body(description="a\x00b"))

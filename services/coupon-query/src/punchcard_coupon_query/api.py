@@ -408,7 +408,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     if detail == HTTPStatus(exc.status_code).phrase:
         detail = ""
     headers = None if exc.headers is None else dict(exc.headers)
-    return problem_response(exc.status_code, detail or None, headers=headers)
+    # FastAPI answers 400 for a body it cannot even decode; the contract calls every
+    # invalid input 422, as it does for malformed JSON.
+    status = 422 if exc.status_code == 400 else exc.status_code
+    return problem_response(status, detail or None, headers=headers)
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:

@@ -60,14 +60,21 @@ Reason = Literal[
 ]
 
 
+# asyncpg writes Python's smallest and largest datetimes as -infinity and infinity,
+# which come back without an offset; keep stored times strictly inside those bounds.
+_EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+_LATEST = datetime(9999, 12, 31, tzinfo=UTC)
+
+
 def _storable(value: datetime | None) -> datetime | None:
-    # PostgreSQL stores UTC; a time whose UTC form is outside Python's range cannot be kept.
     if value is None:
         return None
     try:
-        value.astimezone(UTC)
+        utc = value.astimezone(UTC)
     except OverflowError as exc:
         raise ValueError("time is out of range once converted to UTC") from exc
+    if not _EARLIEST <= utc < _LATEST:
+        raise ValueError("time must be from 0001-01-02 up to 9999-12-31 (UTC)")
     return value
 
 
@@ -103,8 +110,9 @@ class CouponInput(BaseModel):
     coupon_id: Identifier | None = Field(
         default=None, description="Optional; when given it must equal the path's coupon_id."
     )
-    name: Annotated[str, StringConstraints(min_length=1, max_length=200)]
-    description: Annotated[str, StringConstraints(max_length=4000)] = ""
+    # PostgreSQL text cannot hold NUL characters.
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=r"^[^\x00]*$")]
+    description: Annotated[str, StringConstraints(max_length=4000, pattern=r"^[^\x00]*$")] = ""
     uses_permitted: Annotated[int, Field(ge=1, le=MAX_USES_PERMITTED)] | None = Field(
         default=None, description="Uses each customer may make; null for unlimited."
     )

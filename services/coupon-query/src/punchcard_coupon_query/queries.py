@@ -157,13 +157,14 @@ async def fetch_receipts(
                returned_at IS NOT NULL AS returned
         FROM receipts
         WHERE customer_id = $1
-          AND (occurred_at, transaction_no) < ($2::timestamptz, $3::text)
+          AND (occurred_at, transaction_no)
+              < (COALESCE($2::timestamptz, 'infinity'), COALESCE($3::text, ''))
         ORDER BY occurred_at DESC, transaction_no DESC
         LIMIT $4
         """,
         customer_id,
-        "infinity" if after is None else after.occurred_at,
-        "" if after is None else after.transaction_no,
+        None if after is None else after.occurred_at,
+        None if after is None else after.transaction_no,
         limit,
     )
     return [ReceiptSummary(**dict(row)) for row in rows]

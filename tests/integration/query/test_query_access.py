@@ -1,0 +1,137 @@
+"""Keys, scopes, problem documents and the operational endpoints, over real HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from punchcard_coupon_query.apikeys import create_api_key, list_api_keys, revoke_api_key
+from punchcard_coupon_query.openapi import openapi_document
+from punchcard_platform.db import Database
+
+from tests.helpers import unique_id
+from tests.integration.query.support import Served, client
+
+pytestmark = pytest.mark.integration
+
+PROBLEM = "application/problem+json"
+
+
+async def test_a_call_without_a_key_is_401_with_a_problem_document(served: Served) -> None:
+    """No Authorization header: 401, WWW-Authenticate: Bearer, RFC 9457 body."""
+    async with client(served, None) as http:
+        response = await http.get(f"/v1/customers/{unique_id('C')}/coupons")
+    assert response.status_code == 401
+    assert response.headers["content-type"] == PROBLEM
+    assert response.headers["www-authenticate"] == "Bearer"
+    body = response.json()
+    assert body["status"] == 401
+    assert body["title"] == "Unauthorized"
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "pc_0123456789abcdef_" + "A" * 43,
+        "not-a-key",
+        "pc_",
+    ],
+)
+async def test_a_wrong_key_is_401(served: Served, key: str) -> None:
+    """An unknown, malformed or empty key is refused like a missing one."""
+    async with client(served, None) as http:
+        response = await http.get("/v1/coupons", headers={"Authorization": f"Bearer {key}"})
+    assert response.status_code == 401
+    assert response.headers["content-type"] == PROBLEM
+
+
+async def test_a_real_key_id_with_a_wrong_secret_is_401(served: Served) -> None:
+    """The hash of the whole key must match, not just its id."""
+    forged = served.read_key[:-4] + ("AAAA" if not served.read_key.endswith("AAAA") else "BBBB")
+    async with client(served, forged) as http:
+        response = await http.get("/v1/coupons")
+    assert response.status_code == 401
+
+
+async def test_a_non_bearer_scheme_is_401(served: Served) -> None:
+    """Basic credentials are not an API key."""
+    async with client(served, None) as http:
+        response = await http.get("/v1/coupons", headers={"Authorization": "Basic dXNlcjpwdw=="})
+    assert response.status_code == 401
+
+
+async def test_a_revoked_key_stops_working_at_once(served: Served, db: Database) -> None:
+    """Revocation needs no restart."""
+    key_id, key = await create_api_key(db, "read", "to revoke")
+    async with client(served, key) as http:
+        assert (await http.get("/v1/coupons")).status_code == 200
+        assert await revoke_api_key(db, key_id)
+        assert (await http.get("/v1/coupons")).status_code == 401
+    assert not await revoke_api_key(db, key_id)
+
+
+async def test_a_read_key_may_read_but_not_manage_coupons(served: Served) -> None:
+    """Admin calls with a read key are 403; reads are fine."""
+    coupon_id = unique_id("CP")
+    async with client(served, served.read_key) as http:
+        assert (await http.get("/v1/coupons")).status_code == 200
+        put = await http.put(f"/v1/coupons/{coupon_id}", json={"name": "x"})
+        delete = await http.delete(f"/v1/coupons/{coupon_id}")
+    for response in (put, delete):
+        assert response.status_code == 403
+        assert response.headers["content-type"] == PROBLEM
+        assert response.json()["status"] == 403
+
+
+async def test_keys_are_stored_only_as_sha256(db: Database) -> None:
+    """The database holds the hash of the key and nothing from which to rebuild it."""
+    name = unique_id("key")
+    key_id, key = await create_api_key(db, "admin", name)
+    assert key.startswith(f"pc_{key_id}_")
+    async with db.connection() as conn:
+        row = await conn.fetchrow("SELECT * FROM api_keys WHERE key_id = $1", key_id)
+    assert row is not None
+    assert row["key_hash"] == hashlib.sha256(key.encode()).digest()
+    assert key.split("_", 2)[2] not in {str(v) for v in dict(row).values()}
+    listed = [k for k in await list_api_keys(db) if k.key_id == key_id]
+    assert [(k.name, k.scope, k.revoked_at) for k in listed] == [(name, "admin", None)]
+
+
+async def test_an_unknown_scope_is_refused(db: Database) -> None:
+    """Only read and admin exist."""
+    with pytest.raises(ValueError, match="scope"):
+        await create_api_key(db, "superuser", "nope")
+
+
+async def test_health_readiness_and_metrics_need_no_key(served: Served) -> None:
+    """Orchestrators and Prometheus call these without credentials."""
+    async with client(served, None) as http:
+        assert (await http.get("/healthz")).json() == {"status": "ok"}
+        assert (await http.get("/readyz")).json() == {"status": "ready"}
+        await http.get(f"/v1/customers/{unique_id('C')}/points")
+        metrics = await http.get("/metrics")
+    assert metrics.status_code == 200
+    assert metrics.headers["content-type"].startswith("text/plain")
+    text = metrics.text
+    assert (
+        'punchcard_coupon_query_http_requests_total{method="GET",'
+        'route="/v1/customers/{customer_id}/points",status="401"}'
+    ) in text
+    assert "punchcard_coupon_query_http_request_duration_seconds_bucket" in text
+    assert 'route="/healthz",status="200"' in text
+
+
+async def test_an_unknown_path_is_a_404_problem(served: Served) -> None:
+    """Even routing errors are problem documents."""
+    async with client(served, served.read_key) as http:
+        response = await http.get("/v2/nothing")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == PROBLEM
+
+
+async def test_the_served_openapi_document_matches_the_exported_one(served: Served) -> None:
+    """What /openapi.json serves is the committed services/coupon-query/openapi.json."""
+    async with client(served, None) as http:
+        response = await http.get("/openapi.json")
+    assert response.status_code == 200
+    assert response.json() == openapi_document()
