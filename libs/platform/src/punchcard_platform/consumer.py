@@ -116,6 +116,10 @@ class ConsumerLoop(Generic[T]):
         try:
             await producer.start()
             try:
+                try:
+                    await self._wait_for_topic(consumer)
+                except StopRequestedError:
+                    return
                 consumer.subscribe(
                     [self._topic], listener=_WaitForBatchOnRevoke(self._lock, self._service)
                 )
@@ -140,6 +144,21 @@ class ConsumerLoop(Generic[T]):
         finally:
             await consumer.stop()
             log.info("consumer stopped", service=self._service)
+
+    async def _wait_for_topic(self, consumer: Any) -> None:
+        """Subscribe only once the broker knows the topic.
+
+        Joining the group before the topic's metadata reached the broker assigns no
+        partitions, and nothing corrects that until the next metadata refresh.
+        """
+        waited = 0
+        while self._topic not in await consumer.topics():
+            if waited % 50 == 0:
+                log.warning(
+                    "waiting for the topic to exist", service=self._service, topic=self._topic
+                )
+            waited += 1
+            await self._sleep_unless_stopped(0.1)
 
     async def _next_batches(
         self, consumer: Any

@@ -77,6 +77,8 @@ def make_consumer(
         auto_offset_reset="earliest",
         max_partition_fetch_bytes=MAX_MESSAGE_BYTES,
         fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
+        # New partitions and topics are noticed within this, not the default five minutes.
+        metadata_max_age_ms=30_000,
         **overrides,
     )
 
