@@ -10,15 +10,15 @@ from typing import Any
 from punchcard_platform.db import Database
 from punchcard_platform.settings import Settings
 
+from tests.documents import encode, receipt_document, return_document
 from tests.e2e.conftest import StartService
-from tests.e2e.support import encode, receipt, return_event
 from tests.helpers import consume, eventually, produce, unique_id
 
 
 def _sales(count: int, customers: list[str], coupons: list[str], seed: int) -> list[dict[str, Any]]:
     rng = random.Random(seed)
     return [
-        receipt(
+        receipt_document(
             rng.choice(customers),
             coupons=[(c, rng.randint(1, 3)) for c in rng.sample(coupons, rng.randint(0, 2))],
             points_used=rng.choice([0, 0, 50, 120]),
@@ -173,8 +173,8 @@ async def test_returns_killed_mid_stream_ends_as_one_clean_pass(
         what="sales stored",
     )
     returned = set(random.Random(3).sample(txs, 400))
-    returns = [return_event(tx) for tx in sorted(returned)]
-    repeats = [return_event(tx) for tx in sorted(returned)[:50]]
+    returns = [return_document(tx) for tx in sorted(returned)]
+    repeats = [return_document(tx) for tx in sorted(returned)[:50]]
     await produce(
         settings,
         settings.topics.returns,

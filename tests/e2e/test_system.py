@@ -10,8 +10,8 @@ from punchcard_coupon_query.apikeys import create_api_key
 from punchcard_platform.db import Database
 from punchcard_platform.settings import Settings
 
+from tests.documents import encode, receipt_document, return_document
 from tests.e2e.conftest import StartService
-from tests.e2e.support import encode, receipt, return_event
 from tests.helpers import consume, eventually, produce, unique_id
 
 
@@ -33,7 +33,7 @@ async def test_coupon_uses_from_kafka_show_in_the_api_until_the_coupon_is_exhaus
         await produce(
             settings,
             settings.topics.receipts,
-            [(customer.encode(), encode(receipt(customer, coupons=[(coupon, 2)])))],
+            [(customer.encode(), encode(receipt_document(customer, coupons=[(coupon, 2)])))],
         )
 
         async def uses_made() -> int:
@@ -48,7 +48,7 @@ async def test_coupon_uses_from_kafka_show_in_the_api_until_the_coupon_is_exhaus
         await produce(
             settings,
             settings.topics.receipts,
-            [(customer.encode(), encode(receipt(customer, coupons=[(coupon, 1)])))],
+            [(customer.encode(), encode(receipt_document(customer, coupons=[(coupon, 1)])))],
         )
         await eventually(lambda: _equals(uses_made(), 3), what="third use counted")
         listed = (await http.get(f"/v1/customers/{customer}/coupons")).json()
@@ -75,10 +75,10 @@ async def test_a_second_return_of_a_sale_is_refused_and_points_move_once(
     api = start_service("coupon-query")
     _, read_key = await create_api_key(db, "read", "e2e")
     customer = unique_id("C")
-    sale = receipt(customer, points_used=100, points_earned=19)
+    sale = receipt_document(customer, points_used=100, points_earned=19)
     tx = sale["transaction_no"]
     await produce(settings, settings.topics.receipts, [(customer.encode(), encode(sale))])
-    first, second = return_event(tx), return_event(tx)
+    first, second = return_document(tx), return_document(tx)
     await produce(
         settings,
         settings.topics.returns,

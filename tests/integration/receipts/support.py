@@ -11,51 +11,6 @@ from punchcard_platform.db import Database
 from punchcard_platform.records import Decoded, InboundRecord
 from punchcard_receipt_consumer.handler import ReceiptHandler
 
-from tests.helpers import unique_id
-
-
-def receipt_document(
-    customer_id: str | None,
-    *,
-    transaction_no: str | None = None,
-    coupons: Sequence[tuple[str, int]] = (),
-    points_used: int = 0,
-    points_earned: int = 0,
-    total: str = "1980",
-    **extra: Any,
-) -> dict[str, Any]:
-    """A valid ReceiptEvent document with a fresh transaction_no unless one is given."""
-    document: dict[str, Any] = {
-        "schema_version": 1,
-        "event_id": unique_id("E"),
-        "transaction_no": transaction_no or unique_id("TX"),
-        "store_id": "S0042",
-        "terminal_id": "T03",
-        "customer_id": customer_id,
-        "occurred_at": "2026-11-22T10:15:30+09:00",
-        "currency": "JPY",
-        "total": total,
-        "lines": [
-            {
-                "sku": "4901234567890",
-                "description": "Green tea 500ml",
-                "quantity": 2,
-                "unit_price": "150",
-                "amount": "300",
-            }
-        ],
-        "coupons": [{"coupon_id": c, "uses": n} for c, n in coupons],
-        "points_used": points_used,
-        "points_earned": points_earned,
-    }
-    document.update(extra)
-    return document
-
-
-def redelivery_of(document: dict[str, Any]) -> dict[str, Any]:
-    """The same sale sent again under a new event_id, as a producer retry may do."""
-    return {**document, "event_id": unique_id("E")}
-
 
 def inbound(topic: str, value: bytes, *, offset: int, partition: int = 0) -> InboundRecord:
     """A record as the consumer loop would hand it over."""

@@ -13,10 +13,10 @@ from punchcard_platform.db import Database
 from punchcard_platform.settings import Settings
 from punchcard_receipt_consumer.handler import ReceiptHandler
 
+from tests.documents import receipt_document
 from tests.helpers import consume, eventually, produce, unique_id
 from tests.integration.receipts.support import (
     balance,
-    receipt_document,
     stored_receipts,
     uses_made,
 )

@@ -13,14 +13,13 @@ from punchcard_platform.db import Database
 from punchcard_platform.settings import Settings
 from punchcard_receipt_consumer.handler import ReceiptHandler
 
+from tests.documents import receipt_document, redelivery_of
 from tests.helpers import unique_id
 from tests.integration.receipts.support import (
     Feeder,
     balance,
     ledger,
     outbox,
-    receipt_document,
-    redelivery_of,
     stored_receipts,
     uses_made,
 )

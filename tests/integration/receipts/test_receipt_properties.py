@@ -16,8 +16,11 @@ from punchcard_platform.kafka import create_topics
 from punchcard_platform.settings import Settings, TopicNames
 from punchcard_receipt_consumer.handler import ReceiptHandler
 
+from tests.documents import receipt_document, redelivery_of
 from tests.helpers import unique_id
-from tests.integration.receipts.support import Feeder, receipt_document, redelivery_of
+from tests.integration.receipts.support import (
+    Feeder,
+)
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-from collections.abc import Sequence
 from typing import Any
 
 from punchcard_contract import ParsedReturn
@@ -14,48 +13,7 @@ from punchcard_platform.settings import Settings
 from punchcard_receipt_consumer.handler import ReceiptHandler
 from punchcard_returns.handler import ReturnHandler
 
-from tests.helpers import unique_id
-
 _offsets = itertools.count()
-
-
-def return_document(transaction_no: str, *, event_id: str | None = None) -> dict[str, Any]:
-    """A valid ReturnEvent of the whole sale, with a fresh event_id unless one is given."""
-    return {
-        "schema_version": 1,
-        "event_id": event_id or unique_id("RE"),
-        "transaction_no": transaction_no,
-        "store_id": "S0042",
-        "terminal_id": "T01",
-        "occurred_at": "2026-11-23T09:00:00+09:00",
-        "reason": "changed mind",
-    }
-
-
-def sale_document(
-    customer_id: str | None,
-    *,
-    transaction_no: str | None = None,
-    coupons: Sequence[tuple[str, int]] = (),
-    points_used: int = 0,
-    points_earned: int = 0,
-) -> dict[str, Any]:
-    """A valid ReceiptEvent with a fresh transaction_no unless one is given."""
-    return {
-        "schema_version": 1,
-        "event_id": unique_id("E"),
-        "transaction_no": transaction_no or unique_id("TX"),
-        "store_id": "S0042",
-        "terminal_id": "T03",
-        "customer_id": customer_id,
-        "occurred_at": "2026-11-22T10:15:30+09:00",
-        "currency": "JPY",
-        "total": "1980",
-        "lines": [],
-        "coupons": [{"coupon_id": c, "uses": n} for c, n in coupons],
-        "points_used": points_used,
-        "points_earned": points_earned,
-    }
 
 
 def _record(topic: str, document: dict[str, Any]) -> InboundRecord:

@@ -17,11 +17,10 @@ from punchcard_platform.settings import Settings
 from punchcard_returns.handler import ReturnHandler
 from punchcard_returns.waiting import PendingReturnResolver
 
+from tests.documents import receipt_document, return_document
 from tests.helpers import unique_id
 from tests.integration.returns.support import (
     add_coupon,
-    return_document,
-    sale_document,
     send_returns,
     store_sales,
 )
@@ -129,7 +128,7 @@ class _World:
 
     def sale(self, i: int) -> dict[str, Any]:
         sale = self.plan[i]
-        document = sale_document(
+        document = receipt_document(
             self.customer(sale.customer),
             transaction_no=self.transaction(i),
             coupons=[(self.coupon(k), n) for k, n in sale.coupons],

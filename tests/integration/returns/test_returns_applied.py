@@ -8,15 +8,14 @@ from punchcard_platform.db import Database
 from punchcard_platform.settings import Settings
 from punchcard_returns.handler import ReturnHandler
 
+from tests.documents import receipt_document, return_document
 from tests.helpers import unique_id
 from tests.integration.returns.support import (
     add_coupon,
     outbox,
     points,
     receipt_return,
-    return_document,
     return_states,
-    sale_document,
     send_returns,
     set_uses_made,
     store_sales,
@@ -30,7 +29,7 @@ async def test_an_accepted_return_moves_points_and_coupons_exactly_once(
     """Burned points back, earned points revoked, coupon uses given back, sale marked returned."""
     customer, coupon = unique_id("C"), unique_id("CP")
     await add_coupon(db, coupon, uses_permitted=5)
-    sale = sale_document(customer, coupons=[(coupon, 2)], points_used=100, points_earned=19)
+    sale = receipt_document(customer, coupons=[(coupon, 2)], points_used=100, points_earned=19)
     tx = sale["transaction_no"]
     await store_sales(db, settings, sale)
     handler = ReturnHandler(settings, db)
@@ -70,7 +69,7 @@ async def test_a_second_return_of_a_sale_is_rejected_and_changes_nothing(
 ) -> None:
     """The return desk sees already_returned; counts and balances stay as the first left them."""
     customer, coupon = unique_id("C"), unique_id("CP")
-    sale = sale_document(customer, coupons=[(coupon, 1)], points_used=10, points_earned=3)
+    sale = receipt_document(customer, coupons=[(coupon, 1)], points_used=10, points_earned=3)
     tx = sale["transaction_no"]
     await store_sales(db, settings, sale)
     handler = ReturnHandler(settings, db)
@@ -99,7 +98,7 @@ async def test_a_redelivered_return_changes_nothing_and_publishes_nothing(
 ) -> None:
     """The same event_id again is dropped: no new outcome, no outbox row."""
     customer = unique_id("C")
-    sale = sale_document(customer, points_used=10)
+    sale = receipt_document(customer, points_used=10)
     await store_sales(db, settings, sale)
     handler = ReturnHandler(settings, db)
     ret = return_document(sale["transaction_no"])
@@ -124,7 +123,7 @@ async def test_several_returns_of_one_sale_in_one_batch_accept_only_the_first(
 ) -> None:
     """The first sent applies; the others are already_returned."""
     customer = unique_id("C")
-    sale = sale_document(customer, points_earned=7)
+    sale = receipt_document(customer, points_earned=7)
     tx = sale["transaction_no"]
     await store_sales(db, settings, sale)
     returns = [return_document(tx) for _ in range(3)]
@@ -145,7 +144,7 @@ async def test_returns_of_one_sale_applied_at_once_by_two_instances_accept_exact
     """The once-only insert decides between concurrent transactions, not a read."""
     customer, coupon = unique_id("C"), unique_id("CP")
     sales = [
-        sale_document(customer, coupons=[(coupon, 1)], points_used=5, points_earned=2)
+        receipt_document(customer, coupons=[(coupon, 1)], points_used=5, points_earned=2)
         for _ in range(5)
     ]
     await store_sales(db, settings, *sales)
@@ -174,7 +173,7 @@ async def test_a_coupon_defined_not_to_restore_keeps_its_use(
     """restore_on_return false: the sale's use stays counted; other coupons come back."""
     customer, kept, restored = unique_id("C"), unique_id("CP"), unique_id("CP")
     await add_coupon(db, kept, uses_permitted=1, restore_on_return=False)
-    sale = sale_document(customer, coupons=[(kept, 1), (restored, 1)])
+    sale = receipt_document(customer, coupons=[(kept, 1), (restored, 1)])
     await store_sales(db, settings, sale)
 
     await send_returns(
@@ -189,7 +188,7 @@ async def test_a_coupon_defined_not_to_restore_keeps_its_use(
 async def test_coupon_uses_never_go_below_zero(db: Database, settings: Settings) -> None:
     """A count lowered since the sale stops at zero and the real amount is reported."""
     customer, coupon = unique_id("C"), unique_id("CP")
-    sale = sale_document(customer, coupons=[(coupon, 3)])
+    sale = receipt_document(customer, coupons=[(coupon, 3)])
     await store_sales(db, settings, sale)
     await set_uses_made(db, customer, coupon, 1)
 
@@ -213,8 +212,8 @@ async def test_a_balance_goes_negative_when_earned_points_were_spent(
 ) -> None:
     """Revoked points are taken even if the customer already used them."""
     customer = unique_id("C")
-    earned = sale_document(customer, points_earned=50)
-    spent = sale_document(customer, points_used=50)
+    earned = receipt_document(customer, points_earned=50)
+    spent = receipt_document(customer, points_used=50)
     await store_sales(db, settings, earned, spent)
 
     await send_returns(

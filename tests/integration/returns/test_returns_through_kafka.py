@@ -12,12 +12,11 @@ from punchcard_platform.settings import Settings
 from punchcard_returns.handler import ReturnHandler
 from punchcard_returns.waiting import PendingReturnResolver
 
+from tests.documents import receipt_document, return_document
 from tests.helpers import consume, eventually, produce, unique_id
 from tests.integration.returns.support import (
     outbox,
-    return_document,
     return_states,
-    sale_document,
     store_sales,
 )
 
@@ -28,8 +27,8 @@ async def test_returns_on_kafka_are_decided_once_and_their_outcomes_published(
     """Accepted, already_returned, a waiting one applied, an unknown one rejected, a DLQ entry."""
     settings = settings.model_copy(update={"return_wait_seconds": 2.0})
     customer = unique_id("C")
-    sold = sale_document(customer, points_used=10, points_earned=2)
-    late = sale_document(customer, points_earned=5)
+    sold = receipt_document(customer, points_used=10, points_earned=2)
+    late = receipt_document(customer, points_earned=5)
     await store_sales(db, settings, sold)
     first, again = return_document(sold["transaction_no"]), return_document(sold["transaction_no"])
     early, lost = return_document(late["transaction_no"]), return_document(unique_id("TX"))

@@ -11,13 +11,12 @@ from punchcard_platform.settings import Settings
 from punchcard_returns.handler import ReturnHandler
 from punchcard_returns.waiting import PendingReturnResolver
 
+from tests.documents import receipt_document, return_document
 from tests.helpers import eventually, unique_id
 from tests.integration.returns.support import (
     outbox,
     points,
-    return_document,
     return_states,
-    sale_document,
     send_returns,
     store_sales,
 )
@@ -48,7 +47,7 @@ async def test_a_return_before_its_receipt_waits_and_is_applied_when_the_receipt
 ) -> None:
     """The receipt consumer's NOTIFY wakes the resolver, which applies the waiting return."""
     customer = unique_id("C")
-    sale = sale_document(customer, points_used=30, points_earned=4)
+    sale = receipt_document(customer, points_used=30, points_earned=4)
     tx = sale["transaction_no"]
     resolver = PendingReturnResolver(settings, db, sweep_seconds=NO_SWEEP)
     handler = ReturnHandler(settings, db, on_parked=resolver.wake)
@@ -105,7 +104,7 @@ async def test_a_wait_of_zero_rejects_an_unknown_sale_at_once(
 async def test_a_waiting_return_survives_a_restart(db: Database, settings: Settings) -> None:
     """Parked while no resolver runs, it is applied by the next resolver to start."""
     customer = unique_id("C")
-    sale = sale_document(customer, points_earned=9)
+    sale = receipt_document(customer, points_earned=9)
     tx = sale["transaction_no"]
     first = PendingReturnResolver(settings, db, sweep_seconds=NO_SWEEP)
     async with running(first):
@@ -127,7 +126,7 @@ async def test_a_parked_batch_wakes_the_resolver_even_without_a_notification(
 ) -> None:
     """A receipt that committed without its NOTIFY reaching us is found after the next parking."""
     customer = unique_id("C")
-    sale = sale_document(customer)
+    sale = receipt_document(customer)
     tx = sale["transaction_no"]
     resolver = PendingReturnResolver(settings, db, sweep_seconds=NO_SWEEP)
     handler = ReturnHandler(settings, db, on_parked=resolver.wake)
@@ -138,7 +137,7 @@ async def test_a_parked_batch_wakes_the_resolver_even_without_a_notification(
             lambda: _equals(statuses(db, tx), [("accepted", None)]), what="first sweep"
         )
         # Now stored again behind the listener's back, then a parking batch must wake it.
-        later = sale_document(customer)
+        later = receipt_document(customer)
         await send_returns(handler, settings, return_document(later["transaction_no"]))
         await _store_silently(db, settings, later)
         await send_returns(handler, settings, return_document(unique_id("TX")))
@@ -153,7 +152,7 @@ async def test_the_first_waiting_return_wins_over_a_later_one(
     db: Database, settings: Settings
 ) -> None:
     """A return sent before the receipt landed applies; one sent after it is already_returned."""
-    sale = sale_document(unique_id("C"), points_used=3)
+    sale = receipt_document(unique_id("C"), points_used=3)
     tx = sale["transaction_no"]
     handler = ReturnHandler(settings, db)
     await send_returns(handler, settings, return_document(tx))
@@ -169,7 +168,7 @@ async def test_two_resolvers_share_waiting_returns_and_decide_each_once(
 ) -> None:
     """SKIP LOCKED lets instances cooperate: every return decided, none twice."""
     customer = unique_id("C")
-    sales = [sale_document(customer, points_earned=1) for _ in range(20)]
+    sales = [receipt_document(customer, points_earned=1) for _ in range(20)]
     handler = ReturnHandler(settings, db)
     await send_returns(handler, settings, *(return_document(s["transaction_no"]) for s in sales))
     resolvers = [PendingReturnResolver(settings, db, sweep_seconds=NO_SWEEP) for _ in range(2)]

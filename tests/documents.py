@@ -1,33 +1,37 @@
-"""Building contract events for end-to-end tests."""
+"""Contract documents as a POS sends them, shared by every test tier."""
 
 from __future__ import annotations
 
 import json
-import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from tests.helpers import unique_id
 
+__all__ = ["encode", "receipt_document", "redelivery_of", "return_document"]
 
-def receipt(
+
+def receipt_document(
     customer_id: str | None,
     *,
     transaction_no: str | None = None,
-    coupons: list[tuple[str, int]] = (),  # type: ignore[assignment]
+    coupons: Sequence[tuple[str, int]] = (),
     points_used: int = 0,
     points_earned: int = 0,
+    total: str = "1980",
+    **extra: Any,
 ) -> dict[str, Any]:
-    """A valid ReceiptEvent as a POS would send it."""
-    return {
+    """A valid ReceiptEvent document with a fresh transaction_no unless one is given."""
+    document: dict[str, Any] = {
         "schema_version": 1,
-        "event_id": str(uuid.uuid4()),
-        "transaction_no": transaction_no or unique_id("T"),
+        "event_id": unique_id("E"),
+        "transaction_no": transaction_no or unique_id("TX"),
         "store_id": "S0042",
         "terminal_id": "T03",
         "customer_id": customer_id,
         "occurred_at": "2026-11-22T10:15:30+09:00",
         "currency": "JPY",
-        "total": "1980",
+        "total": total,
         "lines": [
             {
                 "sku": "4901234567890",
@@ -41,13 +45,20 @@ def receipt(
         "points_used": points_used,
         "points_earned": points_earned,
     }
+    document.update(extra)
+    return document
 
 
-def return_event(transaction_no: str) -> dict[str, Any]:
-    """A valid ReturnEvent for the whole transaction."""
+def redelivery_of(document: dict[str, Any]) -> dict[str, Any]:
+    """The same sale sent again under a new event_id, as a producer retry may do."""
+    return {**document, "event_id": unique_id("E")}
+
+
+def return_document(transaction_no: str, *, event_id: str | None = None) -> dict[str, Any]:
+    """A valid ReturnEvent of the whole sale, with a fresh event_id unless one is given."""
     return {
         "schema_version": 1,
-        "event_id": str(uuid.uuid4()),
+        "event_id": event_id or unique_id("RE"),
         "transaction_no": transaction_no,
         "store_id": "S0042",
         "terminal_id": "T01",
