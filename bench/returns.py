@@ -1,0 +1,343 @@
+"""Returns: applied per second, and the time from publishing a return to its outcome.
+
+Receipts are stored first through the receipt consumer's own handler (no Kafka), so
+every return finds its sale. Then:
+
+- throughput: K returns are published to a fresh topic, and the returns handler runs
+  in-process in ``ConsumerLoop`` with the ``OutboxRelay`` and the waiting-return
+  resolver, as ``punchcard serve returns`` composes them. Anchor: a raw consume of the
+  same return records.
+- latency: ``punchcard serve returns`` runs as a process; returns are published at a
+  steady rate and the outcomes topic is read here, timing each outcome from its
+  return's scheduled send. Anchor: the same records read raw from the returns topic
+  (the broker's own publish-to-consume time under the same load).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from random import Random
+from typing import Any
+
+import orjson
+from aiokafka import TopicPartition
+from punchcard_contract import ParsedReceipt, ParsedReturn
+from punchcard_devstack import ServiceProcess
+from punchcard_devstack.processes import free_port
+from punchcard_platform.consumer import ConsumerLoop
+from punchcard_platform.db import Database
+from punchcard_platform.kafka import make_consumer, make_producer
+from punchcard_platform.records import Decoded, InboundRecord
+from punchcard_platform.relay import OutboxRelay
+from punchcard_platform.settings import Settings, TopicNames
+from punchcard_receipt_consumer.handler import ReceiptHandler
+from punchcard_returns.handler import ReturnHandler
+from punchcard_returns.waiting import PendingReturnResolver
+
+from bench.common import (
+    PARTITIONS,
+    Context,
+    TimedHandler,
+    create_all_topics,
+    latency_summary,
+    ratio,
+    raw_consume,
+    say,
+    suffix,
+    wait_or_fail,
+)
+from punchcard.simulator import FleetModel, SimulationOptions
+
+_STORE_BATCH = 1000
+_WARMUP_RETURNS = 20
+
+
+class _Sale:
+    __slots__ = ("occurred_at", "store_id", "transaction_no")
+
+    def __init__(self, document: dict[str, Any]) -> None:
+        self.transaction_no: str = document["transaction_no"]
+        self.store_id: str = document["store_id"]
+        self.occurred_at = datetime.fromisoformat(document["occurred_at"])
+
+
+def _return_document(sale: _Sale) -> dict[str, Any]:
+    return {
+        "schema_version": 1,
+        "event_id": str(uuid.uuid4()),
+        "transaction_no": sale.transaction_no,
+        "store_id": sale.store_id,
+        "terminal_id": "T01",
+        "occurred_at": (sale.occurred_at + timedelta(hours=2)).isoformat(timespec="seconds"),
+        "reason": "changed mind",
+    }
+
+
+async def run(ctx: Context) -> dict[str, Any]:
+    """Store the sales, then measure throughput in-process and latency against a process."""
+    k = ctx.sizes.returns
+    steady = int(ctx.sizes.return_rate * ctx.sizes.return_seconds)
+    async with ctx.database("returns") as url:
+        settings = ctx.settings(url, "returns")
+        await create_all_topics(settings)
+        sales, stored = await _store_receipts(settings, k + _WARMUP_RETURNS + steady)
+        throughput = await _throughput(settings, sales[:k])
+        latency = await _latency(ctx, settings, sales[k:])
+    return {
+        "returns": k,
+        "receipts_stored_first": stored,
+        "throughput": throughput,
+        "latency": latency,
+        "ratios": {
+            "applied_over_raw_consume": ratio(
+                throughput["returns_per_second"], throughput["raw_consume"]["records_per_second"]
+            ),
+            "outcome_p50_over_broker_p50": ratio(
+                latency["outcome_latency"]["p50_ms"], latency["broker_latency"]["p50_ms"]
+            ),
+            "outcome_p99_over_broker_p99": ratio(
+                latency["outcome_latency"]["p99_ms"], latency["broker_latency"]["p99_ms"]
+            ),
+        },
+    }
+
+
+async def _store_receipts(settings: Settings, count: int) -> tuple[list[_Sale], dict[str, Any]]:
+    say(f"returns: storing {count:,} receipts through ReceiptHandler.apply (no Kafka)")
+    model = FleetModel(
+        SimulationOptions(receipts=count, customers=100_000, return_share=0.0),
+        Random(20261123),
+        datetime.now(UTC) - timedelta(days=1),
+        f"R{suffix()[:8]}",
+    )
+    db = await Database.connect(settings.database_url, max_size=4)
+    handler = ReceiptHandler(db, settings.topics)
+    sales: list[_Sale] = []
+    began = time.perf_counter()
+    try:
+        batch: list[Decoded[ParsedReceipt]] = []
+        offset = 0
+        while len(sales) < count:
+            for event in model.next_receipt():
+                if event.kind != "receipt":
+                    continue
+                record = InboundRecord(
+                    topic=settings.topics.receipts,
+                    partition=0,
+                    offset=offset,
+                    key=event.key.encode(),
+                    value=event.value(),
+                )
+                offset += 1
+                batch.append(Decoded(record, handler.decode(record)))
+                sales.append(_Sale(event.document))
+            if len(batch) >= _STORE_BATCH or len(sales) >= count:
+                refused = await handler.apply(batch)
+                if refused:
+                    raise RuntimeError(f"{len(refused)} receipts refused while storing")
+                batch = []
+        # Their coupon-usage and points events are not what this benchmark relays.
+        async with db.connection() as conn:
+            await conn.execute("UPDATE outbox SET sent_at = now() WHERE sent_at IS NULL")
+    finally:
+        await db.close()
+    seconds = time.perf_counter() - began
+    say(f"returns: stored {len(sales):,} receipts in {seconds:.1f}s")
+    return sales, {
+        "receipts": len(sales),
+        "seconds": round(seconds, 2),
+        "note": "their outbox rows are marked sent, so the relay carries only return outputs",
+    }
+
+
+async def _publish(settings: Settings, topic: str, documents: list[dict[str, Any]]) -> None:
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, key=d["transaction_no"].encode(), value=orjson.dumps(d))
+            for d in documents
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def _throughput(settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
+    k = len(sales)
+    topic = settings.topics.returns
+    say(f"returns: publishing {k:,} returns to {topic}")
+    await _publish(settings, topic, [_return_document(s) for s in sales])
+    raw = await raw_consume(settings, topic, k)
+    say(f"returns: raw consume {k:,} records at {raw['records_per_second']:,.0f}/s")
+
+    say("returns: ConsumerLoop + ReturnHandler + OutboxRelay + resolver (in-process)")
+    db = await Database.connect(settings.database_url, max_size=settings.database_pool_size)
+    stop = asyncio.Event()
+    resolver = PendingReturnResolver(settings, db)
+    handler: TimedHandler[ParsedReturn] = TimedHandler(
+        ReturnHandler(settings, db, on_parked=resolver.wake), target=k
+    )
+    loop = ConsumerLoop(
+        settings, handler=handler, topic=topic, group_id=settings.consumer_group("returns")
+    )
+    relay = OutboxRelay(settings, db)
+    tasks = [asyncio.ensure_future(part(stop)) for part in (loop.run, relay.run, resolver.run)]
+    try:
+        await wait_or_fail(handler.done, 600, "returns throughput")
+        applied_seconds = handler.seconds
+        say(
+            f"returns: applied {k:,} returns in {applied_seconds:.2f}s "
+            f"({k / applied_seconds:,.0f}/s, {handler.batches} transactions); waiting for the relay"
+        )
+        deadline = time.monotonic() + 300
+        async with db.connection() as conn:
+            while await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("the outbox relay did not drain within 300s")
+                await asyncio.sleep(0.05)
+        relayed_at = time.perf_counter()
+        async with db.connection() as conn:
+            rows = await conn.fetch("SELECT status, count(*) FROM return_events GROUP BY status")
+            decided: dict[str, int] = {row[0]: int(row[1]) for row in rows}
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await db.close()
+    relayed_seconds = relayed_at - (handler.started or relayed_at)
+    say(
+        f"returns: every output published {relayed_seconds:.2f}s after the first return "
+        f"({relay.published:,} outbox rows); statuses {decided}"
+    )
+    if decided.get("accepted", 0) != k:
+        raise RuntimeError(f"expected {k} accepted returns, got {decided}")
+    rate = k / applied_seconds if applied_seconds > 0 else 0.0
+    return {
+        "returns": k,
+        "statuses": decided,
+        "seconds": round(applied_seconds, 4),
+        "returns_per_second": round(rate, 1),
+        "transactions": handler.batches,
+        "all_outputs_published_seconds": round(relayed_seconds, 4),
+        "outputs_per_second_end_to_end": round(k / relayed_seconds, 1) if relayed_seconds else 0,
+        "outbox_rows_published": relay.published,
+        "raw_consume": raw,
+        "timeline": handler.timeline(),
+    }
+
+
+async def _latency(ctx: Context, settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
+    sizes = ctx.sizes
+    tail = f"{settings.consumer_group_prefix}-latency"
+    topics = TopicNames(
+        receipts=settings.topics.receipts,
+        returns=f"pos.returns.v1.{tail}",
+        coupon_usage=f"punchcard.coupon-usage.v1.{tail}",
+        points=f"punchcard.points.v1.{tail}",
+        return_outcomes=f"punchcard.return-outcomes.v1.{tail}",
+    )
+    live = settings.model_copy(update={"topics": topics, "consumer_group_prefix": tail})
+    await create_all_topics(live)
+    env = {**live.environment(), "PUNCHCARD_LOG_FORMAT": "json", "PUNCHCARD_LOG_LEVEL": "INFO"}
+    service = ServiceProcess("returns", env=env, port=free_port(), log_file=ctx.out / "returns.log")
+    service.start()
+    sent: dict[str, float] = {}
+    outcome_at: dict[str, float] = {}
+    hop_at: dict[str, float] = {}
+    stop = asyncio.Event()
+    readers = [
+        asyncio.ensure_future(
+            _read(live, topics.return_outcomes, "return_event_id", outcome_at, stop)
+        ),
+        asyncio.ensure_future(_read(live, topics.returns, "event_id", hop_at, stop)),
+    ]
+    producer = make_producer(live)
+    await producer.start()
+    try:
+        await asyncio.to_thread(service.wait_healthy, 60.0)
+        documents = [_return_document(s) for s in sales]
+        warmup, steady = documents[:_WARMUP_RETURNS], documents[_WARMUP_RETURNS:]
+        say(f"returns: returns service (process) up; warming up with {len(warmup)} returns")
+        for d in warmup:
+            await producer.send_and_wait(
+                topics.returns, key=d["transaction_no"].encode(), value=orjson.dumps(d)
+            )
+        await _until(
+            lambda: all(d["event_id"] in outcome_at for d in warmup), 90, "warm-up outcomes"
+        )
+        say(
+            f"returns: publishing {len(steady):,} returns at {sizes.return_rate:g}/s "
+            "and timing their outcomes"
+        )
+        start = time.perf_counter() + 0.05
+        futures = []
+        for index, d in enumerate(steady):
+            scheduled = start + index / sizes.return_rate
+            delay = scheduled - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            sent[d["event_id"]] = scheduled
+            futures.append(
+                await producer.send(
+                    topics.returns, key=d["transaction_no"].encode(), value=orjson.dumps(d)
+                )
+            )
+        await asyncio.gather(*futures)
+        await _until(lambda: all(e in outcome_at for e in sent), 120, "every outcome")
+        await _until(lambda: all(e in hop_at for e in sent), 30, "every raw read")
+    finally:
+        stop.set()
+        await producer.stop()
+        await asyncio.gather(*readers, return_exceptions=True)
+        code = await asyncio.to_thread(service.terminate)
+    outcome = latency_summary([outcome_at[e] - t for e, t in sent.items()])
+    broker = latency_summary([hop_at[e] - t for e, t in sent.items()])
+    say(
+        f"returns: outcome latency p50 {outcome['p50_ms']:.1f} ms, p99 {outcome['p99_ms']:.1f} ms; "
+        f"broker hop p50 {broker['p50_ms']:.1f} ms, p99 {broker['p99_ms']:.1f} ms"
+    )
+    return {
+        "rate_per_second": sizes.return_rate,
+        "seconds": sizes.return_seconds,
+        "returns": len(sent),
+        "outcome_latency": outcome,
+        "broker_latency": broker,
+        "definition": "from each return's scheduled send (aiokafka producer, acks=all, "
+        "linger 5 ms) to the moment its record was fetched here: the ReturnOutcomeEvent "
+        "on the outcomes topic (outcome), or the return itself on the returns topic (broker)",
+        "service": "punchcard serve returns (process: loop + relay + resolver)",
+        "exit_code": code,
+        "log": str(ctx.out / "returns.log"),
+    }
+
+
+async def _read(
+    settings: Settings, topic: str, field: str, seen: dict[str, float], stop: asyncio.Event
+) -> None:
+    """Note when each record (by a JSON field) arrives on ``topic``, until ``stop``."""
+    consumer = make_consumer(
+        settings, group_id=f"{settings.consumer_group_prefix}.reader.{suffix()}"
+    )
+    await consumer.start()
+    try:
+        consumer.assign([TopicPartition(topic, p) for p in range(PARTITIONS)])
+        while not stop.is_set():
+            batches = await consumer.getmany(timeout_ms=100)
+            now = time.perf_counter()
+            for records in batches.values():
+                for record in records:
+                    key = orjson.loads(record.value)[field]
+                    seen.setdefault(key, now)
+    finally:
+        await consumer.stop()
+
+
+async def _until(condition: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not seen within {timeout:.0f}s")
+        await asyncio.sleep(0.02)
