@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 
@@ -80,5 +81,23 @@ def test_an_invalid_setting_names_its_variable() -> None:
     run = _punchcard("migrate", PUNCHCARD_LOG_FORMAT="xml", PUNCHCARD_HTTP_PORT="-3")
     assert run.returncode == 2
     assert "PUNCHCARD_LOG_FORMAT" in run.stderr
+    assert "PUNCHCARD_HTTP_PORT" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_a_taken_http_port_ends_in_one_line_naming_the_variable(stack: Endpoints) -> None:
+    """A service that cannot bind its port says which setting to change."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = _punchcard(
+            "serve",
+            "coupon-query",
+            PUNCHCARD_DATABASE_URL=stack.database_url,
+            PUNCHCARD_HTTP_PORT=str(port),
+            PUNCHCARD_LOG_LEVEL="CRITICAL",
+        )
+    assert run.returncode == 2
     assert "PUNCHCARD_HTTP_PORT" in run.stderr
     assert "Traceback" not in run.stderr

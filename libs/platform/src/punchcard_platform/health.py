@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 from collections.abc import Awaitable, Callable, Generator
 
 import uvicorn
@@ -13,7 +14,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-__all__ = ["QuietServer", "health_app", "serve_health"]
+from punchcard_platform.errors import ConfigurationError
+
+__all__ = ["QuietServer", "health_app", "serve_app", "serve_health", "stop_on_signals"]
 
 ReadinessProbe = Callable[[], Awaitable[bool]]
 
@@ -49,19 +52,47 @@ def health_app(ready: ReadinessProbe) -> Starlette:
     )
 
 
+async def serve_app(config: uvicorn.Config, stop: asyncio.Event) -> None:
+    """Serve an ASGI app until ``stop`` is set, then finish open requests and return.
+
+    If the server ends by itself, ``stop`` is set so the rest of the service stops too.
+    """
+    server = QuietServer(config)
+
+    async def stop_when_told() -> None:
+        await stop.wait()
+        server.should_exit = True
+
+    watcher = asyncio.ensure_future(stop_when_told())
+    try:
+        # Awaited here, not in a task of its own: uvicorn raises SystemExit when it cannot
+        # bind, and only a direct await lets us turn that into a readable error.
+        await server.serve()
+    except SystemExit as exc:
+        raise ConfigurationError(
+            f"cannot serve HTTP on {config.host}:{config.port} (in use, or not an address "
+            "of this machine): set PUNCHCARD_HTTP_HOST / PUNCHCARD_HTTP_PORT"
+        ) from exc
+    finally:
+        watcher.cancel()
+        stop.set()
+
+
 async def serve_health(host: str, port: int, ready: ReadinessProbe, stop: asyncio.Event) -> None:
     """Serve the health app until ``stop`` is set."""
-    server = QuietServer(
-        uvicorn.Config(
-            health_app(ready),
-            host=host,
-            port=port,
-            log_level="warning",
-            access_log=False,
-            lifespan="off",
-        )
+    config = uvicorn.Config(
+        health_app(ready),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        lifespan="off",
     )
-    serving = asyncio.ensure_future(server.serve())
-    await stop.wait()
-    server.should_exit = True
-    await serving
+    await serve_app(config, stop)
+
+
+def stop_on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop``: the service finishes its work and exits cleanly."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import signal
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -11,23 +10,16 @@ import structlog
 
 from punchcard_platform.consumer import ConsumerLoop
 from punchcard_platform.db import Database
-from punchcard_platform.health import serve_health
+from punchcard_platform.health import serve_health, stop_on_signals
 from punchcard_platform.records import BatchHandler
 from punchcard_platform.relay import OutboxRelay
 from punchcard_platform.settings import Settings
 
-__all__ = ["BackgroundTask", "run_consumer_service", "stop_on_signals"]
+__all__ = ["BackgroundTask", "run_consumer_service"]
 
 log = structlog.get_logger(__name__)
 
 BackgroundTask = Callable[[asyncio.Event], Awaitable[None]]
-
-
-def stop_on_signals(stop: asyncio.Event) -> None:
-    """SIGTERM and SIGINT set ``stop``: the service finishes its batch and exits cleanly."""
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
 
 async def run_consumer_service(

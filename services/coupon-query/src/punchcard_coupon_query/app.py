@@ -7,10 +7,6 @@ build the same application with what they have.
 from __future__ import annotations
 
 import asyncio
-import signal
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import structlog
@@ -18,6 +14,7 @@ import uvicorn
 import uvloop
 from fastapi import FastAPI
 from punchcard_platform.db import Database
+from punchcard_platform.health import serve_app, stop_on_signals
 from punchcard_platform.settings import Settings
 
 from punchcard_coupon_query.api import (
@@ -85,29 +82,6 @@ def _problem_documents(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-class _Server(uvicorn.Server):
-    """A uvicorn server that stops on SIGTERM/SIGINT and then returns normally.
-
-    uvicorn re-raises the caught signal after shutting down, which would kill the
-    process before ``serve`` closes the pool; here the signal only asks it to stop.
-    """
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        loop = asyncio.get_running_loop()
-        handled = (signal.SIGTERM, signal.SIGINT)
-        for sig in handled:
-            loop.add_signal_handler(sig, self.handle_exit, sig, None)
-        try:
-            yield
-        finally:
-            for sig in handled:
-                loop.remove_signal_handler(sig)
-
-
 async def serve(settings: Settings) -> None:
     """Serve the API until SIGTERM or SIGINT, then finish open requests and close the pool."""
     db = await Database.connect(settings.database_url, max_size=settings.database_pool_size)
@@ -125,7 +99,9 @@ async def serve(settings: Settings) -> None:
             timeout_graceful_shutdown=10,
         )
         log.info("coupon_query_starting", host=settings.http_host, port=config.port)
-        await _Server(config).serve()
+        stop = asyncio.Event()
+        stop_on_signals(stop)
+        await serve_app(config, stop)
     finally:
         await db.close()
         log.info("coupon_query_stopped")
