@@ -96,13 +96,7 @@ class Context:
     def settings(self, database_url: str, name: str, **overrides: Any) -> Settings:
         """Settings with topics and consumer groups nobody else uses (as tests' make_settings)."""
         tail = f"bench-{self.tag}-{name}-{suffix()[:6]}"
-        topics = TopicNames(
-            receipts=f"pos.receipts.v1.{tail}",
-            returns=f"pos.returns.v1.{tail}",
-            coupon_usage=f"punchcard.coupon-usage.v1.{tail}",
-            points=f"punchcard.points.v1.{tail}",
-            return_outcomes=f"punchcard.return-outcomes.v1.{tail}",
-        )
+        topics = TopicNames.suffixed(tail)
         values: dict[str, Any] = {
             "database_url": database_url,
             "kafka_bootstrap_servers": self.endpoints.bootstrap_servers,

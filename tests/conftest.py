@@ -43,13 +43,7 @@ def stack() -> Iterator[Endpoints]:
 def make_settings(stack: Endpoints, **overrides: object) -> Settings:
     """Settings for one test: the shared stack, its own topics and consumer groups."""
     suffix = unique_id("t")
-    topics = TopicNames(
-        receipts=f"pos.receipts.v1.{suffix}",
-        returns=f"pos.returns.v1.{suffix}",
-        coupon_usage=f"punchcard.coupon-usage.v1.{suffix}",
-        points=f"punchcard.points.v1.{suffix}",
-        return_outcomes=f"punchcard.return-outcomes.v1.{suffix}",
-    )
+    topics = TopicNames.suffixed(suffix)
     values: dict[str, object] = {
         "database_url": stack.database_url,
         "kafka_bootstrap_servers": stack.bootstrap_servers,

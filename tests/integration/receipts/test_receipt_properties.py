@@ -107,11 +107,7 @@ async def run_plan(stack: Endpoints, plan: Plan) -> None:
     transactions = [unique_id("TX") for _ in plan.sales]
     suffix = unique_id("t")
     # Output topics of this example's own, so no other test's relay or reader meets its rows.
-    topics = TopicNames(
-        receipts=f"pos.receipts.v1.{suffix}",
-        coupon_usage=f"punchcard.coupon-usage.v1.{suffix}",
-        points=f"punchcard.points.v1.{suffix}",
-    )
+    topics = TopicNames.suffixed(suffix)
     # Created, because a relay of another test publishes every outbox row it finds.
     await create_topics(
         Settings(kafka_bootstrap_servers=stack.bootstrap_servers, topics=topics),

@@ -11,24 +11,15 @@ from collections.abc import Sequence
 
 import structlog
 from aiokafka import AIOKafkaProducer
+from punchcard_contract import truncate_detail
 
 from punchcard_platform.metrics import RECORDS_DEAD_LETTERED
 from punchcard_platform.records import DeadLetter
 from punchcard_platform.settings import TopicNames
 
-__all__ = ["MAX_DETAIL_BYTES", "DeadLetterWriter", "dead_letter_headers"]
+__all__ = ["DeadLetterWriter", "dead_letter_headers"]
 
 log = structlog.get_logger(__name__)
-
-MAX_DETAIL_BYTES = 4096
-
-
-def _truncate(text: str, limit: int) -> bytes:
-    raw = text.encode("utf-8")
-    if len(raw) <= limit:
-        return raw
-    # Cut on a character boundary so the header stays valid UTF-8.
-    return raw[: limit - 3].decode("utf-8", errors="ignore").encode("utf-8") + b"..."
 
 
 def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
@@ -36,7 +27,7 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
     record = letter.record
     return [
         ("punchcard.error.reason", str(letter.reason).encode()),
-        ("punchcard.error.detail", _truncate(letter.detail, MAX_DETAIL_BYTES)),
+        ("punchcard.error.detail", truncate_detail(letter.detail).encode("utf-8")),
         ("punchcard.source.topic", record.topic.encode()),
         ("punchcard.source.partition", str(record.partition).encode()),
         ("punchcard.source.offset", str(record.offset).encode()),

@@ -37,6 +37,17 @@ class TopicNames(BaseSettings):
             object.__setattr__(self, "returns_dlq", f"{self.returns}.dlq")
         return self
 
+    @classmethod
+    def suffixed(cls, suffix: str) -> TopicNames:
+        """The contract's topic names with ``.suffix`` appended: a set nobody else uses.
+
+        Tests and benchmarks share one broker; a suffix per run keeps them apart.
+        """
+        names = ("receipts", "returns", "coupon_usage", "points", "return_outcomes")
+        return cls.model_validate(
+            {name: f"{cls.model_fields[name].default}.{suffix}" for name in names}
+        )
+
     def all(self) -> list[str]:
         """Every topic Punchcard reads or writes, for ``punchcard topics create``."""
         return [

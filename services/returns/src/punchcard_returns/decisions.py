@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence, Set
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Literal
+from typing import Any, Literal
 
 from punchcard_contract import (
     CouponRestored,
@@ -195,16 +195,19 @@ class _Decider:
     plan: ReturnPlan = field(default_factory=ReturnPlan)
 
     def reject(self, item: PendingReturn, customer_id: str | None, reason: RejectReason) -> None:
-        outcome = ReturnOutcomeEvent(
+        self._decide(item, self._outcome(item, customer_id, status="rejected", reason=reason))
+
+    def _outcome(
+        self, item: PendingReturn, customer_id: str | None, **decision: Any
+    ) -> ReturnOutcomeEvent:
+        return ReturnOutcomeEvent(
             event_id=event_id_for(item.event_id, "outcome"),
             occurred_at=self.now,
             transaction_no=item.transaction_no,
             return_event_id=item.event_id,
             customer_id=customer_id,
-            status="rejected",
-            reason=reason,
+            **decision,
         )
-        self._decide(item, outcome)
 
     def accept(self, item: PendingReturn, receipt: StoredReceipt) -> None:
         customer_id = receipt.customer_id
@@ -222,12 +225,9 @@ class _Decider:
                 if given:
                     restored.append(CouponRestored(coupon_id=coupon_id, uses=given))
         self.plan.returned.append((receipt.transaction_no, item.event_id))
-        outcome = ReturnOutcomeEvent(
-            event_id=event_id_for(item.event_id, "outcome"),
-            occurred_at=self.now,
-            transaction_no=item.transaction_no,
-            return_event_id=item.event_id,
-            customer_id=customer_id,
+        outcome = self._outcome(
+            item,
+            customer_id,
             status="accepted",
             points_restored=points_restored,
             points_revoked=points_revoked,
