@@ -19,7 +19,7 @@ cd "$(dirname "$0")/../.."
 UV="${UV:-uv}"
 KUBERNETES_VERSIONS=(1.30.0 1.37.0)
 requirements=deploy/lint/tools.txt
-cache="${PUNCHCARD_CACHE_DIR:-$HOME/.cache/punchcard}"
+cache="${PUNCHCARD_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/punchcard}"  # as libs/devstack
 tools="$cache/lint-tools-$(sha256sum "$requirements" | cut -c1-16)"
 
 mkdir -p "$cache"
