@@ -27,6 +27,7 @@ lint: install
 	$(UV) run ruff format --check .
 	$(UV) run ruff check .
 	$(UV) run mypy
+	UV=$(UV) bash deploy/lint/check.sh
 
 format: install
 	$(UV) run ruff format .
