@@ -7,6 +7,7 @@ receipt reach the client exactly as they were sent.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -46,7 +47,7 @@ CouponCandidate = tuple[CouponTerms, int, bool]
 _CUSTOMER_COUPONS = """
     SELECT c.coupon_id, c.name, c.description, c.uses_permitted, c.valid_from, c.valid_until,
            c.active, c.targeted, c.store_ids,
-           COALESCE(u.uses_made, 0) AS uses_made, a.issued
+           COALESCE(u.uses_made, 0) AS uses_made, a.issued, c.xmin::text AS version
     FROM coupons AS c
     LEFT JOIN coupon_usage AS u ON u.customer_id = $1 AND u.coupon_id = c.coupon_id
     CROSS JOIN LATERAL (
@@ -88,10 +89,46 @@ def _terms(row: asyncpg.Record) -> CouponTerms:
     )
 
 
+class _TermsCache:
+    """Each coupon row version's ``CouponTerms``, built once per process instead of per request.
+
+    A row version is named by ``(coupon_id, xmin)``: PostgreSQL gives every new version
+    of a row (an update by the admin API) a new ``xmin``, so a changed coupon is never
+    served from here. ``xmin`` values come round again only after 2^32 transactions;
+    the cache starts over every ``_MAX_AGE_SECONDS`` and when it grows past
+    ``_MAX_ENTRIES``, far sooner than that.
+    """
+
+    _MAX_ENTRIES = 10_000
+    _MAX_AGE_SECONDS = 600.0
+
+    def __init__(self) -> None:
+        self._terms: dict[tuple[str, str], CouponTerms] = {}
+        self._started = time.monotonic()
+
+    def terms(self, row: asyncpg.Record) -> CouponTerms:
+        key = (row[0], row[11])
+        found = self._terms.get(key)
+        if found is None:
+            if (
+                len(self._terms) >= self._MAX_ENTRIES
+                or time.monotonic() - self._started > self._MAX_AGE_SECONDS
+            ):
+                self._terms.clear()
+                self._started = time.monotonic()
+            found = self._terms[key] = _terms(row)
+        return found
+
+
+_terms_cache = _TermsCache()
+
+
 async def fetch_customer_coupons(conn: Connection, customer_id: str) -> list[CouponCandidate]:
     """The coupons a customer could be shown: active, and issued to everyone or to them."""
     rows = await conn.fetch(_CUSTOMER_COUPONS, customer_id)
-    return [(_terms(row), row["uses_made"], row["issued"]) for row in rows]
+    terms = _terms_cache.terms
+    # Positions of _CUSTOMER_COUPONS' columns: 9 uses_made, 10 issued.
+    return [(terms(row), row[9], row[10]) for row in rows]
 
 
 async def fetch_customer_coupon(
