@@ -135,6 +135,8 @@ async def serve_worker(settings: Settings, sock: socket.socket | None = None) ->
             log_config=None,
             access_log=False,
             server_header=False,
+            # Nothing here reads the client address; X-Forwarded-* parsing is pure cost.
+            proxy_headers=False,
             timeout_graceful_shutdown=10,
         )
         log.info(
