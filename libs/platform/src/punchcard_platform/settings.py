@@ -16,6 +16,14 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 __all__ = ["Settings", "TopicNames"]
 
 
+def _usable_cores() -> int:
+    """The cores this process may run on (a cpuset or taskset can leave fewer than exist)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 class TopicNames(BaseSettings):
     """Every topic of CONTRACT.md section 1; each name can be overridden."""
 
@@ -95,7 +103,7 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(default=None, ge=0, le=65535)
     # Worker processes of coupon-query sharing its port, each with its own pool.
-    http_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1, le=256)
+    http_workers: int = Field(default_factory=_usable_cores, ge=1, le=256)
 
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
