@@ -212,8 +212,9 @@ async def _pgbench_both(ctx: Context, url: str, sizes: Sizes) -> dict[str, Any]:
         "script": script,
         "sql_source": "punchcard_coupon_query.queries._CUSTOMER_COUPONS (imported, not copied); "
         "$1 replaced by the customer id built in SQL like the loader builds it",
-        "note": "-M prepared, as asyncpg prepares statements. The service also runs one "
-        "api_keys lookup per request (authentication), which this script does not.",
+        "note": "-M prepared, as asyncpg prepares statements. This is the service's only "
+        "query per request: API keys and coupon terms are cached per process (a terms "
+        "query runs only for a coupon row version the process has not seen).",
     }
     seconds = sizes.pgbench_seconds
     say(f"query: pgbench ceiling (-c 4 -j 2 -T {seconds} -n -M prepared)")

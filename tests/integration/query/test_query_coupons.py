@@ -399,3 +399,21 @@ async def test_the_fast_path_answers_exactly_as_fastapi_does(
     assert quick.status_code == slow.status_code == 200
     assert quick.headers["content-type"] == slow.headers["content-type"] == "application/json"
     assert quick.content == slow.content
+
+
+async def test_a_replaced_coupon_is_listed_with_its_new_terms_at_once(served: Served) -> None:
+    """The per-process cache of coupon terms never answers with a replaced version."""
+    coupon_id, me = unique_id("CP"), unique_id("C")
+    path = f"/v1/customers/{me}/coupons"
+    await put(served, coupon_id, body())
+    async with client(served, served.read_key) as http:
+        before = (await http.get(path, params={"at": DURING})).json()["coupons"]
+        await put(served, coupon_id, body(name="Coffee 20% off", uses_permitted=5))
+        after = (await http.get(path, params={"at": DURING})).json()["coupons"]
+        await put(served, coupon_id, body(active=False))
+        gone = (await http.get(path, params={"at": DURING})).json()["coupons"]
+    mine = [(c["name"], c["uses_permitted"]) for c in before if c["coupon_id"] == coupon_id]
+    assert mine == [("Tea 10% off", 1)]
+    mine = [(c["name"], c["uses_permitted"]) for c in after if c["coupon_id"] == coupon_id]
+    assert mine == [("Coffee 20% off", 5)]
+    assert coupon_id not in [c["coupon_id"] for c in gone]
