@@ -474,37 +474,45 @@ def _sweep_timing(sizes: Sizes) -> tuple[float, float]:
 async def _sweep(
     service: ServiceProcess, path: Callable[[int], str], headers: dict[str, str], sizes: Sizes
 ) -> dict[str, Any]:
-    """Offer more and more until p99 passes the limit or errors appear; a failing step is
-    run once more before the sweep stops, so one noisy step does not end it."""
+    """Offer more and more until p99 passes the limit or errors appear, then refine once.
+
+    A failing step is run once more before the sweep stops, so one noisy step does not
+    end it.
+    """
     seconds, warmup = _sweep_timing(sizes)
     say(
         f"query: sweep from {sizes.query_rate:g} req/s, x{_SWEEP_GROWTH:g} per step "
         f"({seconds:g}s + {warmup:g}s warm-up each), until p99 > {_SWEEP_P99_LIMIT_MS:g} ms"
     )
     steps: list[dict[str, Any]] = []
-    rate = sizes.query_rate
-    retried = False
-    while rate <= _SWEEP_MAX_RPS:
-        step = await _sweep_step(
-            service, path=path, headers=headers, rate=rate, seconds=seconds, warmup=warmup
-        )
-        steps.append(step)
-        say(
-            f"query:   {rate:>8,.0f}/s offered: {step['achieved_rps']:>8,.0f} rps, "
-            f"p50 {step['p50_ms']:6.2f} ms, p99 {step['p99_ms']:7.2f} ms, "
-            f"service {step['service_cpu_ms_per_request']:.3f} ms CPU/req, "
-            f"generator {step['generator_cpu_ms_per_request']:.3f} ms CPU/req, "
-            f"send lag p99 {step['send_lag_p99_ms']:.2f} ms"
-            + ("" if step["held"] else f"  -> not held ({step['why_not']})")
-        )
-        if not step["held"]:
-            if retried:
-                break
-            retried = True
-            continue
-        retried = False
-        rate = _nice_rate(rate * _SWEEP_GROWTH)
-        await asyncio.sleep(_SWEEP_PAUSE_SECONDS)
+
+    async def holds(rate: float) -> bool:
+        """Run a step at ``rate``, and once more if it fails (one noisy step is not a verdict)."""
+        for _ in range(2):
+            step = await _sweep_step(
+                service, path=path, headers=headers, rate=rate, seconds=seconds, warmup=warmup
+            )
+            steps.append(step)
+            say(
+                f"query:   {rate:>8,.0f}/s offered: {step['achieved_rps']:>8,.0f} rps, "
+                f"p50 {step['p50_ms']:6.2f} ms, p99 {step['p99_ms']:7.2f} ms, "
+                f"service {step['service_cpu_ms_per_request']:.3f} ms CPU/req, "
+                f"generator {step['generator_cpu_ms_per_request']:.3f} ms CPU/req, "
+                f"send lag p99 {step['send_lag_p99_ms']:.2f} ms"
+                + ("" if step["held"] else f"  -> not held ({step['why_not']})")
+            )
+            await asyncio.sleep(_SWEEP_PAUSE_SECONDS)
+            if step["held"]:
+                return True
+        return False
+
+    rate, last_held = sizes.query_rate, 0.0
+    while rate <= _SWEEP_MAX_RPS and await holds(rate):
+        last_held, rate = rate, _nice_rate(rate * _SWEEP_GROWTH)
+    # One step between the last rate that held and the first that did not.
+    middle = _nice_rate((last_held + rate) / 2)
+    if last_held and last_held < middle < rate <= _SWEEP_MAX_RPS:
+        await holds(middle)
     held = [s for s in steps if s["held"]]
     best = max(held, key=lambda s: s["offered_rps"]) if held else None
     return {
@@ -513,8 +521,9 @@ async def _sweep(
         "step_seconds": seconds,
         "step_warmup_seconds": warmup,
         "rule": "a step holds when p99 (from the scheduled send time) <= the limit, no "
-        "errors, only 200s, and at least 95% of the offered rate was achieved; the sweep "
-        "stops at the second failing run of one rate",
+        "errors, only 200s, and at least 95% of the offered rate was achieved; a failing "
+        "step is run once more; the sweep stops at the first rate failing twice, then "
+        "tries once halfway between it and the last rate that held",
         "max_rps_at_p99_limit": best["offered_rps"] if best else 0.0,
         "steps": steps,
     }
