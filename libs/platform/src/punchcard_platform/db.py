@@ -38,6 +38,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset round trip (RESET ALL, UNLISTEN *, CLOSE ALL, ...).
+
+    asyncpg still rolls back an open transaction before calling this; the rest of the
+    reset only matters to code that changes session state, which the callers asking
+    for this promise not to do.
+    """
+
+
 class Database:
     """An asyncpg pool with the codecs and error handling Punchcard relies on."""
 
@@ -45,16 +54,29 @@ class Database:
         self._pool = pool
 
     @classmethod
-    async def connect(cls, url: str, *, max_size: int = 10, timeout: float = 10.0) -> Database:
-        """Open a pool, or raise ``DatabaseUnavailableError`` saying what to fix."""
+    async def connect(
+        cls,
+        url: str,
+        *,
+        max_size: int = 10,
+        timeout: float = 10.0,
+        min_size: int = 1,
+        reset_sessions: bool = True,
+    ) -> Database:
+        """Open a pool, or raise ``DatabaseUnavailableError`` saying what to fix.
+
+        ``reset_sessions=False`` skips the reset query on every release: for callers
+        that never SET, LISTEN, take session advisory locks or leave cursors open.
+        """
         try:
             pool = await asyncpg.create_pool(
                 url,
-                min_size=1,
+                min_size=min(min_size, max_size),
                 max_size=max_size,
                 init=_init_connection,
                 timeout=timeout,
                 command_timeout=60,
+                reset=None if reset_sessions else _keep_session,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
             raise DatabaseUnavailableError(

@@ -6,6 +6,7 @@ tests can build one by hand (``Settings(database_url=..., ...)``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +14,14 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "TopicNames"]
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (a cpuset or taskset can leave fewer than exist)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class TopicNames(BaseSettings):
@@ -76,6 +85,8 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql://punchcard@127.0.0.1:5432/punchcard"
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    # A streaming replica for coupon-query's reads; writes always go to database_url.
+    read_database_url: str | None = None
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -91,6 +102,8 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(default=None, ge=0, le=65535)
+    # Worker processes of coupon-query sharing its port, each with its own pool.
+    http_workers: int = Field(default_factory=_usable_cores, ge=1, le=256)
 
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
