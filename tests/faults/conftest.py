@@ -7,6 +7,7 @@ restarts the broker under everyone's feet. ``make faults`` sets ``PUNCHCARD_FAUL
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -18,6 +19,9 @@ from punchcard_platform.db import Database
 from punchcard_platform.migrations import apply_migrations
 
 from tests.faults.harness import RECOVERY_LIMIT_SECONDS, Result
+
+# The suite's own clients see every broker restart; their reconnect chatter is not news.
+logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
 RESULTS: list[Result] = []
 """Every scenario run in this session, in order, for the table at the end."""
@@ -35,10 +39,16 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if _HERE not in item.path.parents]
 
 
-async def _migrate(url: str) -> None:
+async def _migrate_durably(url: str) -> None:
     db = await Database.connect(url, max_size=2)
     try:
         await apply_migrations(db)
+        async with db.connection() as conn:
+            # The devstack runs with synchronous_commit=off for speed; an immediate stop then
+            # loses commits already acknowledged (and offsets committed after them). A
+            # database level setting outranks the server's command line for new sessions.
+            name = await conn.fetchval("SELECT quote_ident(current_database())")
+            await conn.execute(f"ALTER DATABASE {name} SET synchronous_commit = on")
     finally:
         await db.close()
 
@@ -49,7 +59,7 @@ def fault_stack() -> Iterator[DevStack]:
     devstack = DevStack(log=lambda line: print(line, file=sys.stderr))
     endpoints = devstack.start()
     try:
-        asyncio.run(_migrate(endpoints.database_url))
+        asyncio.run(_migrate_durably(endpoints.database_url))
         yield devstack
     finally:
         devstack.stop()

@@ -609,7 +609,7 @@ class Scenario:
         (the return may wait for its sale, so the waiting-return path is measured too).
         """
         deadline = answered + 90
-        probe = f"{self.workload.prefix}-PROBE{len(self.result.recovery)}-{uuid.uuid4().hex[:6]}"
+        probe = f"{self.workload.prefix}-PROBE-{what}-{uuid.uuid4().hex[:6]}"
         try:
             await self._publish_probe(probe, deadline)
         except Exception as exc:
@@ -748,7 +748,40 @@ class Scenario:
             await asyncio.sleep(1)
         say(f"{self.name}: did not settle within {SETTLE_DEADLINE_SECONDS:.0f}s: {last}")
         self.result.details.append(f"not settled: {last}")
+        await self._explain_stuck(reader)
         return False
+
+    async def _explain_stuck(self, reader: TopicReader) -> None:
+        """Where the pipeline stands when it did not settle: offsets, outbox, reader, logs."""
+        topics = self.settings.topics
+        lines = [
+            "reader: "
+            + ", ".join(f"{t}={len(rs)}" for t, rs in reader.records.items())
+            + f" (reconnected {reader.restarts} times)"
+        ]
+        with contextlib.suppress(Exception):
+            ends = await end_offsets(self.settings, [topics.receipts, topics.returns])
+            for name, topic in (("receipt-consumer", topics.receipts), ("returns", topics.returns)):
+                committed = await committed_offsets(
+                    self.settings, self.settings.consumer_group(name)
+                )
+                lag = {
+                    tp.partition: end - committed.get(tp, 0)
+                    for tp, end in ends.items()
+                    if tp.topic == topic
+                }
+                lines.append(f"{name} lag by partition: {lag}")
+        with contextlib.suppress(Exception):
+            unsent = await fetch(
+                self.url,
+                "SELECT topic, count(*) AS n FROM outbox WHERE sent_at IS NULL GROUP BY topic",
+            )
+            lines.append(f"outbox unsent: {[(r['topic'], r['n']) for r in unsent]}")
+        for slot in self.fleet.slots:
+            if slot.process is not None:
+                tail = slot.process.log_tail(4).replace("\n", "\n      ")
+                lines.append(f"{slot.name}#{slot.index} (wanted={slot.wanted}):\n      {tail}")
+        self.result.details.append("\n".join(lines))
 
     async def _compare(self, expected: Expected, reader: TopicReader) -> None:
         r = self.result
@@ -846,6 +879,8 @@ class Scenario:
         # any other wrong status is just wrong.
         swapped = {e for e in wrong_status if _tx_of(e, expected) in out_of_order}
         r.note("returns applied out of order (transaction)", out_of_order)
+        for tx in sorted(out_of_order)[:3]:
+            await self._explain_return_order(tx, expected)
         r.note(
             "return statuses (event, actual, expected)",
             {(e, returns.get(e), expected.returns[e]) for e in wrong_status - swapped},
@@ -914,6 +949,31 @@ class Scenario:
         r.missing_events = len(missing_points) + len(missing_usage) + len(missing_outcomes)
         r.out_of_order = len(out_of_order)
         r.repeated = seen.repeated
+
+    async def _explain_return_order(self, tx: str, expected: Expected) -> None:
+        """What the database and the logs say about a transaction whose returns were swapped."""
+        sale = await fetch(
+            self.url,
+            "SELECT stored_at, return_event_id FROM receipts WHERE transaction_no = $1",
+            tx,
+        )
+        rows = await fetch(
+            self.url,
+            "SELECT event_id, seq, status, outcome->>'reason' AS reason, received_at, decided_at "
+            "FROM return_events WHERE transaction_no = $1 ORDER BY seq",
+            tx,
+        )
+        first = expected.first_return.get(tx)
+        lines = [
+            f"{tx}: first sent {first}; receipt stored at {sale[0]['stored_at'] if sale else None}"
+        ]
+        lines += [
+            f"  seq {row['seq']} {row['event_id']}: {row['status']} {row['reason'] or ''} "
+            f"received {row['received_at']:%H:%M:%S.%f} decided {row['decided_at']:%H:%M:%S.%f}"
+            for row in rows
+        ]
+        lines += [f"  {line}" for line in self.fleet.logs_matching(tx)[:6]]
+        self.result.details.append("\n".join(lines))
 
     async def _check_api(self, expected: Expected) -> None:
         """coupon-query answers every customer's balance as the model says, after the faults."""
