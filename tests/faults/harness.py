@@ -597,6 +597,10 @@ class Scenario:
         say(f"{self.name}: PostgreSQL answers again")
         self._measure_recovery("database")
 
+    async def recovered(self) -> None:
+        """Until every recovery being measured has ended (caught up, or given up at 90 s)."""
+        await asyncio.gather(*self._recoveries)
+
     def _measure_recovery(self, what: str) -> None:
         self._recoveries.append(asyncio.ensure_future(self._recovery(what, time.monotonic())))
 

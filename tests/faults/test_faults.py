@@ -13,6 +13,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import pytest
 from punchcard_devstack import DevStack
 
 from tests.faults.conftest import RESULTS, table
@@ -99,7 +100,10 @@ async def test_consumers_killed_every_few_seconds_lose_and_double_nothing(
     await _run("consumers SIGKILLed every 3 s", fault_stack, fault, seed=3)
 
 
-async def test_rebalances_under_load_lose_and_double_nothing(fault_stack: DevStack) -> None:
+@pytest.mark.parametrize("seed", [4, 7])
+async def test_rebalances_under_load_lose_and_double_nothing(
+    fault_stack: DevStack, seed: int
+) -> None:
     """Two instances of each consumer; one killed for good, then a third started."""
 
     async def fault(s: Scenario) -> None:
@@ -112,7 +116,9 @@ async def test_rebalances_under_load_lose_and_double_nothing(fault_stack: DevSta
         await asyncio.sleep(6)
         s.fleet.kill(s.fleet.of("receipt-consumer")[0], restart=False)
 
-    await _run("2 instances: kill one, start a third", fault_stack, fault, seed=4, instances=2)
+    # Two seeds: the wrong-return-wins race of issue 11 showed in about one run in three.
+    name = f"2 instances: kill one, start a third (seed {seed})"
+    await _run(name, fault_stack, fault, seed=seed, instances=2)
 
 
 async def test_a_frozen_instance_is_fenced_and_its_late_commit_changes_nothing(
@@ -147,9 +153,9 @@ async def test_all_faults_interleaved_lose_and_double_nothing(fault_stack: DevSt
         s.fleet.kill(s.fleet.of("returns")[0])
         await asyncio.sleep(3)
         await s.restart_database(down_seconds=3)
-        # The freeze comes after the restarts: a frozen member holds its partitions for the
-        # whole session timeout, which would hide how fast the restarts are recovered from.
-        await asyncio.sleep(4)
+        # The freeze comes once the restarts are recovered from: a frozen member holds its
+        # partitions for the whole session timeout, which would be measured instead.
+        await s.recovered()
         frozen = s.fleet.of("returns")[1]
         assert frozen.process is not None
         frozen.process.pause()
