@@ -10,8 +10,10 @@ The resolver wakes when
 - the earliest wait is over,
 - or, as a safety net for a lost notification, every ``sweep_seconds``.
 
-It decides with ``handler.apply_pending``, the same code the handler uses, and locks with
-``SKIP LOCKED``, so several instances share the work without deciding a return twice.
+It decides with ``handler.apply_pending``, the same code the handler uses, under the
+sales' locks (``store.lock_due_returns`` only tries them, skipping sales someone else is
+deciding), so several instances share the work, never decide a return twice and always
+decide a sale's first return first.
 """
 
 from __future__ import annotations
