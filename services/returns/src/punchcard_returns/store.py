@@ -9,6 +9,7 @@ events report.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -356,15 +357,29 @@ async def write_plan(conn: Connection, plan: ReturnPlan, now: datetime) -> None:
 
 
 class Listening:
-    """A live LISTEN: ``alive`` turns false when its connection is lost."""
+    """A live LISTEN, watched: ``alive`` turns false when its connection is known lost.
+
+    A LISTEN connection can die without a word (asyncpg issue 519: nothing is read from
+    it, so nothing notices); ``check`` asks it a question now and then, and the
+    termination listener catches the cases asyncpg does see.
+    """
 
     def __init__(self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> None:
         self._conn = conn
+        self._lost = False
 
     @property
     def alive(self) -> bool:
         """Whether notifications can still arrive; if not, listen again."""
-        return not self._conn.is_closed()
+        return not self._lost and not self._conn.is_closed()
+
+    def lose(self) -> None:
+        """Mark the connection lost (its termination listener calls this)."""
+        self._lost = True
+
+    async def check(self, timeout: float) -> None:
+        """Raise unless the connection answers within ``timeout`` seconds."""
+        await self._conn.fetchval("SELECT 1", timeout=timeout)
 
 
 @asynccontextmanager
@@ -374,19 +389,29 @@ async def listen(
     """Call ``on_notify`` for every NOTIFY on ``channel`` while the context is open.
 
     The connection is held for as long as we listen: a pooled connection handed back
-    would stop hearing the channel.
+    would stop hearing the channel. If the connection ends, ``on_notify`` is called too,
+    so the caller wakes, sees ``alive`` false, and listens again.
     """
 
     def callback(_conn: Any, _pid: int, _channel: str, _payload: object) -> None:
         on_notify()
 
     async with db.pool.acquire() as conn:
+        listening = Listening(conn)
+
+        def terminated(_conn: Any) -> None:
+            listening.lose()
+            on_notify()
+
+        conn.add_termination_listener(terminated)
         await conn.add_listener(channel, callback)
         try:
-            yield Listening(conn)
+            yield listening
         finally:
+            conn.remove_termination_listener(terminated)
             if not conn.is_closed():
-                await conn.remove_listener(channel, callback)
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(channel, callback)
 
 
 def _pending(row: asyncpg.Record) -> PendingReturn:
