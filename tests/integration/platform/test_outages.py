@@ -1,0 +1,266 @@
+"""Services ride out a broker or database that is down at start-up, killed or restarted.
+
+These tests crash servers, so they run on a Kafka and PostgreSQL of their own, never on
+the session's. Each prints how long the service took to work again after the server
+answered; the figure is reported, not asserted (machines differ), but the deadlines
+below are far above what a healthy recovery takes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from punchcard_devstack import DevStack, Endpoints, ServiceProcess
+from punchcard_devstack.processes import free_port
+from punchcard_platform.kafka import create_topics
+from punchcard_platform.settings import Settings
+
+from tests.conftest import _migrate, make_settings
+from tests.documents import encode, receipt_document
+from tests.helpers import eventually, produce, unique_id
+
+RECOVERY_DEADLINE = 90.0
+"""Generous on purpose: a loaded two-core machine is slow, and this is no speed test."""
+
+
+@pytest.fixture(scope="module")
+def own_stack() -> Iterator[DevStack]:
+    """A Kafka and a PostgreSQL that only this module uses (and crashes)."""
+    saved = {
+        name: os.environ.pop(name)
+        for name in ("PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS", "PUNCHCARD_DATABASE_URL")
+        if name in os.environ
+    }
+    devstack = DevStack(log=lambda line: print(line, file=sys.stderr))
+    try:
+        endpoints = devstack.start()
+        asyncio.run(_migrate(endpoints.database_url))
+        yield devstack
+    finally:
+        devstack.stop()
+        os.environ.update(saved)
+
+
+def _endpoints(devstack: DevStack) -> Endpoints:
+    assert devstack.endpoints is not None
+    return devstack.endpoints
+
+
+def _ensure_running(devstack: DevStack) -> None:
+    """Leave the stack up for the next test, whatever this one did to it.
+
+    Called from the main thread, never a worker thread: the devstack ties a server's
+    parent-death signal to the thread that spawned it.
+    """
+    assert devstack.kafka is not None
+    assert devstack.postgres is not None
+    if devstack.kafka.pid is None:
+        devstack.kafka.restart()
+    if devstack.postgres.pid is None:
+        devstack.postgres.restart()
+
+
+def _status(url: str) -> int | None:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            status: int = response.status
+            return status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except (urllib.error.URLError, OSError):
+        return None
+
+
+async def _ready_is(service: ServiceProcess, expected: int) -> bool:
+    return await asyncio.to_thread(_status, f"{service.url}/readyz") == expected
+
+
+async def _log_says(service: ServiceProcess, text: str) -> bool:
+    return service.log_file.exists() and text in service.log_file.read_text(errors="replace")
+
+
+async def _stored_and_published(settings: Settings, transaction_no: str) -> bool:
+    """The receipt is stored and every output event of it has been published."""
+    try:
+        conn = await asyncpg.connect(settings.database_url, timeout=3)
+    except (OSError, asyncpg.PostgresError, TimeoutError):
+        return False
+    try:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM receipts WHERE transaction_no = $1", transaction_no
+        )
+        unsent = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE topic = $1 AND sent_at IS NULL",
+            settings.topics.points,
+        )
+        sent = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE topic = $1 AND payload->>'transaction_no' = $2"
+            " AND sent_at IS NOT NULL",
+            settings.topics.points,
+            transaction_no,
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        return False
+    finally:
+        await conn.close()
+    return bool(stored == 1 and unsent == 0 and sent == 1)
+
+
+async def _send_sale(settings: Settings) -> str:
+    sale = receipt_document(unique_id("C"), points_earned=5)
+    await produce(
+        settings, settings.topics.receipts, [(sale["customer_id"].encode(), encode(sale))]
+    )
+    return str(sale["transaction_no"])
+
+
+async def _start(settings: Settings, tmp_path: Path, name: str) -> ServiceProcess:
+    service = ServiceProcess(
+        name,
+        env={**settings.environment(), "PUNCHCARD_LOG_FORMAT": "json"},
+        port=free_port(),
+        log_file=tmp_path / f"{name}.log",
+    )
+    service.start()
+    await asyncio.to_thread(service.wait_healthy)
+    return service
+
+
+async def _settings_with_topics(devstack: DevStack) -> Settings:
+    settings = make_settings(_endpoints(devstack), log_level="INFO")
+    await create_topics(settings, settings.topics.all())
+    # The scratch cluster runs with synchronous_commit=off: an immediate stop may lose
+    # the last moments of commits, so make what came before durable first.
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+    return settings
+
+
+def _report(what: str, seconds: float) -> None:
+    print(f"{what}: working again {seconds:.1f}s after the server answered", file=sys.stderr)
+
+
+async def test_a_consumer_started_while_the_database_and_broker_are_down_waits_then_works(
+    own_stack: DevStack, tmp_path: Path
+) -> None:
+    """No crash loop: it says what it waits for, is not ready meanwhile, and then works."""
+    assert own_stack.kafka is not None
+    assert own_stack.postgres is not None
+    settings = await _settings_with_topics(own_stack)
+    own_stack.kafka.kill()
+    own_stack.postgres.stop_immediate()
+    service = None
+    try:
+        service = await _start(settings, tmp_path, "receipt-consumer")
+        await eventually(
+            lambda: _log_says(service, "PostgreSQL is not reachable yet"), what="database wait"
+        )
+        assert await _ready_is(service, 503)
+        own_stack.postgres.restart()  # from this thread: see _ensure_running
+        await eventually(
+            lambda: _log_says(service, "Kafka is not reachable yet"),
+            timeout=RECOVERY_DEADLINE,
+            what="broker wait",
+        )
+        assert await _ready_is(service, 503)
+        assert service.running
+
+        own_stack.kafka.restart()  # from this thread: see _ensure_running
+        answered = time.monotonic()
+        await eventually(
+            lambda: _ready_is(service, 200), timeout=RECOVERY_DEADLINE, what="ready", interval=0.2
+        )
+        transaction_no = await _send_sale(settings)
+        await eventually(
+            lambda: _stored_and_published(settings, transaction_no),
+            timeout=RECOVERY_DEADLINE,
+            what="the sale stored and its events published",
+            interval=0.2,
+        )
+        _report("start-up wait", time.monotonic() - answered)
+        assert service.running
+    finally:
+        if service is not None:
+            assert service.terminate() == 0, service.log_tail()
+        _ensure_running(own_stack)
+
+
+async def test_a_broker_restart_under_a_running_consumer_is_ridden_out(
+    own_stack: DevStack, tmp_path: Path
+) -> None:
+    """SIGKILL of the broker: /readyz turns 503, and after the restart sales flow again."""
+    assert own_stack.kafka is not None
+    settings = await _settings_with_topics(own_stack)
+    service = await _start(settings, tmp_path, "receipt-consumer")
+    try:
+        first = await _send_sale(settings)
+        await eventually(
+            lambda: _stored_and_published(settings, first), timeout=RECOVERY_DEADLINE, what="first"
+        )
+        await eventually(lambda: _ready_is(service, 200), timeout=RECOVERY_DEADLINE, what="ready")
+
+        own_stack.kafka.kill()
+        await eventually(
+            lambda: _ready_is(service, 503), timeout=RECOVERY_DEADLINE, what="not ready"
+        )
+        own_stack.kafka.restart()  # from this thread: see _ensure_running
+        answered = time.monotonic()
+        second = await _send_sale(settings)
+        await eventually(
+            lambda: _stored_and_published(settings, second),
+            timeout=RECOVERY_DEADLINE,
+            what="a sale after the restart stored and published",
+            interval=0.2,
+        )
+        _report("broker restart", time.monotonic() - answered)
+        await eventually(lambda: _ready_is(service, 200), timeout=RECOVERY_DEADLINE, what="ready")
+        assert service.running
+    finally:
+        assert service.terminate() == 0, service.log_tail()
+        _ensure_running(own_stack)
+
+
+async def test_a_database_restart_under_a_running_consumer_is_ridden_out(
+    own_stack: DevStack, tmp_path: Path
+) -> None:
+    """Immediate stop of PostgreSQL mid-stream: not ready meanwhile, nothing lost after."""
+    assert own_stack.postgres is not None
+    settings = await _settings_with_topics(own_stack)
+    service = await _start(settings, tmp_path, "receipt-consumer")
+    try:
+        first = await _send_sale(settings)
+        await eventually(
+            lambda: _stored_and_published(settings, first), timeout=RECOVERY_DEADLINE, what="first"
+        )
+        own_stack.postgres.stop_immediate()
+        await eventually(
+            lambda: _ready_is(service, 503), timeout=RECOVERY_DEADLINE, what="not ready"
+        )
+        # Sent while the database is away: it waits in Kafka, uncommitted.
+        second = await _send_sale(settings)
+        own_stack.postgres.restart()  # from this thread: see _ensure_running
+        answered = time.monotonic()
+        await eventually(
+            lambda: _stored_and_published(settings, second),
+            timeout=RECOVERY_DEADLINE,
+            what="the sale sent during the outage stored and published",
+            interval=0.2,
+        )
+        _report("database restart", time.monotonic() - answered)
+        await eventually(lambda: _ready_is(service, 200), timeout=RECOVERY_DEADLINE, what="ready")
+        assert service.running
+    finally:
+        assert service.terminate() == 0, service.log_tail()
+        _ensure_running(own_stack)
