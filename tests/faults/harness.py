@@ -501,6 +501,7 @@ class Scenario:
         self._recoveries: list[asyncio.Task[None]] = []
         self.api: Slot | None = None
         self._reader: TopicReader | None = None
+        self._superseded: dict[int, str] = {}
 
     @property
     def url(self) -> str:
@@ -577,6 +578,7 @@ class Scenario:
         if broker is None:
             raise AssertionError("the broker comes from PUNCHCARD_* settings: cannot restart it")
         say(f"{self.name}: SIGKILL the broker")
+        self._supersede("broker restart")
         broker.kill()
         await asyncio.sleep(down_seconds)
         broker.start_again()
@@ -590,6 +592,7 @@ class Scenario:
         if database is None:
             raise AssertionError("the database comes from PUNCHCARD_* settings: cannot restart it")
         say(f"{self.name}: stop PostgreSQL -m immediate")
+        self._supersede("database restart")
         await asyncio.to_thread(database.stop_immediate)
         await asyncio.sleep(down_seconds)
         database.start()
@@ -602,9 +605,22 @@ class Scenario:
         await asyncio.gather(*self._recoveries)
 
     def _measure_recovery(self, what: str) -> None:
-        self._recoveries.append(asyncio.ensure_future(self._recovery(what, time.monotonic())))
+        index = len(self._recoveries)
+        self._recoveries.append(
+            asyncio.ensure_future(self._recovery(what, time.monotonic(), index))
+        )
 
-    async def _recovery(self, what: str, answered: float) -> None:
+    def _supersede(self, by: str) -> None:
+        """A new outage while an earlier one is still being recovered from.
+
+        The earlier clock stops without a figure: it would time the new outage, not the
+        recovery. The new outage's own measurement covers both.
+        """
+        for index, task in enumerate(self._recoveries):
+            if not task.done():
+                self._superseded[index] = by
+
+    async def _recovery(self, what: str, answered: float, index: int) -> None:
         """Seconds from ``answered`` until the system has caught up and works end to end.
 
         Caught up: both consumer groups committed past the input topics' ends and no output
@@ -629,6 +645,12 @@ class Scenario:
         ends: dict[TopicPartition, int] | None = None
         db_now: Any = None
         while time.monotonic() < deadline:
+            if index in self._superseded:
+                self.result.details.append(
+                    f"{what} recovery not timed: a {self._superseded[index]} came "
+                    f"{time.monotonic() - answered:.1f}s after it answered, before it caught up"
+                )
+                return
             try:
                 if ends is None:
                     ends = await end_offsets(self.settings, [topics.receipts, topics.returns])
