@@ -14,8 +14,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import pytest
@@ -27,6 +28,8 @@ from punchcard_platform.settings import Settings
 from tests.conftest import _migrate, make_settings
 from tests.documents import encode, receipt_document
 from tests.helpers import eventually, produce, unique_id
+
+T = TypeVar("T")
 
 RECOVERY_DEADLINE = 90.0
 """Generous on purpose: a loaded two-core machine is slow, and this is no speed test."""
@@ -264,3 +267,68 @@ async def test_a_database_restart_under_a_running_consumer_is_ridden_out(
     finally:
         assert service.terminate() == 0, service.log_tail()
         _ensure_running(own_stack)
+
+
+async def _counts(settings: Settings, transaction_nos: list[str]) -> tuple[int, int]:
+    """(receipts stored, earn entries booked) among these sales."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM receipts WHERE transaction_no = ANY($1::text[])",
+            transaction_nos,
+        )
+        earned = await conn.fetchval(
+            "SELECT count(*) FROM points_ledger WHERE transaction_no = ANY($1::text[])",
+            transaction_nos,
+        )
+    finally:
+        await conn.close()
+    return int(stored), int(earned)
+
+
+async def test_a_consumer_frozen_past_its_session_rejoins_and_nothing_is_doubled(
+    own_stack: DevStack, tmp_path: Path
+) -> None:
+    """SIGSTOP past the session timeout: the other instance takes over; after SIGCONT the
+    frozen one's late commit is refused, it joins again and keeps working."""
+    settings = (await _settings_with_topics(own_stack)).model_copy(
+        update={"kafka_session_timeout_seconds": 6.0}
+    )
+    first = await _start(settings, tmp_path / "a", "receipt-consumer")
+    second = await _start(settings, tmp_path / "b", "receipt-consumer")
+    sales: list[str] = []
+    try:
+        sales += [await _send_sale(settings) for _ in range(10)]
+        await eventually(
+            lambda: _equals(_counts(settings, sales), (10, 10)), timeout=RECOVERY_DEADLINE
+        )
+        first.pause()
+        try:
+            sales += [await _send_sale(settings) for _ in range(10)]
+            # Only the instance still running can apply these: the frozen one was fenced.
+            await eventually(
+                lambda: _equals(_counts(settings, sales), (20, 20)),
+                timeout=RECOVERY_DEADLINE,
+                what="sales applied while one instance is frozen",
+            )
+        finally:
+            first.resume()
+        sales += [await _send_sale(settings) for _ in range(10)]
+        await eventually(
+            lambda: _equals(_counts(settings, sales), (30, 30)),
+            timeout=RECOVERY_DEADLINE,
+            what="sales applied after the frozen instance woke",
+        )
+        for sale in sales:
+            assert await _stored_and_published(settings, sale)
+        assert first.running
+        assert second.running
+        await eventually(lambda: _ready_is(first, 200), timeout=RECOVERY_DEADLINE, what="ready")
+    finally:
+        assert first.terminate() == 0, first.log_tail()
+        assert second.terminate() == 0, second.log_tail()
+        _ensure_running(own_stack)
+
+
+async def _equals(probe: Awaitable[T], expected: T) -> bool:
+    return await probe == expected
