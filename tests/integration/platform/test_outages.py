@@ -118,6 +118,18 @@ async def _stored_and_published(settings: Settings, transaction_no: str) -> bool
     return bool(stored == 1 and unsent == 0 and sent == 1)
 
 
+async def _queue_output_event(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO outbox (topic, key, event_id, payload)"
+            " VALUES ($1, 'C-waiting', gen_random_uuid(), '{}'::jsonb)",
+            settings.topics.points,
+        )
+    finally:
+        await conn.close()
+
+
 async def _send_sale(settings: Settings) -> str:
     sale = receipt_document(unique_id("C"), points_earned=5)
     await produce(
@@ -179,6 +191,9 @@ async def test_a_consumer_started_while_the_database_and_broker_are_down_waits_t
         )
         assert await _ready_is(service, 503)
         assert service.running
+        # An output event waiting in the outbox while no broker answers goes out once one
+        # does (an absent broker must not be taken for a missing topic).
+        await _queue_output_event(settings)
 
         own_stack.kafka.restart()  # from this thread: see _ensure_running
         answered = time.monotonic()
