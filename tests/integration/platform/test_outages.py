@@ -20,9 +20,10 @@ from typing import TypeVar
 
 import asyncpg
 import pytest
+from aiokafka.errors import KafkaError
 from punchcard_devstack import DevStack, Endpoints, ServiceProcess
 from punchcard_devstack.processes import free_port
-from punchcard_platform.kafka import create_topics
+from punchcard_platform.kafka import ResilientProducer, create_topics
 from punchcard_platform.settings import Settings
 
 from tests.conftest import _migrate, make_settings
@@ -347,3 +348,43 @@ async def test_a_consumer_frozen_past_its_session_rejoins_and_nothing_is_doubled
 
 async def _equals(probe: Awaitable[T], expected: T) -> bool:
     return await probe == expected
+
+
+async def test_a_send_while_the_broker_is_away_fails_in_bounded_time_and_the_producer_heals(
+    own_stack: DevStack,
+) -> None:
+    """No acknowledgement waited for forever (aiokafka 1101); a fresh producer after it."""
+    assert own_stack.kafka is not None
+    settings = (await _settings_with_topics(own_stack)).model_copy(
+        update={"kafka_send_timeout_seconds": 2.0}
+    )
+    topic = settings.topics.points
+    producer = ResilientProducer(settings)
+    await producer.start()
+    try:
+        await producer.send_all([(topic, b"k", b"before", [])])
+        own_stack.kafka.kill()
+        try:
+            started = time.monotonic()
+            with pytest.raises(KafkaError):
+                await asyncio.wait_for(
+                    producer.send_all([(topic, b"k", b"during", [])]), RECOVERY_DEADLINE
+                )
+            print(f"send failed after {time.monotonic() - started:.1f}s", file=sys.stderr)
+        finally:
+            own_stack.kafka.restart()
+        await eventually(
+            lambda: _sends(producer, topic), timeout=RECOVERY_DEADLINE, what="a send after it"
+        )
+        assert producer.recreated >= 1
+    finally:
+        await producer.stop()
+        _ensure_running(own_stack)
+
+
+async def _sends(producer: ResilientProducer, topic: str) -> bool:
+    try:
+        await producer.send_all([(topic, b"k", b"after", [])])
+    except KafkaError:
+        return False
+    return True
