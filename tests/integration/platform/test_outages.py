@@ -14,19 +14,23 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import asyncpg
 import pytest
+from aiokafka.errors import KafkaError
 from punchcard_devstack import DevStack, Endpoints, ServiceProcess
 from punchcard_devstack.processes import free_port
-from punchcard_platform.kafka import create_topics
+from punchcard_platform.kafka import ResilientProducer, create_topics
 from punchcard_platform.settings import Settings
 
 from tests.conftest import _migrate, make_settings
 from tests.documents import encode, receipt_document
 from tests.helpers import eventually, produce, unique_id
+
+T = TypeVar("T")
 
 RECOVERY_DEADLINE = 90.0
 """Generous on purpose: a loaded two-core machine is slow, and this is no speed test."""
@@ -115,6 +119,18 @@ async def _stored_and_published(settings: Settings, transaction_no: str) -> bool
     return bool(stored == 1 and unsent == 0 and sent == 1)
 
 
+async def _queue_output_event(settings: Settings) -> None:
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        await conn.execute(
+            "INSERT INTO outbox (topic, key, event_id, payload)"
+            " VALUES ($1, 'C-waiting', gen_random_uuid(), '{}'::jsonb)",
+            settings.topics.points,
+        )
+    finally:
+        await conn.close()
+
+
 async def _send_sale(settings: Settings) -> str:
     sale = receipt_document(unique_id("C"), points_earned=5)
     await produce(
@@ -176,6 +192,9 @@ async def test_a_consumer_started_while_the_database_and_broker_are_down_waits_t
         )
         assert await _ready_is(service, 503)
         assert service.running
+        # An output event waiting in the outbox while no broker answers goes out once one
+        # does (an absent broker must not be taken for a missing topic).
+        await _queue_output_event(settings)
 
         own_stack.kafka.restart()  # from this thread: see _ensure_running
         answered = time.monotonic()
@@ -264,3 +283,108 @@ async def test_a_database_restart_under_a_running_consumer_is_ridden_out(
     finally:
         assert service.terminate() == 0, service.log_tail()
         _ensure_running(own_stack)
+
+
+async def _counts(settings: Settings, transaction_nos: list[str]) -> tuple[int, int]:
+    """(receipts stored, earn entries booked) among these sales."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        stored = await conn.fetchval(
+            "SELECT count(*) FROM receipts WHERE transaction_no = ANY($1::text[])",
+            transaction_nos,
+        )
+        earned = await conn.fetchval(
+            "SELECT count(*) FROM points_ledger WHERE transaction_no = ANY($1::text[])",
+            transaction_nos,
+        )
+    finally:
+        await conn.close()
+    return int(stored), int(earned)
+
+
+async def test_a_consumer_frozen_past_its_session_rejoins_and_nothing_is_doubled(
+    own_stack: DevStack, tmp_path: Path
+) -> None:
+    """SIGSTOP past the session timeout: the other instance takes over; after SIGCONT the
+    frozen one's late commit is refused, it joins again and keeps working."""
+    settings = (await _settings_with_topics(own_stack)).model_copy(
+        update={"kafka_session_timeout_seconds": 6.0}
+    )
+    first = await _start(settings, tmp_path / "a", "receipt-consumer")
+    second = await _start(settings, tmp_path / "b", "receipt-consumer")
+    sales: list[str] = []
+    try:
+        sales += [await _send_sale(settings) for _ in range(10)]
+        await eventually(
+            lambda: _equals(_counts(settings, sales), (10, 10)), timeout=RECOVERY_DEADLINE
+        )
+        first.pause()
+        try:
+            sales += [await _send_sale(settings) for _ in range(10)]
+            # Only the instance still running can apply these: the frozen one was fenced.
+            await eventually(
+                lambda: _equals(_counts(settings, sales), (20, 20)),
+                timeout=RECOVERY_DEADLINE,
+                what="sales applied while one instance is frozen",
+            )
+        finally:
+            first.resume()
+        sales += [await _send_sale(settings) for _ in range(10)]
+        await eventually(
+            lambda: _equals(_counts(settings, sales), (30, 30)),
+            timeout=RECOVERY_DEADLINE,
+            what="sales applied after the frozen instance woke",
+        )
+        for sale in sales:
+            assert await _stored_and_published(settings, sale)
+        assert first.running
+        assert second.running
+        await eventually(lambda: _ready_is(first, 200), timeout=RECOVERY_DEADLINE, what="ready")
+    finally:
+        assert first.terminate() == 0, first.log_tail()
+        assert second.terminate() == 0, second.log_tail()
+        _ensure_running(own_stack)
+
+
+async def _equals(probe: Awaitable[T], expected: T) -> bool:
+    return await probe == expected
+
+
+async def test_a_send_while_the_broker_is_away_fails_in_bounded_time_and_the_producer_heals(
+    own_stack: DevStack,
+) -> None:
+    """No acknowledgement waited for forever (aiokafka 1101); a fresh producer after it."""
+    assert own_stack.kafka is not None
+    settings = (await _settings_with_topics(own_stack)).model_copy(
+        update={"kafka_send_timeout_seconds": 2.0}
+    )
+    topic = settings.topics.points
+    producer = ResilientProducer(settings)
+    await producer.start()
+    try:
+        await producer.send_all([(topic, b"k", b"before", [])])
+        own_stack.kafka.kill()
+        try:
+            started = time.monotonic()
+            with pytest.raises(KafkaError):
+                await asyncio.wait_for(
+                    producer.send_all([(topic, b"k", b"during", [])]), RECOVERY_DEADLINE
+                )
+            print(f"send failed after {time.monotonic() - started:.1f}s", file=sys.stderr)
+        finally:
+            own_stack.kafka.restart()
+        await eventually(
+            lambda: _sends(producer, topic), timeout=RECOVERY_DEADLINE, what="a send after it"
+        )
+        assert producer.recreated >= 1
+    finally:
+        await producer.stop()
+        _ensure_running(own_stack)
+
+
+async def _sends(producer: ResilientProducer, topic: str) -> bool:
+    try:
+        await producer.send_all([(topic, b"k", b"after", [])])
+    except KafkaError:
+        return False
+    return True

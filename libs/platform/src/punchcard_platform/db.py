@@ -37,6 +37,14 @@ _RECONNECT_BACKOFF_MAX = 1.0
 
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Exactly-once needs durable commits: Kafka offsets are committed after the database
+    # commit, so a commit acknowledged before its WAL is written (synchronous_commit=off)
+    # and then lost in a server crash loses records that are never delivered again.
+    # Any stronger setting (local, remote_write, on, remote_apply) is kept as it is.
+    await conn.execute(
+        "SELECT set_config('synchronous_commit', 'on', false)"
+        " WHERE current_setting('synchronous_commit') = 'off'"
+    )
     # jsonb in and out as Python objects; orjson is exact for ints and keeps it fast.
     # Decimals are written by callers as strings inside the JSON, never as floats.
     await conn.set_type_codec(

@@ -161,8 +161,16 @@ class ResilientProducer:
         await self.wait_all(futures)
 
     async def partitions_for(self, topic: str) -> set[int]:
-        """The topic's partitions (asks the broker for metadata if it has to), bounded."""
-        producer = await self._ready()
+        """The topic's partitions (asks the broker for metadata if it has to), bounded.
+
+        Raises ``ConnectionError`` (not a ``KafkaError``) when no broker answers at all:
+        an absent broker says nothing about the topic, and must not be taken for a
+        missing one.
+        """
+        try:
+            producer = await self._ready()
+        except KafkaError as exc:
+            raise ConnectionError(f"no Kafka broker answers: {exc}") from exc
         try:
             partitions: set[int] = await asyncio.wait_for(
                 producer.partitions_for(topic), self._timeout
