@@ -180,6 +180,51 @@ class PostgresServer:
         if createdb.returncode != 0 and "already exists" not in createdb.stderr:
             raise DevStackError(f"createdb failed: {createdb.stderr}")
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def stop_immediate(self) -> None:
+        """``pg_ctl stop -m immediate``: every backend dies at once, as in a crash.
+
+        The next start replays the WAL; clients see their connections cut mid-transaction.
+        """
+        if self._proc is None:
+            return
+        result = subprocess.run(  # noqa: S603 - fixed argv
+            [
+                str(self._bindir / "pg_ctl"),
+                "stop",
+                "-D",
+                str(self.workdir / "data"),
+                "-m",
+                "immediate",
+                "-w",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            user=self._user,
+        )
+        proc, self._proc = self._proc, None
+        if result.returncode != 0 and proc.poll() is None:
+            # pg_ctl could not do it: a postmaster that will not stop still has to go.
+            stop_process(proc, sig=signal.SIGQUIT, timeout=10)
+        else:
+            proc.wait(30)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start again on the same data directory and port, and wait until it answers.
+
+        Stops a running server with ``stop_immediate`` first, so this is "crash and come back".
+        Call ``start`` from the thread that started the stack (the server's parent-death
+        signal is tied to the spawning thread); ``wait_ready`` may run in any thread.
+        """
+        self.stop_immediate()
+        self.start()
+        self.wait_ready(timeout)
+
     def stop(self) -> None:
         """Fast shutdown (SIGINT): roll back open transactions and exit."""
         if self._proc is not None:
