@@ -221,15 +221,25 @@ class KafkaBroker:
             stop_process(self._proc, sig=signal.SIGKILL, timeout=10)
             self._proc = None
 
+    def start_again(self) -> None:
+        """Start on the same data directory and ports as before; returns at once.
+
+        Call it from the thread that started the stack: the broker's parent-death signal
+        is tied to the spawning thread. ``wait_ready`` may then run in any thread.
+        """
+        if self._jars is None:
+            raise DevStackError("the broker was never started, so there is nothing to restart")
+        if self.pid is not None:
+            raise DevStackError("the broker is still running; kill it first")
+        self.start(self._jars)
+
     def restart(self, timeout: float = 60.0) -> None:
         """Start again on the same data directory and ports, and wait until it is ready.
 
         Kills a broker that still runs first, so this is also "crash and come back".
         """
-        if self._jars is None:
-            raise DevStackError("the broker was never started, so there is nothing to restart")
         self.kill()
-        self.start(self._jars)
+        self.start_again()
         self.wait_ready(timeout)
 
     def stop(self) -> None:

@@ -218,6 +218,8 @@ class PostgresServer:
         """Start again on the same data directory and port, and wait until it answers.
 
         Stops a running server with ``stop_immediate`` first, so this is "crash and come back".
+        Call ``start`` from the thread that started the stack (the server's parent-death
+        signal is tied to the spawning thread); ``wait_ready`` may run in any thread.
         """
         self.stop_immediate()
         self.start()
