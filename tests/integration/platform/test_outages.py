@@ -23,12 +23,16 @@ import pytest
 from aiokafka.errors import KafkaError
 from punchcard_devstack import DevStack, Endpoints, ServiceProcess
 from punchcard_devstack.processes import free_port
+from punchcard_platform.db import Database
 from punchcard_platform.kafka import ResilientProducer, create_topics
 from punchcard_platform.settings import Settings
+from punchcard_returns.handler import ReturnHandler
+from punchcard_returns.waiting import PendingReturnResolver
 
 from tests.conftest import _migrate, make_settings
-from tests.documents import encode, receipt_document
+from tests.documents import encode, receipt_document, return_document
 from tests.helpers import eventually, produce, unique_id
+from tests.integration.returns.support import send_returns, store_sales
 
 T = TypeVar("T")
 
@@ -388,3 +392,66 @@ async def _sends(producer: ResilientProducer, topic: str) -> bool:
     except KafkaError:
         return False
     return True
+
+
+async def test_the_waiting_returns_resolver_listens_again_after_a_database_restart(
+    own_stack: DevStack,
+) -> None:
+    """Its LISTEN connection dies with the server; a new one hears the next receipt."""
+    assert own_stack.postgres is not None
+    settings = await _settings_with_topics(own_stack)
+    db = await Database.connect(settings.database_url, max_size=4)
+    # A long sweep: only a notification (on a LISTEN made again) explains a prompt decision.
+    resolver = PendingReturnResolver(settings, db, sweep_seconds=600.0)
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(resolver.run(stop))
+    try:
+        await eventually(lambda: _listening(db), timeout=RECOVERY_DEADLINE, what="LISTEN")
+        own_stack.postgres.stop_immediate()
+        own_stack.postgres.restart()
+        sale = receipt_document(unique_id("C"), points_earned=3)
+        tx = sale["transaction_no"]
+        # No wake-up from the handler: the resolver must hear the receipt's NOTIFY.
+        await eventually(
+            lambda: _applies(
+                send_returns(ReturnHandler(settings, db), settings, return_document(tx))
+            ),
+            timeout=RECOVERY_DEADLINE,
+            what="the return stored after the restart",
+        )
+        await store_sales(db, settings, sale)
+        await eventually(
+            lambda: _equals(_return_status(db, tx), "accepted"),
+            timeout=RECOVERY_DEADLINE,
+            what="the waiting return applied",
+        )
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        await db.close()
+        _ensure_running(own_stack)
+
+
+async def _listening(db: Database) -> bool:
+    async with db.connection() as conn:
+        listening: int = await conn.fetchval(
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE query ILIKE 'LISTEN%punchcard_receipts%' AND state = 'idle'"
+        )
+    return listening > 0
+
+
+async def _applies(action: Awaitable[None]) -> bool:
+    try:
+        await action
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError):
+        return False
+    return True
+
+
+async def _return_status(db: Database, transaction_no: str) -> str | None:
+    async with db.connection() as conn:
+        status: str | None = await conn.fetchval(
+            "SELECT status FROM return_events WHERE transaction_no = $1", transaction_no
+        )
+    return status

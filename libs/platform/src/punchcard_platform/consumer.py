@@ -66,7 +66,7 @@ _MAX_RETRYABLE_ATTEMPTS = 20
 _UNAVAILABLE_BACKOFF_MAX = 1.0
 """Seconds between retries while the database or the broker is away: back within this."""
 _BROKER_PROBE_SECONDS = 2.0
-_COMMIT_FAILURES_BEFORE_REJOIN = 3
+_COMMIT_ATTEMPTS = 3
 _STALL_SECONDS = 30.0
 """No record for this long although the broker holds records past our position: remake."""
 _REFUSED_FOR_SECONDS = 30.0
@@ -131,7 +131,6 @@ class ConsumerLoop(Generic[T]):
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
         self._last_records = time.monotonic()
-        self._commit_failures = 0
         self._rejoin_reason: str | None = None
         self.batches_applied = 0
         self.rejoins = 0
@@ -228,7 +227,6 @@ class ConsumerLoop(Generic[T]):
         consumer.subscribe([self._topic], listener=_WaitForBatchOnRevoke(self._lock, self._service))
         log.info("consuming", service=self._service, topic=self._topic, group=self._group_id)
         self._last_records = time.monotonic()
-        self._commit_failures = 0
         self._rejoin_reason = None
         watchdog = asyncio.ensure_future(self._watch(consumer))
         try:
@@ -346,35 +344,35 @@ class ConsumerLoop(Generic[T]):
         self._observe(consumer, records, len(rejected), offsets, time.perf_counter() - started)
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
-        """Commit, bounded in time. A failure loses nothing: the records come again.
+        """Commit, each attempt bounded in time; never leave a batch silently uncommitted.
 
         Refused because the group moved on without us (we stalled past the session or were
         frozen): leave and join again, or every later commit fails too (aiokafka issue
-        848). Failing again and again for other reasons (the coordinator is away): join
-        again as well, which waits for the broker to answer.
+        848). Failing for other reasons (the coordinator is away or moving): try again a
+        few times, then join again, which starts from the committed offsets; the records
+        since come again and change nothing (the handler is idempotent).
         """
-        try:
-            await asyncio.wait_for(
-                consumer.commit(offsets), self._settings.kafka_request_timeout_seconds
-            )
-        except CommitFailedError as exc:
-            # The new owner gets these records again; the handler's idempotence makes that
-            # harmless.
-            log.warning("offset commit refused after a rebalance", service=self._service)
-            raise _RejoinError("the group moved on while a batch was applied") from exc
-        except (KafkaError, TimeoutError) as exc:
-            self._commit_failures += 1
-            log.warning(
-                "offset commit failed; these records will come again",
-                service=self._service,
-                error=repr(exc),
-                failures=self._commit_failures,
-            )
-            if self._commit_failures >= _COMMIT_FAILURES_BEFORE_REJOIN:
-                raise _RejoinError(f"{self._commit_failures} commits failed in a row") from exc
-            return
-        self._commit_failures = 0
-        LAST_COMMIT.labels(self._service).set_to_current_time()
+        for attempt in range(1, _COMMIT_ATTEMPTS + 1):
+            try:
+                await asyncio.wait_for(
+                    consumer.commit(offsets), self._settings.kafka_request_timeout_seconds
+                )
+            except CommitFailedError as exc:
+                log.warning("offset commit refused after a rebalance", service=self._service)
+                raise _RejoinError("the group moved on while a batch was applied") from exc
+            except (KafkaError, TimeoutError) as exc:
+                log.warning(
+                    "offset commit failed; retrying",
+                    service=self._service,
+                    error=repr(exc),
+                    attempt=attempt,
+                )
+                if attempt == _COMMIT_ATTEMPTS:
+                    raise _RejoinError(f"{attempt} commits failed in a row") from exc
+                await self._sleep_unless_stopped(min(_UNAVAILABLE_BACKOFF_MAX, 0.2 * attempt))
+            else:
+                LAST_COMMIT.labels(self._service).set_to_current_time()
+                return
 
     def _decode(
         self, records: Sequence[InboundRecord]

@@ -36,15 +36,25 @@ _RECONNECT_BACKOFF_MAX = 1.0
 """Seconds between attempts to reach a database that is away: it is back within this."""
 
 
+async def _make_commits_durable(pool: asyncpg.Pool, url: str, command_timeout: float) -> None:
+    """Exactly-once needs durable commits; turn ``synchronous_commit=off`` back on.
+
+    Kafka offsets are committed after the database commit, so a commit acknowledged before
+    its WAL is written and then lost in a server crash loses records that are never
+    delivered again. Set as a connection parameter (a session SET would be undone by the
+    pool's RESET ALL on release); a stronger setting (local, remote_write, on,
+    remote_apply) is kept as it is.
+    """
+    async with pool.acquire() as conn:
+        setting = await conn.fetchval("SHOW synchronous_commit")
+    if setting == "off":
+        pool.set_connect_args(
+            url, command_timeout=command_timeout, server_settings={"synchronous_commit": "on"}
+        )
+        await pool.expire_connections()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    # Exactly-once needs durable commits: Kafka offsets are committed after the database
-    # commit, so a commit acknowledged before its WAL is written (synchronous_commit=off)
-    # and then lost in a server crash loses records that are never delivered again.
-    # Any stronger setting (local, remote_write, on, remote_apply) is kept as it is.
-    await conn.execute(
-        "SELECT set_config('synchronous_commit', 'on', false)"
-        " WHERE current_setting('synchronous_commit') = 'off'"
-    )
     # jsonb in and out as Python objects; orjson is exact for ints and keeps it fast.
     # Decimals are written by callers as strings inside the JSON, never as floats.
     await conn.set_type_codec(
@@ -105,6 +115,7 @@ class Database:
                 command_timeout=command_timeout,
                 reset=None if reset_sessions else _keep_session,
             )
+            await _make_commits_durable(pool, url, command_timeout)
         except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
             raise DatabaseUnavailableError(
                 f"cannot connect to PostgreSQL at {_redact(url)}: {exc}. "

@@ -112,7 +112,8 @@ class PendingReturnResolver:
             async with self._db.connection() as conn:
                 waiting, until_expiry = await store.waiting_summary(conn)
             RETURNS_WAITING.set(waiting)
-            timeout = self._sweep_seconds
+            # Never longer than the liveness check's period, so a dead LISTEN is noticed.
+            timeout = min(self._sweep_seconds, _LIVENESS_SECONDS)
             if until_expiry is not None:
                 timeout = min(timeout, until_expiry + _EXPIRY_SLACK_SECONDS)
             await _wait_for_any(self._wakeup, stop, timeout)
