@@ -33,6 +33,7 @@ from punchcard_contract.events import (
     ReturnOutcomeEvent,
     event_id_for,
 )
+from punchcard_contract.inbound import InboundCoupon, InboundLine, InboundReceipt, InboundReturn
 from punchcard_contract.values import Identifier, Money, Quantity, Timestamp, parse_decimal
 
 __all__ = [
@@ -48,6 +49,10 @@ __all__ = [
     "CouponUse",
     "DeadLetterReason",
     "Identifier",
+    "InboundCoupon",
+    "InboundLine",
+    "InboundReceipt",
+    "InboundReturn",
     "InvalidEventError",
     "Money",
     "ParsedReceipt",
