@@ -282,6 +282,15 @@ def _table(results: dict[str, Any]) -> str:
                 _ratio(ret["ratios"]["applied_over_raw_consume"]),
             )
         )
+        if "postgres_ceiling" in ret:
+            rows.append(
+                (
+                    "returns applied vs PostgreSQL ceiling",
+                    _fmt(thr["returns_per_second"], " ret/s"),
+                    f"ceiling {_fmt(ret['postgres_ceiling']['returns_per_second'], ' ret/s')}",
+                    _ratio(ret["ratios"]["applied_over_postgres_ceiling"]),
+                )
+            )
         out, hop = lat["outcome_latency"], lat["broker_latency"]
         rows.append(
             (
