@@ -388,7 +388,8 @@ async def _preloaded(settings: Settings, n: int, preload: int) -> dict[str, Any]
         await conn.close()
     load_seconds = time.perf_counter() - began
     say(f"ingest: preloaded {preload:,} receipts in {load_seconds:.1f}s")
-    result = await _consume(settings, n, label="set-based, preloaded")
+    # With the relay beside it, exactly as the empty-table run it is compared with.
+    result = await _consume(settings, n, label="set-based, preloaded", relay=True)
     result["preloaded_receipts"] = preload
     result["preload_seconds"] = round(load_seconds, 1)
     return result
