@@ -2,11 +2,12 @@
 UV ?= uv
 PYTEST_ARGS ?=
 
-.PHONY: help install run test test-unit lint format bench schemas clean
+.PHONY: help install run test test-unit faults lint format bench schemas clean
 
 help:
 	@echo "make run     bring up Kafka, PostgreSQL and the three services, show them working"
 	@echo "make test    run the whole test suite against a real Kafka and PostgreSQL"
+	@echo "make faults  kill and restart the broker, the database and the services under load"
 	@echo "make lint    format check, lint, type check"
 	@echo "make bench   benchmarks; results and plots in bench-results/"
 
@@ -23,10 +24,15 @@ test: install
 test-unit: install
 	$(UV) run pytest tests/unit $(PYTEST_ARGS)
 
+# Broker and database restarts, kills, rebalances and freezes under load (about 10 minutes).
+faults: install
+	PUNCHCARD_FAULTS=1 $(UV) run pytest tests/faults $(PYTEST_ARGS)
+
 lint: install
 	$(UV) run ruff format --check .
 	$(UV) run ruff check .
 	$(UV) run mypy
+	UV=$(UV) bash deploy/lint/check.sh
 
 format: install
 	$(UV) run ruff format .

@@ -269,6 +269,15 @@ def _table(results: dict[str, Any]) -> str:
                 f"p99 {_ratio(cq['ratios']['service_p99_over_pgbench_p99_at_same_rate'])}",
             )
         )
+        if "sweep" in cq:
+            rows.append(
+                (
+                    "coupon-query max rate with p99 <= 20 ms",
+                    _fmt(cq["max_rps_at_p99_20ms"], " req/s"),
+                    f"pgbench ceiling {_fmt(ceiling.get('tps'), ' tps')}",
+                    _ratio(cq["ratios"]["max_rps_at_p99_20ms_over_pgbench_ceiling"]),
+                )
+            )
     elif "error" in cq:
         rows.append(("coupon-query", "FAILED", cq["error"][:60], ""))
     ret = results.get("returns", {})
@@ -308,10 +317,39 @@ def _table(results: dict[str, Any]) -> str:
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
     ]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    lines += _query_sweep_table(cq)
     m = results["run"]["machine"]
     lines.append("")
     lines.append(f"machine: {m['nproc']} cpu ({m['cpu_model']}), {m['memory_gib']} GiB")
     return "\n".join(lines)
+
+
+def _query_sweep_table(cq: dict[str, Any]) -> list[str]:
+    """The coupon-query sweep, one line per step."""
+    sweep = cq.get("sweep")
+    if not sweep:
+        return []
+    header = ("offered/s", "achieved/s", "p50 ms", "p99 ms", "svc CPU ms/req", "gen CPU ms/req")
+    rows = [header]
+    for step in sweep["steps"]:
+        rows.append(
+            (
+                _fmt(step["offered_rps"]),
+                _fmt(step["achieved_rps"]),
+                _fmt(step["p50_ms"], "", 2),
+                _fmt(step["p99_ms"], "", 2) + ("" if step["held"] else " (not held)"),
+                _fmt(step["service_cpu_ms_per_request"], "", 3),
+                _fmt(step["generator_cpu_ms_per_request"], "", 3),
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    title = (
+        f"coupon-query sweep ({sweep['workers']} workers; CPU per request: service "
+        "processes, load generator)"
+    )
+    lines = ["", title]
+    lines += ["  ".join(cell.rjust(widths[i]) for i, cell in enumerate(row)) for row in rows]
+    return lines
 
 
 if __name__ == "__main__":

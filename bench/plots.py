@@ -38,6 +38,8 @@ def write_all(results: dict[str, Any], out: Path) -> list[str]:
         written.append(_ingest(results["ingest"], out / "ingest.png"))
     if "service" in results.get("coupon_query", {}):
         written.append(_query(results["coupon_query"], out / "coupon_query_latency.png"))
+    if "sweep" in results.get("coupon_query", {}):
+        written.append(_query_sweep(results["coupon_query"], out / "coupon_query_sweep.png"))
     if "throughput" in results.get("returns", {}):
         written.append(_returns(results["returns"], out / "returns.png"))
     return written
@@ -149,6 +151,58 @@ def _query(query: dict[str, Any], path: Path) -> str:
     over_time.set_title("Service latency per second")
     over_time.legend()
     over_time.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _query_sweep(query: dict[str, Any], path: Path) -> str:
+    sweep = query["sweep"]
+    steps = sweep["steps"]
+    fig, (lat, cpu) = plt.subplots(1, 2, figsize=(13, 4.8))
+    offered = [s["offered_rps"] for s in steps]
+    for key, label in (("p50_ms", "p50"), ("p99_ms", "p99")):
+        lat.plot(offered, [s[key] for s in steps], marker="o", label=label)
+    held = [s for s in steps if s["held"]]
+    lat.scatter(
+        [s["offered_rps"] for s in steps if not s["held"]],
+        [s["p99_ms"] for s in steps if not s["held"]],
+        color="red",
+        zorder=3,
+        label="step not held",
+    )
+    lat.axhline(sweep["p99_limit_ms"], color="grey", linestyle="--", label="p99 limit")
+    lat.set_xscale("log")
+    lat.set_yscale("log")
+    lat.set_xlabel("offered load (req/s, log)")
+    lat.set_ylabel("latency from scheduled send (ms, log)")
+    ceiling = query.get("pgbench", {}).get("ceiling", {}).get("tps")
+    title = f"coupon-query sweep: {query['max_rps_at_p99_20ms']:,.0f} req/s held"
+    if ceiling:
+        title += f" (pgbench ceiling {ceiling:,.0f} tps)"
+    lat.set_title(title)
+    lat.legend()
+    lat.grid(alpha=0.3)
+    cpu.plot(
+        offered,
+        [s["service_cpu_ms_per_request"] for s in steps],
+        marker="o",
+        label=f"coupon-query ({sweep['workers']} workers)",
+    )
+    cpu.plot(
+        offered,
+        [s["generator_cpu_ms_per_request"] for s in steps],
+        marker="o",
+        label="load generator",
+    )
+    cpu.set_xscale("log")
+    cpu.set_xlabel("offered load (req/s, log)")
+    cpu.set_ylabel("CPU ms per request")
+    cpu.set_ylim(bottom=0)
+    cpu.set_title(f"CPU per request ({len(held)} of {len(steps)} steps held)")
+    cpu.legend()
+    cpu.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -1,11 +1,13 @@
-"""coupon-query at a fixed offered load, against PostgreSQL's own ceiling for its query.
+"""coupon-query at a fixed offered load and swept to its limit, against PostgreSQL's ceiling.
 
 The database gets a catalog of coupons and usage rows for many customers, all made in
 SQL (``INSERT ... SELECT`` over ``generate_series``). coupon-query runs as its own
-process (``punchcard serve coupon-query``) and is driven open-loop at a constant rate
-with random customers. The anchor is ``pgbench`` running the very SQL the endpoint
-runs (imported from ``punchcard_coupon_query.queries``), once flat out (the ceiling)
-and once at the same offered rate (its latency at that load).
+process (``punchcard serve coupon-query``, its default number of workers) and is
+driven open-loop with random customers: first at a constant rate, then swept upwards
+step by step until p99 exceeds 20 ms, which gives the highest rate that held. The
+anchor is ``pgbench`` running the very SQL the endpoint runs (imported from
+``punchcard_coupon_query.queries``), once flat out (the ceiling) and once at the same
+offered rate (its latency at that load).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import os
 import re
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -84,16 +87,21 @@ async def run(ctx: Context) -> dict[str, Any]:
         finally:
             await db.close()
         pgbench = await _pgbench_both(ctx, url, sizes)
-        service = await _drive_service(ctx, url, key, sizes)
+        service, sweep = await _drive_service(ctx, url, key, sizes)
     ceiling = pgbench.get("ceiling", {})
     at_rate = pgbench.get("at_offered_rate", {})
+    best = float(sweep["max_rps_at_p99_limit"])
     return {
         "customers": sizes.customers,
         "coupons": sizes.coupons,
         "load": loaded,
+        "max_rps_at_p99_20ms": best,
+        "p99_ms_at_offered_rate": service["latency"]["p99_ms"],
         "service": service,
+        "sweep": sweep,
         "pgbench": pgbench,
         "ratios": {
+            "max_rps_at_p99_20ms_over_pgbench_ceiling": ratio(best, float(ceiling.get("tps") or 0)),
             "service_rps_over_pgbench_ceiling_tps": ratio(
                 service["achieved_rps"], float(ceiling.get("tps") or 0)
             ),
@@ -204,8 +212,9 @@ async def _pgbench_both(ctx: Context, url: str, sizes: Sizes) -> dict[str, Any]:
         "script": script,
         "sql_source": "punchcard_coupon_query.queries._CUSTOMER_COUPONS (imported, not copied); "
         "$1 replaced by the customer id built in SQL like the loader builds it",
-        "note": "-M prepared, as asyncpg prepares statements. The service also runs one "
-        "api_keys lookup per request (authentication), which this script does not.",
+        "note": "-M prepared, as asyncpg prepares statements. This is the service's only "
+        "query per request: API keys and coupon terms are cached per process (a terms "
+        "query runs only for a coupon row version the process has not seen).",
     }
     seconds = sizes.pgbench_seconds
     say(f"query: pgbench ceiling (-c 4 -j 2 -T {seconds} -n -M prepared)")
@@ -332,8 +341,43 @@ def _logged_latencies(folder: Path) -> list[float]:
 
 # -- the service -------------------------------------------------------------------------
 
+# The sweep: each step offers this much more than the one before, until p99 passes this.
+_SWEEP_GROWTH = 1.25
+_SWEEP_P99_LIMIT_MS = 20.0
+_SWEEP_MAX_RPS = 50_000.0
+_SWEEP_PAUSE_SECONDS = 0.5
 
-async def _drive_service(ctx: Context, url: str, key: str, sizes: Sizes) -> dict[str, Any]:
+
+def _children(pid: int) -> list[int]:
+    """The running child processes of ``pid`` (coupon-query's workers)."""
+    try:
+        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
+    except OSError:
+        return []
+    return [int(child) for child in text.split()]
+
+
+def _service_cpu_seconds(pid: int | None) -> float:
+    """CPU seconds of the service: the supervisor and every worker process."""
+    if pid is None:
+        return 0.0
+    return _cpu_seconds(pid) + sum(_cpu_seconds(child) for child in _children(pid))
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+def _nice_rate(rate: float) -> float:
+    """Two significant digits: 400, 500, 620, 780, 980, 1200, ..."""
+    digits = len(str(int(rate))) - 2
+    return float(round(rate, -digits)) if digits > 0 else float(round(rate))
+
+
+async def _drive_service(
+    ctx: Context, url: str, key: str, sizes: Sizes
+) -> tuple[dict[str, Any], dict[str, Any]]:
     settings = ctx.settings(url, "query", log_format="json", log_level="INFO")
     env = {**settings.environment()}
     service = ServiceProcess(
@@ -343,39 +387,50 @@ async def _drive_service(ctx: Context, url: str, key: str, sizes: Sizes) -> dict
     try:
         await asyncio.to_thread(service.wait_healthy, 60.0)
         rng = Random(7)
-        customers = [
-            _customer(rng.randint(1, sizes.customers))
-            for _ in range(
-                int((sizes.query_seconds + sizes.query_warmup_seconds) * sizes.query_rate) + 1
-            )
-        ]
-        say(
-            f"query: coupon-query (process) at {sizes.query_rate:g} req/s open-loop for "
-            f"{sizes.query_seconds:g}s after {sizes.query_warmup_seconds:g}s warm-up"
-        )
-        cpu_before = _cpu_seconds(service.pid), os.times()
-        machine_before = _machine_cpu()
-        result = await open_loop(
-            "127.0.0.1",
-            service.port,
-            path=lambda i: f"/v1/customers/{customers[i]}/coupons",
-            headers={"Authorization": f"Bearer {key}"},
-            rate=sizes.query_rate,
-            seconds=sizes.query_seconds,
-            warmup_seconds=sizes.query_warmup_seconds,
-        )
-        cpu_after = _cpu_seconds(service.pid), os.times()
-        machine_after = _machine_cpu()
+        customers = [_customer(rng.randint(1, sizes.customers)) for _ in range(100_000)]
+
+        def path(i: int) -> str:
+            return f"/v1/customers/{customers[i % len(customers)]}/coupons"
+
+        headers = {"Authorization": f"Bearer {key}"}
+        fixed = await _fixed_rate(service, path, headers, sizes)
+        fixed["workers"] = settings.http_workers
+        sweep = await _sweep(service, path, headers, sizes)
+        sweep["workers"] = settings.http_workers
     finally:
         code = await asyncio.to_thread(service.terminate)
+    fixed["exit_code"] = code
+    fixed["log"] = str(ctx.out / "coupon-query.log")
+    return fixed, sweep
+
+
+async def _fixed_rate(
+    service: ServiceProcess, path: Callable[[int], str], headers: dict[str, str], sizes: Sizes
+) -> dict[str, Any]:
+    say(
+        f"query: coupon-query (process) at {sizes.query_rate:g} req/s open-loop for "
+        f"{sizes.query_seconds:g}s after {sizes.query_warmup_seconds:g}s warm-up"
+    )
+    cpu_before = _service_cpu_seconds(service.pid), _own_cpu_seconds()
+    machine_before = _machine_cpu()
+    result = await open_loop(
+        "127.0.0.1",
+        service.port,
+        path=path,
+        headers=headers,
+        rate=sizes.query_rate,
+        seconds=sizes.query_seconds,
+        warmup_seconds=sizes.query_warmup_seconds,
+    )
+    cpu_after = _service_cpu_seconds(service.pid), _own_cpu_seconds()
+    machine_after = _machine_cpu()
     span = result.last_done - result.first_send
     achieved = result.ok / span if span > 0 else 0.0
     latency = latency_summary(result.latencies)
     window = sizes.query_seconds + sizes.query_warmup_seconds
+    sent = window * sizes.query_rate
     service_cpu = (cpu_after[0] - cpu_before[0]) / window
-    bench_cpu = (
-        cpu_after[1].user + cpu_after[1].system - cpu_before[1].user - cpu_before[1].system
-    ) / window
+    bench_cpu = (cpu_after[1] - cpu_before[1]) / window
     say(
         f"query: service {achieved:,.0f} rps achieved of {sizes.query_rate:g} offered, "
         f"p50 {latency['p50_ms']:.2f} ms, p90 {latency['p90_ms']:.2f} ms, "
@@ -393,16 +448,139 @@ async def _drive_service(ctx: Context, url: str, key: str, sizes: Sizes) -> dict
         "errors": result.errors,
         "achieved_rps": round(achieved, 1),
         "latency": latency,
+        "send_lag": latency_summary(result.send_lags),
         "latency_source": "from each request's scheduled send time (open loop, "
         "no coordinated omission); load generator in the benchmark process on the same cores",
         "latency_per_second": _per_second(result.samples, result.first_send),
         "cpu_cores_used": {
-            "coupon_query_process": round(service_cpu, 2),
+            "coupon_query_processes": round(service_cpu, 2),
             "benchmark_process_load_generator": round(bench_cpu, 2),
             "whole_machine_busy_share": _busy_share(machine_before, machine_after),
             "window": "warm-up and measured seconds together",
         },
+        "cpu_ms_per_request": {
+            "coupon_query_processes": round(service_cpu * window / sent * 1000, 3),
+            "load_generator": round(bench_cpu * window / sent * 1000, 3),
+        },
         "connections_opened": result.connections,
-        "exit_code": code,
-        "log": str(ctx.out / "coupon-query.log"),
+    }
+
+
+def _sweep_timing(sizes: Sizes) -> tuple[float, float]:
+    """Measured and warm-up seconds per sweep step: a quarter of the fixed run, at least 2 s."""
+    return max(2.0, sizes.query_seconds / 4), max(0.5, min(1.0, sizes.query_warmup_seconds))
+
+
+async def _sweep(
+    service: ServiceProcess, path: Callable[[int], str], headers: dict[str, str], sizes: Sizes
+) -> dict[str, Any]:
+    """Offer more and more until p99 passes the limit or errors appear, then refine once.
+
+    A failing step is run once more before the sweep stops, so one noisy step does not
+    end it.
+    """
+    seconds, warmup = _sweep_timing(sizes)
+    say(
+        f"query: sweep from {sizes.query_rate:g} req/s, x{_SWEEP_GROWTH:g} per step "
+        f"({seconds:g}s + {warmup:g}s warm-up each), until p99 > {_SWEEP_P99_LIMIT_MS:g} ms"
+    )
+    steps: list[dict[str, Any]] = []
+
+    async def holds(rate: float) -> bool:
+        """Run a step at ``rate``, and once more if it fails (one noisy step is not a verdict)."""
+        for _ in range(2):
+            step = await _sweep_step(
+                service, path=path, headers=headers, rate=rate, seconds=seconds, warmup=warmup
+            )
+            steps.append(step)
+            say(
+                f"query:   {rate:>8,.0f}/s offered: {step['achieved_rps']:>8,.0f} rps, "
+                f"p50 {step['p50_ms']:6.2f} ms, p99 {step['p99_ms']:7.2f} ms, "
+                f"service {step['service_cpu_ms_per_request']:.3f} ms CPU/req, "
+                f"generator {step['generator_cpu_ms_per_request']:.3f} ms CPU/req, "
+                f"send lag p99 {step['send_lag_p99_ms']:.2f} ms"
+                + ("" if step["held"] else f"  -> not held ({step['why_not']})")
+            )
+            await asyncio.sleep(_SWEEP_PAUSE_SECONDS)
+            if step["held"]:
+                return True
+        return False
+
+    rate, last_held = sizes.query_rate, 0.0
+    while rate <= _SWEEP_MAX_RPS and await holds(rate):
+        last_held, rate = rate, _nice_rate(rate * _SWEEP_GROWTH)
+    # One step between the last rate that held and the first that did not.
+    middle = _nice_rate((last_held + rate) / 2)
+    if last_held and last_held < middle < rate <= _SWEEP_MAX_RPS:
+        await holds(middle)
+    held = [s for s in steps if s["held"]]
+    best = max(held, key=lambda s: s["offered_rps"]) if held else None
+    return {
+        "p99_limit_ms": _SWEEP_P99_LIMIT_MS,
+        "growth_per_step": _SWEEP_GROWTH,
+        "step_seconds": seconds,
+        "step_warmup_seconds": warmup,
+        "rule": "a step holds when p99 (from the scheduled send time) <= the limit, no "
+        "errors, only 200s, and at least 95% of the offered rate was achieved; a failing "
+        "step is run once more; the sweep stops at the first rate failing twice, then "
+        "tries once halfway between it and the last rate that held",
+        "max_rps_at_p99_limit": best["offered_rps"] if best else 0.0,
+        "steps": steps,
+    }
+
+
+async def _sweep_step(
+    service: ServiceProcess,
+    *,
+    path: Callable[[int], str],
+    headers: dict[str, str],
+    rate: float,
+    seconds: float,
+    warmup: float,
+) -> dict[str, Any]:
+    cpu_before = _service_cpu_seconds(service.pid), _own_cpu_seconds()
+    machine_before = _machine_cpu()
+    result = await open_loop(
+        "127.0.0.1",
+        service.port,
+        path=path,
+        headers=headers,
+        rate=rate,
+        seconds=seconds,
+        warmup_seconds=warmup,
+    )
+    cpu_after = _service_cpu_seconds(service.pid), _own_cpu_seconds()
+    machine_after = _machine_cpu()
+    sent = max(1.0, (seconds + warmup) * rate)
+    span = result.last_done - result.first_send
+    achieved = result.ok / span if span > 0 else 0.0
+    latency = latency_summary(result.latencies)
+    lag = latency_summary(result.send_lags)
+    others = {k: v for k, v in result.statuses.items() if k != 200}
+    reasons = []
+    if not latency["count"] or latency["p99_ms"] > _SWEEP_P99_LIMIT_MS:
+        reasons.append(f"p99 {latency['p99_ms']:.1f} ms")
+    if result.errors:
+        reasons.append(f"errors {result.errors}")
+    if others:
+        reasons.append(f"statuses {others}")
+    if achieved < 0.95 * rate:
+        reasons.append(f"achieved {achieved:,.0f}/s")
+    return {
+        "offered_rps": rate,
+        "achieved_rps": round(achieved, 1),
+        "p50_ms": latency["p50_ms"],
+        "p90_ms": latency["p90_ms"],
+        "p99_ms": latency["p99_ms"],
+        "max_ms": latency["max_ms"],
+        "requests": latency["count"],
+        "errors": result.errors,
+        "statuses": {str(k): v for k, v in result.statuses.items()},
+        "service_cpu_ms_per_request": round((cpu_after[0] - cpu_before[0]) / sent * 1000, 3),
+        "generator_cpu_ms_per_request": round((cpu_after[1] - cpu_before[1]) / sent * 1000, 3),
+        "send_lag_p99_ms": lag["p99_ms"],
+        "machine_busy_share": _busy_share(machine_before, machine_after),
+        "connections_opened": result.connections,
+        "held": not reasons,
+        "why_not": ", ".join(reasons) or None,
     }

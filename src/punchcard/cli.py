@@ -88,10 +88,9 @@ async def _apikey_revoke(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
-    from punchcard_platform.kafka import check_kafka
-
-    if args.name != "coupon-query":
-        await check_kafka(settings)
+    # A consumer service waits for a broker or database that is not reachable yet (saying
+    # so in its log and on /readyz) instead of exiting into a supervisor's crash loop;
+    # settings that can never work still end here with one line.
     if args.name == "receipt-consumer":
         from punchcard_receipt_consumer.service import serve as serve_receipts
 

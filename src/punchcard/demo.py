@@ -16,6 +16,7 @@ import socket
 import sys
 import tempfile
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -170,7 +171,7 @@ async def _show(settings: Settings, query_url: str, db: Database) -> None:
             )
         )
 
-        await _show_second_return(settings, db, http, read, customer)
+        await _show_second_return(settings, db, http, read, customer, balance=points["balance"])
     await _show_dead_letters(settings, db)
     say(f"\nadmin key for trying the API: {admin_key}")
 
@@ -186,14 +187,25 @@ async def _busiest_customer(db: Database) -> str:
 
 
 async def _show_second_return(
-    settings: Settings, db: Database, http: httpx.AsyncClient, read: dict[str, str], customer: str
+    settings: Settings,
+    db: Database,
+    http: httpx.AsyncClient,
+    read: dict[str, str],
+    customer: str,
+    *,
+    balance: int,
 ) -> None:
     async with db.connection() as conn:
+        # A sale with coupons and burned points shows the most; one whose earned points the
+        # customer still holds, as a real return desk's customer would (the contract lets a
+        # return take a balance below zero, but the demo's customer should not need it).
         tx: str = await conn.fetchval(
             "SELECT transaction_no FROM receipts WHERE customer_id = $1 AND returned_at IS NULL "
-            "ORDER BY jsonb_array_length(coupons) > 0 DESC, points_used DESC, occurred_at DESC "
+            "ORDER BY $2::bigint + points_used - points_earned >= 0 DESC, "
+            "jsonb_array_length(coupons) > 0 DESC, points_used DESC, occurred_at DESC "
             "LIMIT 1",
             customer,
+            balance,
         )
     events = [_return_event(tx) for _ in range(2)]
     producer = make_producer(settings)
@@ -220,6 +232,8 @@ async def _show_second_return(
         f"revoked {first['points_revoked']}, coupons {first['coupons_restored']}"
     )
     say(f"  second: {latest['status']} ({latest['reason']})  <- GET /v1/returns/{tx}")
+    after = (await http.get(f"/v1/customers/{customer}/points", headers=read)).json()["balance"]
+    say(f"  customer {customer}'s balance now {after} (was {balance}): points moved once")
 
 
 def _return_event(tx: str) -> dict[str, Any]:
@@ -229,7 +243,7 @@ def _return_event(tx: str) -> dict[str, Any]:
         "transaction_no": tx,
         "store_id": "S0001",
         "terminal_id": "T01",
-        "occurred_at": "2026-11-23T09:00:00+09:00",
+        "occurred_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "reason": "changed mind",
     }
 

@@ -5,6 +5,8 @@ Two halves, so the stream can be tested without a broker:
 - ``FleetModel`` is pure: from a ``random.Random`` and a start time it plans the events a
   fleet would send (member and anonymous sales, coupons, points burned and earned,
   returns, returns sent twice, returns sent before their sale), as contract documents.
+  It keeps each member's points, so a sale never burns more than the member holds, and
+  it sends a return when the fleet's clock reaches it, minutes to days after its sale.
 - ``simulate`` publishes that stream with librdkafka (``confluent_kafka.Producer``): zstd
   batches, an idempotent producer with ``acks=all``, keys as CONTRACT.md section 1 says,
   paced to a rate or as fast as the broker takes them, with a progress line on stderr.
@@ -16,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import heapq
+import math
 import re
 import secrets
 import sys
@@ -74,8 +78,13 @@ _CATALOGUE: tuple[tuple[str, str, Decimal], ...] = (
 _RETURN_REASONS = ("changed mind", "damaged", "wrong item", "expired", "duplicate purchase", None)
 _COUPON_DISCOUNT = Decimal(50)  # yen off per coupon use: the POS's business, not Punchcard's
 _YEN_PER_POINT_EARNED = 100
-_RETURN_LAG_RECEIPTS = 40  # a return follows its sale within this many receipts
-_REPEAT_LAG_RECEIPTS = 20  # a repeated return follows the first within this many receipts
+# A terminal rings up a sale about every two minutes: the fleet's clock moves by this over
+# (stores x terminals) per receipt, whatever the publishing rate (a time-lapse at full speed).
+_TERMINAL_SECONDS_PER_SALE = 120
+# Goods come back 10 minutes to 2 days after the sale (log-uniform: median about 3 hours);
+# the desk's second attempt at the same return 1 minute to 1 day after the first.
+_RETURN_DELAY = (timedelta(minutes=10), timedelta(days=2))
+_REPEAT_DELAY = (timedelta(minutes=1), timedelta(days=1))
 _MAX_BURN = 500
 
 
@@ -251,9 +260,12 @@ class FleetModel:
     run_tag: str
     _clock: datetime = field(init=False)
     _gap_span_us: int = field(init=False)
-    _index: int = field(init=False, default=0)
     _sequence: dict[tuple[int, int], int] = field(init=False, default_factory=dict)
-    _due: dict[int, list[PlannedEvent]] = field(init=False, default_factory=dict)
+    # Returns not yet sent, by the time they happen (the counter keeps equal times in order).
+    _due: list[tuple[datetime, int, PlannedEvent]] = field(init=False, default_factory=list)
+    _queued: int = field(init=False, default=0)
+    # Per member, the points the member may still spend: see ``_receipt``.
+    _spendable: dict[str, int] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None:
@@ -261,10 +273,7 @@ class FleetModel:
         if not _IDENTIFIER.fullmatch(self.run_tag):
             raise ValueError("run_tag must be 1 to 64 of A-Z a-z 0-9 . _ : -")
         self._clock = self.start.astimezone(JST)
-        # Sales are spread over business time as the rate spreads them over wall time (a
-        # millisecond apart on average at full speed), so the clock stays near the present.
-        mean_gap = 1 / self.options.rate if self.options.rate > 0 else 0.001
-        self._gap_span_us = int(2 * mean_gap * 1_000_000)
+        self._gap_span_us = int(2 * _mean_seconds_between_sales(self.options) * 1_000_000)
 
     def plan(self, receipts: int) -> Iterator[PlannedEvent]:
         """The whole stream for ``receipts`` sales, owed returns included."""
@@ -273,35 +282,46 @@ class FleetModel:
         yield from self.drain()
 
     def next_receipt(self) -> list[PlannedEvent]:
-        """One sale, with an early return before it and the returns now due after it."""
-        self._index += 1
-        sale, receipt = self._receipt()
+        """One sale, with an early return before it and the returns now due after it.
+
+        A return is sent when the fleet's clock reaches its time, so in the stream it
+        follows its sale by as many sales as the fleet rings up in between. An early
+        return is the exception: its sale's receipt was held up (an offline terminal), so
+        the return reaches Punchcard first and must wait for it.
+        """
+        returned = self.options.return_share > 0 and (self.rng.random() < self.options.return_share)
+        sale, receipt = self._receipt(returned=returned)
         events: list[PlannedEvent] = []
-        if self.rng.random() < self.options.return_share:
+        if returned:
             early = self.rng.random() < self.options.early_return_share
-            first = self._return(sale, early=early, repeated=False)
+            first_at = sale.occurred_at + self._delay(_RETURN_DELAY)
+            first = self._return(sale, first_at, early=early)
             if early:
                 events.append(first)
-                due = self._index
             else:
-                due = self._index + self.rng.randint(1, _RETURN_LAG_RECEIPTS)
-                self._due.setdefault(due, []).append(first)
+                self._queue(first_at, first)
             if self.rng.random() < self.options.repeat_return_share:
-                again = self._return(sale, early=False, repeated=True)
-                self._due.setdefault(due + self.rng.randint(1, _REPEAT_LAG_RECEIPTS), []).append(
-                    again
-                )
+                again_at = first_at + self._delay(_REPEAT_DELAY)
+                self._queue(again_at, self._return(sale, again_at, repeated=True))
         events.append(receipt)
-        events.extend(self._due.pop(self._index, ()))
+        while self._due and self._due[0][0] <= self._clock:
+            events.append(heapq.heappop(self._due)[2])
         return events
 
     def drain(self) -> Iterator[PlannedEvent]:
-        """Every return still owed, in the order it would have been sent."""
-        for due in sorted(self._due):
-            yield from self._due[due]
-        self._due.clear()
+        """Every return still owed (its time is after the last sale), in time order."""
+        while self._due:
+            yield heapq.heappop(self._due)[2]
 
-    def _receipt(self) -> tuple[_Sale, PlannedEvent]:
+    def _queue(self, at: datetime, event: PlannedEvent) -> None:
+        self._queued += 1
+        heapq.heappush(self._due, (at, self._queued, event))
+
+    def _delay(self, bounds: tuple[timedelta, timedelta]) -> timedelta:
+        low, high = (b.total_seconds() for b in bounds)
+        return timedelta(seconds=round(math.exp(self.rng.uniform(math.log(low), math.log(high)))))
+
+    def _receipt(self, *, returned: bool) -> tuple[_Sale, PlannedEvent]:
         # Draws use rng.random() and precomputed tables: at --rate 0 this is the hot loop.
         rng, options = self.rng, self.options
         random = rng.random
@@ -331,10 +351,24 @@ class FleetModel:
         coupons = self._coupons(member=customer_id is not None)
         discount = _COUPON_DISCOUNT * sum(c["uses"] for c in coupons)
         points_used = 0
-        if customer_id is not None and random() < _BURN_SHARE:
-            points_used = int(random() * min(_MAX_BURN, int(subtotal))) + 1
-        total = max(subtotal - discount - points_used, Decimal(0))
-        points_earned = int(total) // _YEN_PER_POINT_EARNED if customer_id is not None else 0
+        points_earned = 0
+        if customer_id is not None:
+            # A member spends only points already held: what earlier sales earned, less
+            # what was spent. Points a sale earns are usable from the next sale on. The
+            # points of a sale that will be returned are never counted as held (the
+            # return takes them back), nor are points a return gives back, so however
+            # late a return is applied, the member's balance never drops below zero.
+            spendable = self._spendable.get(customer_id, 0)
+            ceiling = min(spendable, _MAX_BURN, int(subtotal))
+            if ceiling > 0 and random() < _BURN_SHARE:
+                points_used = int(random() * ceiling) + 1
+            total = max(subtotal - discount - points_used, Decimal(0))
+            points_earned = int(total) // _YEN_PER_POINT_EARNED
+            self._spendable[customer_id] = (
+                spendable - points_used + (0 if returned else points_earned)
+            )
+        else:
+            total = max(subtotal - discount, Decimal(0))
 
         document: dict[str, Any] = {
             "schema_version": 1,
@@ -362,9 +396,10 @@ class FleetModel:
         chosen = rng.sample(coupons, count) if count > 1 else [_pick(rng.random, coupons)]
         return [{"coupon_id": c, "uses": _pick(rng.random, _USES_PER_COUPON)} for c in chosen]
 
-    def _return(self, sale: _Sale, *, early: bool, repeated: bool) -> PlannedEvent:
+    def _return(
+        self, sale: _Sale, occurred_at: datetime, *, early: bool = False, repeated: bool = False
+    ) -> PlannedEvent:
         rng = self.rng
-        occurred_at = sale.occurred_at + timedelta(seconds=rng.randint(60, 6 * 3600))
         document: dict[str, Any] = {
             "schema_version": 1,
             "event_id": self._event_id(),
@@ -410,6 +445,24 @@ _LINES: tuple[tuple[dict[str, Any], Decimal], ...] = tuple(
 )
 
 T = TypeVar("T")
+
+
+def _mean_seconds_between_sales(options: SimulationOptions) -> float:
+    return _TERMINAL_SECONDS_PER_SALE / (options.stores * options.terminals_per_store)
+
+
+def _default_start(options: SimulationOptions, now: datetime) -> datetime:
+    """Where the fleet's clock starts so the run's sales and returns lie in the past.
+
+    The clock is a time-lapse (see ``_TERMINAL_SECONDS_PER_SALE``): 3,000 receipts of the
+    default fleet span about 75 minutes of trading, and the last returns come up to two
+    days after the last sale. Starting that far back keeps every timestamp before now.
+    """
+    expected = options.receipts
+    if expected is None and options.duration is not None and options.rate > 0:
+        expected = int(options.duration * options.rate)
+    span = timedelta(seconds=(expected or 0) * _mean_seconds_between_sales(options))
+    return now - span - _RETURN_DELAY[1] - _REPEAT_DELAY[1]
 
 
 def _pick(random: Callable[[], float], choices: Sequence[T]) -> T:
@@ -577,15 +630,16 @@ async def simulate(
     """Publish a fleet's receipts and returns; return once the broker acknowledged them all.
 
     Used by ``punchcard simulate``, the demo and the benchmarks. ``progress`` is where the
-    progress line goes (None: silent). ``start`` is the business clock's start (default
-    now). Raises ``KafkaUnavailableError`` when no broker answers or records cannot be
-    delivered, ``ConfigurationError`` when the topics do not exist.
+    progress line goes (None: silent). ``start`` is the business clock's start (default:
+    far enough back that the run's sales and returns all lie in the past). Raises
+    ``KafkaUnavailableError`` when no broker answers or records cannot be delivered,
+    ``ConfigurationError`` when the topics do not exist.
     """
     topics = settings.topics
     model = FleetModel(
         options,
         Random(options.seed),  # noqa: S311 - a reproducible simulation, not a secret
-        start or datetime.now(UTC),
+        start or _default_start(options, datetime.now(UTC)),
         options.run_tag or secrets.token_hex(4),
     )
     publisher = _Publisher(settings)

@@ -67,13 +67,34 @@ def test_a_wrong_database_url_ends_in_one_line_naming_the_variable() -> None:
     assert "Traceback" not in run.stderr
 
 
-def test_an_unreachable_broker_ends_in_one_line_naming_the_variable() -> None:
-    """No broker at the configured address is one clear line, for topics and for consumers."""
-    for args in (("topics", "create"), ("serve", "receipt-consumer")):
-        run = _punchcard(*args, PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
-        assert run.returncode == 2
+def test_an_unreachable_broker_ends_topic_creation_in_one_line_naming_the_variable() -> None:
+    """No broker at the configured address is one clear line for a one-off command.
+
+    A service waits for it instead (tests/integration/platform/test_outages.py).
+    """
+    run = _punchcard("topics", "create", PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS="127.0.0.1:1")
+    assert run.returncode == 2
+    assert run.stderr.count("\n") == 1, run.stderr
+    assert "PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS" in run.stderr
+
+
+def test_database_settings_that_can_never_work_end_a_service_in_one_line(
+    stack: Endpoints,
+) -> None:
+    """A malformed URL or a missing database is not waited for: one line, exit 2."""
+    base = stack.database_url.rsplit("/", 1)[0]
+    for url in (f"{base}/{unique_id('missing').replace('-', '_')}", "postgresql://u@host:port/x"):
+        run = _punchcard(
+            "serve",
+            "receipt-consumer",
+            PUNCHCARD_DATABASE_URL=url,
+            PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS=stack.bootstrap_servers,
+            PUNCHCARD_HTTP_PORT="0",
+            PUNCHCARD_LOG_LEVEL="CRITICAL",
+        )
+        assert run.returncode == 2, run.stderr
         assert run.stderr.count("\n") == 1, run.stderr
-        assert "PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS" in run.stderr
+        assert "PUNCHCARD_DATABASE_URL" in run.stderr
 
 
 def test_an_invalid_setting_names_its_variable() -> None:

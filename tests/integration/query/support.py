@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 import httpx
 import orjson
 import uvicorn
-from punchcard_coupon_query.apikeys import create_api_key
+from punchcard_coupon_query.apikeys import ApiKeyCache, create_api_key
 from punchcard_coupon_query.app import create_app
 from punchcard_platform.db import Database
 from punchcard_platform.migrations import apply_migrations
@@ -51,9 +51,15 @@ def _listening_socket() -> socket.socket:
     return sock
 
 
-def _server(settings: Settings, db: Database) -> uvicorn.Server:
+def _server(
+    settings: Settings,
+    db: Database,
+    *,
+    reads: Database | None = None,
+    keys: ApiKeyCache | None = None,
+) -> uvicorn.Server:
     config = uvicorn.Config(
-        create_app(settings, db),
+        create_app(settings, db, reads=reads, keys=keys),
         http="httptools",
         lifespan="off",
         log_config=None,
@@ -63,11 +69,20 @@ def _server(settings: Settings, db: Database) -> uvicorn.Server:
 
 
 @asynccontextmanager
-async def serve_in_loop(database_url: str, db: Database) -> AsyncIterator[Served]:
-    """Serve the app on this event loop (the test's), over a real TCP socket."""
+async def serve_in_loop(
+    database_url: str,
+    db: Database,
+    *,
+    reads: Database | None = None,
+    keys: ApiKeyCache | None = None,
+) -> AsyncIterator[Served]:
+    """Serve the app on this event loop (the test's), over a real TCP socket.
+
+    ``reads`` is a replica's pool for the read endpoints; ``keys`` a key cache to use.
+    """
     sock = _listening_socket()
     port = sock.getsockname()[1]
-    server = _server(Settings(database_url=database_url), db)
+    server = _server(Settings(database_url=database_url), db, reads=reads, keys=keys)
     task = asyncio.create_task(server.serve(sockets=[sock]))
 
     async def started() -> bool:

@@ -5,12 +5,19 @@ from __future__ import annotations
 import hashlib
 
 import pytest
-from punchcard_coupon_query.apikeys import create_api_key, list_api_keys, revoke_api_key
+from punchcard_coupon_query.apikeys import (
+    KEY_CACHE_SECONDS,
+    ApiKeyCache,
+    create_api_key,
+    list_api_keys,
+    revoke_api_key,
+)
 from punchcard_coupon_query.openapi import openapi_document
+from punchcard_devstack import Endpoints
 from punchcard_platform.db import Database
 
-from tests.helpers import unique_id
-from tests.integration.query.support import Served, client
+from tests.helpers import eventually, unique_id
+from tests.integration.query.support import Served, client, serve_in_loop
 
 pytestmark = pytest.mark.integration
 
@@ -60,14 +67,45 @@ async def test_a_non_bearer_scheme_is_401(served: Served) -> None:
     assert response.status_code == 401
 
 
-async def test_a_revoked_key_stops_working_at_once(served: Served, db: Database) -> None:
-    """Revocation needs no restart."""
+async def test_a_revoked_key_stops_working_within_the_key_cache_time(
+    served: Served, db: Database
+) -> None:
+    """Revocation needs no restart: within KEY_CACHE_SECONDS every route refuses the key."""
     key_id, key = await create_api_key(db, "read", "to revoke")
+    hot = f"/v1/customers/{unique_id('C')}/coupons"
     async with client(served, key) as http:
         assert (await http.get("/v1/coupons")).status_code == 200
+        assert (await http.get(hot)).status_code == 200
         assert await revoke_api_key(db, key_id)
-        assert (await http.get("/v1/coupons")).status_code == 401
+
+        async def refused() -> bool:
+            statuses = {(await http.get(path)).status_code for path in ("/v1/coupons", hot)}
+            return statuses == {401}
+
+        await eventually(refused, timeout=KEY_CACHE_SECONDS + 1, what="revoked key refused")
     assert not await revoke_api_key(db, key_id)
+
+
+async def test_a_known_key_is_checked_again_once_its_cache_entry_expires(
+    stack: Endpoints, db: Database
+) -> None:
+    """Until the entry expires the key is served from the cache; after, the revocation shows."""
+    now = [1000.0]
+    keys = ApiKeyCache(db, clock=lambda: now[0])
+    key_id, key = await create_api_key(db, "read", "cached")
+    hot = f"/v1/customers/{unique_id('C')}/coupons"
+    async with (
+        serve_in_loop(stack.database_url, db, keys=keys) as served,
+        client(served, key) as http,
+    ):
+        assert (await http.get(hot)).status_code == 200
+        assert await revoke_api_key(db, key_id)
+        now[0] += KEY_CACHE_SECONDS - 0.5
+        assert (await http.get(hot)).status_code == 200
+        assert (await http.get("/v1/coupons")).status_code == 200
+        now[0] += 1.0
+        assert (await http.get(hot)).status_code == 401
+        assert (await http.get("/v1/coupons")).status_code == 401
 
 
 async def test_a_read_key_may_read_but_not_manage_coupons(served: Served) -> None:

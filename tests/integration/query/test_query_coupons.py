@@ -367,3 +367,53 @@ async def test_a_coupon_targeted_at_100000_customers_answers_by_index_probe(
             "SELECT count(*) FROM coupon_targets WHERE coupon_id = $1", coupon_id
         )
     assert count == 1
+
+
+@pytest.mark.parametrize(
+    ("fast", "by_fastapi"),
+    [
+        ({"include_ineligible": "true"}, {"include_ineligible": "TRUE"}),
+        ({"include_ineligible": "false"}, {"include_ineligible": "no"}),
+        ({"store_id": "S0001"}, {"store_id": "repeated"}),
+    ],
+)
+async def test_the_fast_path_answers_exactly_as_fastapi_does(
+    served: Served, db: Database, fast: dict[str, str], by_fastapi: dict[str, str]
+) -> None:
+    """The plain-ASGI hot route and the FastAPI route send the very same bytes."""
+    me = unique_id("C")
+    used, stores = unique_id("USED"), unique_id("STORE")
+    await put(served, used, body(uses_permitted=2))
+    await put(served, stores, body(store_ids=["S0001"], uses_permitted=None))
+    await put(served, unique_id("EARLY"), body(valid_from="2026-11-20T00:00:00Z"))
+    await insert_usage(db, customer_id=me, coupon_id=used, uses_made=2)
+    async with client(served, served.read_key) as http:
+        path = f"/v1/customers/{me}/coupons"
+        # A duplicated parameter is never taken by the fast path, so this one is FastAPI's.
+        if by_fastapi.get("store_id") == "repeated":
+            at = DURING.replace("+", "%2B")
+            slow = await http.get(f"{path}?at={at}&store_id=S0001&store_id=S0001")
+        else:
+            slow = await http.get(path, params={"at": DURING, **by_fastapi})
+        quick = await http.get(path, params={"at": DURING, **fast})
+    assert quick.status_code == slow.status_code == 200
+    assert quick.headers["content-type"] == slow.headers["content-type"] == "application/json"
+    assert quick.content == slow.content
+
+
+async def test_a_replaced_coupon_is_listed_with_its_new_terms_at_once(served: Served) -> None:
+    """The per-process cache of coupon terms never answers with a replaced version."""
+    coupon_id, me = unique_id("CP"), unique_id("C")
+    path = f"/v1/customers/{me}/coupons"
+    await put(served, coupon_id, body())
+    async with client(served, served.read_key) as http:
+        before = (await http.get(path, params={"at": DURING})).json()["coupons"]
+        await put(served, coupon_id, body(name="Coffee 20% off", uses_permitted=5))
+        after = (await http.get(path, params={"at": DURING})).json()["coupons"]
+        await put(served, coupon_id, body(active=False))
+        gone = (await http.get(path, params={"at": DURING})).json()["coupons"]
+    mine = [(c["name"], c["uses_permitted"]) for c in before if c["coupon_id"] == coupon_id]
+    assert mine == [("Tea 10% off", 1)]
+    mine = [(c["name"], c["uses_permitted"]) for c in after if c["coupon_id"] == coupon_id]
+    assert mine == [("Coffee 20% off", 5)]
+    assert coupon_id not in [c["coupon_id"] for c in gone]

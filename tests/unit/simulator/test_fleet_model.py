@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from random import Random
 
@@ -18,6 +18,7 @@ from punchcard.simulator import (
     FleetModel,
     PlannedEvent,
     SimulationOptions,
+    _default_start,
     options_from_args,
     producer_config,
 )
@@ -299,3 +300,140 @@ def test_a_plaintext_producer_carries_no_credentials() -> None:
     config = producer_config(Settings(kafka_bootstrap_servers="localhost:9092"))
     assert config["security.protocol"] == "plaintext"
     assert not {"sasl.mechanism", "sasl.username", "sasl.password", "ssl.ca.location"} & set(config)
+
+
+def replay_balances(
+    events: list[PlannedEvent], *, returns_last: bool = False
+) -> tuple[dict[str, int], int]:
+    """Punchcard's points rules applied to a stream: the final balances and the lowest seen.
+
+    A receipt books -points_used and +points_earned; the first return of a transaction
+    (once its receipt is in) books +points_used and -points_earned; a repeat changes
+    nothing. With ``returns_last`` every return is applied after every receipt, the
+    latest the returns service could apply them.
+    """
+    ordered = (
+        [e for e in events if e.kind == "receipt"] + [e for e in events if e.kind == "return"]
+        if returns_last
+        else events
+    )
+    sales: dict[str, dict[str, object]] = {}
+    waiting: set[str] = set()
+    returned: set[str] = set()
+    balances: dict[str, int] = {}
+    lowest = 0
+
+    def apply_return(number: str) -> None:
+        nonlocal lowest
+        sale = sales[number]
+        customer = sale["customer_id"]
+        if number in returned or not isinstance(customer, str):
+            returned.add(number)
+            return
+        returned.add(number)
+        points_used, points_earned = sale["points_used"], sale["points_earned"]
+        assert isinstance(points_used, int)
+        assert isinstance(points_earned, int)
+        balances[customer] += points_used - points_earned
+        lowest = min(lowest, balances[customer])
+
+    for event in ordered:
+        number = event.document["transaction_no"]
+        if event.kind == "receipt":
+            sale = event.document
+            sales[number] = sale
+            customer = sale["customer_id"]
+            if customer is not None:
+                assert sale["points_used"] <= balances.get(customer, 0), "burned points not held"
+                balances[customer] = (
+                    balances.get(customer, 0) - sale["points_used"] + sale["points_earned"]
+                )
+                lowest = min(lowest, balances[customer])
+            if number in waiting:
+                waiting.discard(number)
+                apply_return(number)
+        elif number in sales:
+            apply_return(number)
+        else:
+            waiting.add(number)
+    return balances, lowest
+
+
+def test_no_member_ever_burns_more_points_than_they_hold_and_no_balance_goes_negative() -> None:
+    """Replaying the stream with the contract's rules keeps every balance at zero or more."""
+    for seed in (1, 7, 42):
+        events = plan(seed=seed)
+        balances, lowest = replay_balances(events)
+        assert lowest >= 0
+        assert any(e.document["points_used"] for e in receipts(events))
+        assert sum(balances.values()) > 0
+
+
+def test_balances_stay_non_negative_however_late_the_returns_are_applied() -> None:
+    """Even with every return applied after every receipt, no balance drops below zero."""
+    _, lowest = replay_balances(plan(seed=3), returns_last=True)
+    assert lowest >= 0
+
+
+def test_points_a_sale_earns_are_not_spent_in_that_same_sale() -> None:
+    """A member's first sale burns nothing: earned points are usable from the next sale."""
+    seen: set[str] = set()
+    for event in receipts(plan()):
+        customer = event.document["customer_id"]
+        if customer is not None and customer not in seen:
+            seen.add(customer)
+            assert event.document["points_used"] == 0
+
+
+def test_returns_happen_minutes_to_days_after_their_sale_and_repeats_after_the_first() -> None:
+    """The desk sees the goods again 10 minutes to 2 days later; a repeat comes later still."""
+    events = plan()
+    sold_at = {
+        e.document["transaction_no"]: datetime.fromisoformat(e.document["occurred_at"])
+        for e in receipts(events)
+    }
+    first_at: dict[str, datetime] = {}
+    delays = []
+    for event in returns(events):
+        number = event.document["transaction_no"]
+        at = datetime.fromisoformat(event.document["occurred_at"])
+        if event.repeated:
+            assert at > first_at[number]
+        else:
+            first_at[number] = at
+            delay = at - sold_at[number]
+            assert timedelta(minutes=10) <= delay <= timedelta(days=2)
+            delays.append(delay)
+    delays.sort()
+    assert timedelta(minutes=30) < delays[len(delays) // 2] < timedelta(hours=12)
+
+
+def test_returns_are_sent_when_the_fleet_clock_reaches_them_not_right_after_the_sale() -> None:
+    """A return (early ones aside) is sent once the sales' clock has passed its time."""
+    events = plan()
+    last_receipt = max(i for i, e in enumerate(events) if e.kind == "receipt")
+    clock: datetime | None = None
+    position: dict[str, int] = {}
+    gaps = []
+    for i, event in enumerate(events):
+        at = datetime.fromisoformat(event.document["occurred_at"])
+        number = event.document["transaction_no"]
+        if event.kind == "receipt":
+            clock = at
+            position[number] = i
+        elif not event.early:
+            assert clock is not None
+            assert at <= clock or i > last_receipt  # after the last sale: the drain
+            if not event.repeated:
+                gaps.append(i - position[number])
+    assert sorted(gaps)[len(gaps) // 2] > 100
+
+
+def test_a_run_with_the_default_start_lies_wholly_in_the_past() -> None:
+    """Without an explicit start, the last sale and the last return are before now."""
+    options = SimulationOptions(receipts=3000, return_share=0.2, repeat_return_share=0.5)
+    now = datetime.now(UTC)
+    events = list(FleetModel(options, Random(5), _default_start(options, now), "r1").plan(3000))
+    latest = max(datetime.fromisoformat(e.document["occurred_at"]) for e in events)
+    assert latest <= now
+    assert latest > now - timedelta(days=4)

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import os
 import shutil
+import signal
 import subprocess
 import uuid
 from pathlib import Path
@@ -114,6 +115,9 @@ class KafkaBroker:
         self.controller_port = controller_port
         self._java = _java()
         self._proc: subprocess.Popen[bytes] | None = None
+        self._jars: Path | None = None
+        # Where this start's lines begin in server.log: log4j2 appends across restarts.
+        self._log_offset = 0
 
     @property
     def bootstrap_servers(self) -> str:
@@ -167,6 +171,8 @@ class KafkaBroker:
 
     def start(self, jars: Path) -> None:
         """Start ``kafka.Kafka`` with a small heap; returns at once (see ``wait_ready``)."""
+        self._jars = jars
+        self._log_offset = self.log_file.stat().st_size if self.log_file.exists() else 0
         self._proc = spawn(
             [
                 self._java,
@@ -188,7 +194,7 @@ class KafkaBroker:
         def started() -> bool:
             return (
                 self.log_file.exists()
-                and "Kafka Server started" in self.log_file.read_text(errors="replace")
+                and "Kafka Server started" in self._log_since_start()
                 and port_answers(self.port)
             )
 
@@ -198,6 +204,43 @@ class KafkaBroker:
             return None
 
         wait_until(started, timeout=timeout, what="starting Kafka", failed=failed)
+
+    def _log_since_start(self) -> str:
+        with self.log_file.open("rb") as log:
+            log.seek(self._log_offset)
+            return log.read().decode(errors="replace")
+
+    @property
+    def pid(self) -> int | None:
+        """The broker's process id while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def kill(self) -> None:
+        """SIGKILL the broker: the crash a fault test injects; data and ports stay as they are."""
+        if self._proc is not None:
+            stop_process(self._proc, sig=signal.SIGKILL, timeout=10)
+            self._proc = None
+
+    def start_again(self) -> None:
+        """Start on the same data directory and ports as before; returns at once.
+
+        Call it from the thread that started the stack: the broker's parent-death signal
+        is tied to the spawning thread. ``wait_ready`` may then run in any thread.
+        """
+        if self._jars is None:
+            raise DevStackError("the broker was never started, so there is nothing to restart")
+        if self.pid is not None:
+            raise DevStackError("the broker is still running; kill it first")
+        self.start(self._jars)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start again on the same data directory and ports, and wait until it is ready.
+
+        Kills a broker that still runs first, so this is also "crash and come back".
+        """
+        self.kill()
+        self.start_again()
+        self.wait_ready(timeout)
 
     def stop(self) -> None:
         """Stop the broker (controlled shutdown on SIGTERM)."""

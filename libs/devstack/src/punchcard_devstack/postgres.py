@@ -18,7 +18,7 @@ from punchcard_devstack.processes import (
     wait_until,
 )
 
-__all__ = ["PostgresServer", "find_postgres_bindir"]
+__all__ = ["PostgresServer", "ReplicaServer", "find_postgres_bindir"]
 
 DATABASE = "punchcard"
 
@@ -180,8 +180,128 @@ class PostgresServer:
         if createdb.returncode != 0 and "already exists" not in createdb.stderr:
             raise DevStackError(f"createdb failed: {createdb.stderr}")
 
+    @property
+    def pid(self) -> int | None:
+        """The postmaster's process id while it runs."""
+        return self._proc.pid if self._proc is not None and self._proc.poll() is None else None
+
+    def stop_immediate(self) -> None:
+        """``pg_ctl stop -m immediate``: every backend dies at once, as in a crash.
+
+        The next start replays the WAL; clients see their connections cut mid-transaction.
+        """
+        if self._proc is None:
+            return
+        result = subprocess.run(  # noqa: S603 - fixed argv
+            [
+                str(self._bindir / "pg_ctl"),
+                "stop",
+                "-D",
+                str(self.workdir / "data"),
+                "-m",
+                "immediate",
+                "-w",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            user=self._user,
+        )
+        proc, self._proc = self._proc, None
+        if result.returncode != 0 and proc.poll() is None:
+            # pg_ctl could not do it: a postmaster that will not stop still has to go.
+            stop_process(proc, sig=signal.SIGQUIT, timeout=10)
+        else:
+            proc.wait(30)
+
+    def restart(self, timeout: float = 60.0) -> None:
+        """Start again on the same data directory and port, and wait until it answers.
+
+        Stops a running server with ``stop_immediate`` first, so this is "crash and come back".
+        Call ``start`` from the thread that started the stack (the server's parent-death
+        signal is tied to the spawning thread); ``wait_ready`` may run in any thread.
+        """
+        self.stop_immediate()
+        self.start()
+        self.wait_ready(timeout)
+
     def stop(self) -> None:
         """Fast shutdown (SIGINT): roll back open transactions and exit."""
         if self._proc is not None:
             stop_process(self._proc, sig=signal.SIGINT, timeout=30)
             self._proc = None
+
+
+class ReplicaServer(PostgresServer):
+    """A streaming replica of a running server: ``pg_basebackup -R``, then its own port.
+
+    For testing read replicas: it replays the primary's WAL continuously and answers
+    read-only queries, like a production standby. The primary must accept replication
+    connections from loopback (``initdb -A trust`` clusters do).
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int,
+        primary_port: int,
+        primary_host: str = "127.0.0.1",
+        primary_user: str = "postgres",
+    ) -> None:
+        super().__init__(workdir, port=port)
+        self.primary_host = primary_host
+        self.primary_port = primary_port
+        self.primary_user = primary_user
+
+    def init_cluster(self) -> None:
+        """Copy the primary with ``pg_basebackup -R`` (standby.signal and primary_conninfo)."""
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if self._user:
+            shutil.chown(self.workdir, self._user, self._user)
+        result = subprocess.run(  # noqa: S603 - fixed argv
+            [
+                str(self._bindir / "pg_basebackup"),
+                "-h",
+                self.primary_host,
+                "-p",
+                str(self.primary_port),
+                "-U",
+                self.primary_user,
+                "-D",
+                str(self.workdir / "data"),
+                "-R",
+                "-X",
+                "stream",
+                "-c",
+                "fast",
+                "--no-sync",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            user=self._user,
+        )
+        if result.returncode != 0:
+            raise DevStackError(f"pg_basebackup failed:\n{result.stdout}{result.stderr}")
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until the replica accepts (read-only) connections; its databases came along."""
+        isready = str(self._bindir / "pg_isready")
+
+        def failed() -> str | None:
+            if self._proc is not None and self._proc.poll() is not None:
+                return f"replica exited with {self._proc.returncode}; see {self.log_file}"
+            return None
+
+        def ready() -> bool:
+            return (
+                port_answers(self.port)
+                and subprocess.run(  # noqa: S603 - fixed argv
+                    [isready, "-q", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"],
+                    check=False,
+                ).returncode
+                == 0
+            )
+
+        wait_until(ready, timeout=timeout, what="starting the PostgreSQL replica", failed=failed)

@@ -36,8 +36,20 @@ class ServiceProcess:
         """The process id while it runs."""
         return self._proc.pid if self._proc else None
 
+    @property
+    def running(self) -> bool:
+        """Whether the process was started and has not exited (a stopped one still runs)."""
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def exit_code(self) -> int | None:
+        """The exit code if the process has ended by itself, else ``None``."""
+        return self._proc.poll() if self._proc is not None else None
+
     def start(self) -> ServiceProcess:
-        """Start the process; see ``wait_healthy``."""
+        """Start the process (again, after ``kill``: same port, same log); see ``wait_healthy``."""
+        if self.running:
+            raise DevStackError(f"{self.name} is already running")
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self._proc = spawn(
             [sys.executable, "-m", "punchcard", "serve", self.name],
@@ -71,12 +83,28 @@ class ServiceProcess:
         """SIGKILL: the crash that the exactly-once design must survive."""
         return self._signal(signal.SIGKILL, 10)
 
+    def pause(self) -> None:
+        """SIGSTOP: the process freezes, as in a long GC pause or a stalled VM; see ``resume``."""
+        self._send(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: a frozen process carries on where it stopped."""
+        self._send(signal.SIGCONT)
+
+    def _send(self, sig: int) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            raise DevStackError(f"{self.name} is not running")
+        os.killpg(self._proc.pid, sig)
+
     def _signal(self, sig: int, timeout: float) -> int:
         if self._proc is None:
             return 0
         proc, self._proc = self._proc, None
         if proc.poll() is None:
             proc.send_signal(sig)
+            if sig != signal.SIGKILL:
+                # A frozen process cannot act on SIGTERM until it runs again.
+                proc.send_signal(signal.SIGCONT)
             try:
                 proc.wait(timeout)
             except subprocess.TimeoutExpired:

@@ -10,6 +10,14 @@ Failures while applying: the database being unreachable is waited out (the recor
 not at fault); deadlocks and serialisation failures are retried; anything else is
 retried once and then the batch is split in halves until the record that keeps failing
 is found and dead-lettered, and the rest is applied.
+
+Failures of the broker or the group: a broker that is not there yet (at start-up too)
+is waited for, with a log line saying so; every commit and send is bounded in time; and
+the consumer is made anew (leaving the group, joining again from the committed offsets)
+when the group threw it out because a batch outlasted the session (otherwise commits
+fail forever, aiokafka issue 848), when commits keep failing, or when it stopped
+receiving although records wait (aiokafka issue 1037). Records applied but not
+committed come again and change nothing, so none of this loses or doubles an effect.
 """
 
 from __future__ import annotations
@@ -21,14 +29,16 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar
 
 import structlog
-from aiokafka import ConsumerRecord, TopicPartition
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
+from prometheus_client import Gauge
 from punchcard_contract import DeadLetterReason, InvalidEventError
 
 from punchcard_platform.db import is_retryable, is_unavailable
 from punchcard_platform.dead_letters import DeadLetterWriter
-from punchcard_platform.kafka import make_consumer, make_producer
+from punchcard_platform.errors import KafkaUnavailableError
+from punchcard_platform.kafka import ResilientProducer, broker_accepts_connections, make_consumer
 from punchcard_platform.metrics import (
     BATCH_DURATION,
     BATCH_SIZE,
@@ -38,18 +48,37 @@ from punchcard_platform.metrics import (
 from punchcard_platform.records import BatchHandler, DeadLetter, Decoded, InboundRecord
 from punchcard_platform.settings import Settings
 
-__all__ = ["ConsumerLoop", "StopRequestedError"]
+__all__ = ["LAST_COMMIT", "ConsumerLoop", "StopRequestedError"]
 
 T = TypeVar("T")
 
 log = structlog.get_logger(__name__)
 
+LAST_COMMIT = Gauge(
+    "punchcard_last_commit_timestamp_seconds",
+    "Unix time of the last batch whose offsets the broker accepted. time() minus this is "
+    "the seconds since the last committed batch: alert when it grows while "
+    "punchcard_consumer_lag is above zero (an idle topic commits nothing, and that is fine).",
+    ["service"],
+)
+
 _MAX_RETRYABLE_ATTEMPTS = 20
-_UNAVAILABLE_BACKOFF_MAX = 5.0
+_UNAVAILABLE_BACKOFF_MAX = 1.0
+"""Seconds between retries while the database or the broker is away: back within this."""
+_BROKER_PROBE_SECONDS = 2.0
+_COMMIT_FAILURES_BEFORE_REJOIN = 3
+_STALL_SECONDS = 30.0
+"""No record for this long although the broker holds records past our position: remake."""
+_REFUSED_FOR_SECONDS = 30.0
+"""A broker that accepts TCP but refuses the client this long is a configuration error."""
 
 
 class StopRequestedError(Exception):
     """The service is stopping while a batch waits on something; abandon it uncommitted."""
+
+
+class _RejoinError(Exception):
+    """The consumer must be made anew: it left the group, or it stopped receiving."""
 
 
 class _WaitForBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -101,58 +130,171 @@ class ConsumerLoop(Generic[T]):
         self._service = handler.name
         self._lock = asyncio.Lock()
         self._stop = asyncio.Event()
+        self._last_records = time.monotonic()
+        self._commit_failures = 0
+        self._rejoin_reason: str | None = None
         self.batches_applied = 0
+        self.rejoins = 0
+        self.broker_reachable = False
+        """Whether the broker answered the last probe: part of what /readyz says."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; the batch in flight is finished or abandoned uncommitted."""
         self._stop = stop
-        consumer = make_consumer(
-            self._settings,
-            group_id=self._group_id,
-            max_poll_records=self._settings.batch_max_records,
-        )
-        producer = make_producer(self._settings)
-        await consumer.start()
+        producer = ResilientProducer(self._settings)
+        dead_letters = DeadLetterWriter(producer, self._settings.topics, self._service)
         try:
-            await producer.start()
-            try:
+            while not stop.is_set():
+                consumer = await self._start_consumer()
+                if consumer is None:
+                    return
                 try:
-                    await self._wait_for_topic(consumer)
+                    await self._consume(consumer, dead_letters)
+                except _RejoinError as exc:
+                    log.warning(
+                        "leaving the group to join again from the committed offsets",
+                        service=self._service,
+                        reason=str(exc),
+                    )
+                    self.rejoins += 1
                 except StopRequestedError:
                     return
-                consumer.subscribe(
-                    [self._topic], listener=_WaitForBatchOnRevoke(self._lock, self._service)
-                )
-                dead_letters = DeadLetterWriter(producer, self._settings.topics, self._service)
-                log.info(
-                    "consuming", service=self._service, topic=self._topic, group=self._group_id
-                )
-                while not stop.is_set():
-                    batches = await self._next_batches(consumer)
-                    if not batches:
-                        continue
-                    async with self._lock:
-                        try:
-                            await self._process(consumer, dead_letters, batches)
-                        except StopRequestedError:
-                            log.info(
-                                "stopping with a batch abandoned uncommitted", service=self._service
-                            )
-                            break
-            finally:
-                await producer.stop()
+                finally:
+                    self.broker_reachable = False
+                    await self._stop_consumer(consumer)
         finally:
-            await consumer.stop()
+            await producer.stop()
             log.info("consumer stopped", service=self._service)
 
-    async def _wait_for_topic(self, consumer: Any) -> None:
+    async def _start_consumer(self) -> AIOKafkaConsumer | None:
+        """A started consumer, waiting (with backoff, saying so) while no broker answers."""
+        attempts = 0
+        refused_since: float | None = None
+        while not self._stop.is_set():
+            consumer = make_consumer(
+                self._settings,
+                group_id=self._group_id,
+                max_poll_records=self._settings.batch_max_records,
+            )
+            try:
+                await asyncio.wait_for(
+                    consumer.start(), self._settings.kafka_request_timeout_seconds * 2
+                )
+            except (KafkaError, OSError, TimeoutError) as exc:
+                await self._stop_consumer(consumer)
+                attempts += 1
+                if await broker_accepts_connections(self._settings):
+                    # Something listens there but will not talk to us: give it a little time
+                    # (it may be starting), then call it what it most likely is.
+                    refused_since = refused_since or time.monotonic()
+                    if time.monotonic() - refused_since > _REFUSED_FOR_SECONDS:
+                        raise KafkaUnavailableError(
+                            f"the Kafka broker at {self._settings.kafka_bootstrap_servers} "
+                            f"accepts connections but not this client ({exc}). Check "
+                            "PUNCHCARD_KAFKA_SECURITY_PROTOCOL, PUNCHCARD_KAFKA_SASL_* and "
+                            "PUNCHCARD_KAFKA_SSL_CAFILE."
+                        ) from exc
+                else:
+                    refused_since = None
+                if attempts == 1 or attempts % 30 == 0:
+                    log.warning(
+                        "Kafka is not reachable yet; waiting for it",
+                        service=self._service,
+                        bootstrap_servers=self._settings.kafka_bootstrap_servers,
+                        error=str(exc) or type(exc).__name__,
+                        attempts=attempts,
+                    )
+                try:
+                    await self._sleep_unless_stopped(min(_UNAVAILABLE_BACKOFF_MAX, 0.1 * attempts))
+                except StopRequestedError:
+                    return None
+                continue
+            if attempts:
+                log.info("Kafka answers; starting to consume", service=self._service)
+            self.broker_reachable = True
+            return consumer
+        return None
+
+    async def _stop_consumer(self, consumer: AIOKafkaConsumer) -> None:
+        # Leaving the group is polite, not required: if the broker does not answer, the
+        # group notices by the session timeout.
+        try:
+            await asyncio.wait_for(consumer.stop(), self._settings.kafka_request_timeout_seconds)
+        except Exception as exc:  # whatever happened, this consumer is done
+            log.warning("consumer did not stop cleanly", service=self._service, error=repr(exc))
+
+    async def _consume(self, consumer: AIOKafkaConsumer, dead_letters: DeadLetterWriter) -> None:
+        await self._wait_for_topic(consumer)
+        consumer.subscribe([self._topic], listener=_WaitForBatchOnRevoke(self._lock, self._service))
+        log.info("consuming", service=self._service, topic=self._topic, group=self._group_id)
+        self._last_records = time.monotonic()
+        self._commit_failures = 0
+        self._rejoin_reason = None
+        watchdog = asyncio.ensure_future(self._watch(consumer))
+        try:
+            while not self._stop.is_set():
+                if self._rejoin_reason is not None:
+                    raise _RejoinError(self._rejoin_reason)
+                batches = await self._next_batches(consumer)
+                if not batches:
+                    continue
+                self._last_records = time.monotonic()
+                async with self._lock:
+                    try:
+                        await self._process(consumer, dead_letters, batches)
+                    except StopRequestedError:
+                        log.info(
+                            "stopping with a batch abandoned uncommitted", service=self._service
+                        )
+                        raise
+        finally:
+            watchdog.cancel()
+            await asyncio.gather(watchdog, return_exceptions=True)
+
+    async def _watch(self, consumer: AIOKafkaConsumer) -> None:
+        """Keep ``broker_reachable`` true to the broker; notice a consumer that went deaf."""
+        while True:
+            await asyncio.sleep(_BROKER_PROBE_SECONDS)
+            try:
+                await asyncio.wait_for(consumer.topics(), _BROKER_PROBE_SECONDS * 1.5)
+            except (KafkaError, OSError, TimeoutError):
+                if self.broker_reachable:
+                    log.warning("the Kafka broker does not answer", service=self._service)
+                self.broker_reachable = False
+                continue
+            if not self.broker_reachable:
+                log.info("the Kafka broker answers again", service=self._service)
+            self.broker_reachable = True
+            quiet = time.monotonic() - self._last_records
+            if quiet > _STALL_SECONDS and await self._behind(consumer):
+                self._rejoin_reason = f"no records for {quiet:.0f}s although some wait"
+                return
+
+    async def _behind(self, consumer: AIOKafkaConsumer) -> bool:
+        assigned = list(consumer.assignment())
+        if not assigned:
+            return False
+        try:
+            ends = await asyncio.wait_for(
+                consumer.end_offsets(assigned), self._settings.kafka_request_timeout_seconds
+            )
+            for tp in assigned:
+                position = await asyncio.wait_for(consumer.position(tp), _BROKER_PROBE_SECONDS)
+                if ends.get(tp, 0) > position:
+                    return True
+        except (KafkaError, TimeoutError, AssertionError):
+            # The assignment changed under us or the broker went away: not a stall of ours.
+            return False
+        return False
+
+    async def _wait_for_topic(self, consumer: AIOKafkaConsumer) -> None:
         """Subscribe only once the broker knows the topic.
 
         Joining the group before the topic's metadata reached the broker assigns no
         partitions, and nothing corrects that until the next metadata refresh.
         """
         waited = 0
-        while self._topic not in await consumer.topics():
+        while self._topic not in await self._topics(consumer):
             if waited % 50 == 0:
                 log.warning(
                     "waiting for the topic to exist", service=self._service, topic=self._topic
@@ -160,8 +302,17 @@ class ConsumerLoop(Generic[T]):
             waited += 1
             await self._sleep_unless_stopped(0.1)
 
+    async def _topics(self, consumer: AIOKafkaConsumer) -> set[str]:
+        try:
+            topics: set[str] = await asyncio.wait_for(
+                consumer.topics(), self._settings.kafka_request_timeout_seconds
+            )
+        except (KafkaError, OSError, TimeoutError):
+            return set()
+        return topics
+
     async def _next_batches(
-        self, consumer: Any
+        self, consumer: AIOKafkaConsumer
     ) -> Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]:
         fetch = asyncio.ensure_future(
             consumer.getmany(
@@ -180,7 +331,7 @@ class ConsumerLoop(Generic[T]):
 
     async def _process(
         self,
-        consumer: Any,
+        consumer: AIOKafkaConsumer,
         dead_letters: DeadLetterWriter,
         batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
     ) -> None:
@@ -190,14 +341,40 @@ class ConsumerLoop(Generic[T]):
         rejected += await self._apply(decoded)
         await self._retry_until_done("write dead letters", lambda: dead_letters.write(rejected))
         offsets = {tp: batch[-1].offset + 1 for tp, batch in batches.items() if batch}
-        try:
-            await consumer.commit(offsets)
-        except CommitFailedError:
-            # The group moved on while we applied; the new owner gets these records again
-            # and the handler's idempotence makes that harmless.
-            log.warning("offset commit refused after a rebalance", service=self._service)
+        await self._commit(consumer, offsets)
         self.batches_applied += 1
         self._observe(consumer, records, len(rejected), offsets, time.perf_counter() - started)
+
+    async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
+        """Commit, bounded in time. A failure loses nothing: the records come again.
+
+        Refused because the group moved on without us (we stalled past the session or were
+        frozen): leave and join again, or every later commit fails too (aiokafka issue
+        848). Failing again and again for other reasons (the coordinator is away): join
+        again as well, which waits for the broker to answer.
+        """
+        try:
+            await asyncio.wait_for(
+                consumer.commit(offsets), self._settings.kafka_request_timeout_seconds
+            )
+        except CommitFailedError as exc:
+            # The new owner gets these records again; the handler's idempotence makes that
+            # harmless.
+            log.warning("offset commit refused after a rebalance", service=self._service)
+            raise _RejoinError("the group moved on while a batch was applied") from exc
+        except (KafkaError, TimeoutError) as exc:
+            self._commit_failures += 1
+            log.warning(
+                "offset commit failed; these records will come again",
+                service=self._service,
+                error=repr(exc),
+                failures=self._commit_failures,
+            )
+            if self._commit_failures >= _COMMIT_FAILURES_BEFORE_REJOIN:
+                raise _RejoinError(f"{self._commit_failures} commits failed in a row") from exc
+            return
+        self._commit_failures = 0
+        LAST_COMMIT.labels(self._service).set_to_current_time()
 
     def _decode(
         self, records: Sequence[InboundRecord]
@@ -226,13 +403,14 @@ class ConsumerLoop(Generic[T]):
             except Exception as exc:
                 if is_unavailable(exc):
                     unavailable += 1
-                    delay = min(_UNAVAILABLE_BACKOFF_MAX, 0.2 * 2**unavailable)
-                    log.warning(
-                        "database unavailable; retrying batch",
-                        service=self._service,
-                        error=str(exc),
-                        retry_in=delay,
-                    )
+                    delay = min(_UNAVAILABLE_BACKOFF_MAX, 0.1 * 2**unavailable)
+                    if unavailable == 1 or unavailable % 30 == 0:
+                        log.warning(
+                            "database unavailable; retrying batch",
+                            service=self._service,
+                            error=str(exc) or type(exc).__name__,
+                            attempts=unavailable,
+                        )
                     await self._sleep_unless_stopped(delay)
                     continue
                 if is_retryable(exc) and retryable < _MAX_RETRYABLE_ATTEMPTS:
@@ -276,7 +454,7 @@ class ConsumerLoop(Generic[T]):
                 if self._stop.is_set():
                     raise StopRequestedError from exc
                 log.warning(f"could not {what}; retrying", service=self._service, error=repr(exc))
-                await self._sleep_unless_stopped(min(_UNAVAILABLE_BACKOFF_MAX, 0.2 * 2**attempt))
+                await self._sleep_unless_stopped(min(_UNAVAILABLE_BACKOFF_MAX, 0.1 * 2**attempt))
             else:
                 return
 
@@ -289,7 +467,7 @@ class ConsumerLoop(Generic[T]):
 
     def _observe(
         self,
-        consumer: Any,
+        consumer: AIOKafkaConsumer,
         records: Sequence[InboundRecord],
         rejected: int,
         offsets: dict[TopicPartition, int],

@@ -7,27 +7,44 @@ what this module hands them.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from typing import cast
 
 import asyncpg
 import orjson
+import structlog
 
 from punchcard_platform.errors import DatabaseUnavailableError
+from punchcard_platform.settings import Settings
 
 __all__ = [
     "Connection",
     "Database",
     "is_retryable",
     "is_unavailable",
+    "is_unreachable",
     "lock_customers",
 ]
 
 Connection = asyncpg.Connection
 
+log = structlog.get_logger(__name__)
+
+_RECONNECT_BACKOFF_MAX = 1.0
+"""Seconds between attempts to reach a database that is away: it is back within this."""
+
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
+    # Exactly-once needs durable commits: Kafka offsets are committed after the database
+    # commit, so a commit acknowledged before its WAL is written (synchronous_commit=off)
+    # and then lost in a server crash loses records that are never delivered again.
+    # Any stronger setting (local, remote_write, on, remote_apply) is kept as it is.
+    await conn.execute(
+        "SELECT set_config('synchronous_commit', 'on', false)"
+        " WHERE current_setting('synchronous_commit') = 'off'"
+    )
     # jsonb in and out as Python objects; orjson is exact for ints and keeps it fast.
     # Decimals are written by callers as strings inside the JSON, never as floats.
     await conn.set_type_codec(
@@ -38,30 +55,100 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
-class Database:
-    """An asyncpg pool with the codecs and error handling Punchcard relies on."""
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Release without asyncpg's reset round trip (RESET ALL, UNLISTEN *, CLOSE ALL, ...).
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
+    asyncpg still rolls back an open transaction before calling this; the rest of the
+    reset only matters to code that changes session state, which the callers asking
+    for this promise not to do.
+    """
+
+
+class Database:
+    """An asyncpg pool with the codecs, time bounds and error handling Punchcard relies on.
+
+    Every statement is bounded (``command_timeout``) and so is every wait for a pooled
+    connection (``acquire_timeout``), so a silent network fails fast instead of hanging.
+    When a connection turns out to be unusable (the server restarted, the network broke),
+    every idle connection of the pool is dropped too, so the retry runs on a fresh one
+    instead of meeting the next stale connection.
+    """
+
+    def __init__(self, pool: asyncpg.Pool, *, acquire_timeout: float = 10.0) -> None:
         self._pool = pool
+        self._acquire_timeout = acquire_timeout
 
     @classmethod
-    async def connect(cls, url: str, *, max_size: int = 10, timeout: float = 10.0) -> Database:
-        """Open a pool, or raise ``DatabaseUnavailableError`` saying what to fix."""
+    async def connect(
+        cls,
+        url: str,
+        *,
+        max_size: int = 10,
+        timeout: float = 10.0,
+        min_size: int = 1,
+        reset_sessions: bool = True,
+        command_timeout: float = 30.0,
+        acquire_timeout: float = 10.0,
+    ) -> Database:
+        """Open a pool, or raise ``DatabaseUnavailableError`` saying what to fix.
+
+        ``reset_sessions=False`` skips the reset query on every release: for callers
+        that never SET, LISTEN, take session advisory locks or leave cursors open.
+        """
         try:
             pool = await asyncpg.create_pool(
                 url,
-                min_size=1,
+                min_size=min(min_size, max_size),
                 max_size=max_size,
                 init=_init_connection,
                 timeout=timeout,
-                command_timeout=60,
+                command_timeout=command_timeout,
+                reset=None if reset_sessions else _keep_session,
             )
         except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
             raise DatabaseUnavailableError(
                 f"cannot connect to PostgreSQL at {_redact(url)}: {exc}. "
                 "Check PUNCHCARD_DATABASE_URL (postgresql://user:password@host:port/database)."
             ) from exc
-        return cls(pool)
+        return cls(pool, acquire_timeout=acquire_timeout)
+
+    @classmethod
+    async def connect_when_reachable(
+        cls, settings: Settings, stop: asyncio.Event, *, max_size: int | None = None
+    ) -> Database | None:
+        """Open the pool, waiting (with backoff, saying so) while PostgreSQL is not reachable.
+
+        A server that is down, restarting or not yet resolvable is waited for: under a
+        supervisor, exiting would only restart us into the same wait. A configuration that
+        can never work (a malformed URL, a wrong password, a missing database) raises
+        ``DatabaseUnavailableError`` at once. Returns None if ``stop`` is set meanwhile.
+        """
+        delay = 0.1
+        attempts = 0
+        while not stop.is_set():
+            try:
+                return await cls.connect(
+                    settings.database_url,
+                    max_size=max_size or settings.database_pool_size,
+                    timeout=settings.database_acquire_timeout_seconds,
+                    command_timeout=settings.database_command_timeout_seconds,
+                    acquire_timeout=settings.database_acquire_timeout_seconds,
+                )
+            except DatabaseUnavailableError as exc:
+                if not is_unreachable(exc.__cause__):
+                    raise
+                attempts += 1
+                if attempts == 1 or attempts % 20 == 0:
+                    log.warning(
+                        "PostgreSQL is not reachable yet; waiting for it",
+                        url=_redact(settings.database_url),
+                        error=str(exc.__cause__),
+                        attempts=attempts,
+                    )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, _RECONNECT_BACKOFF_MAX)
+        return None
 
     @property
     def pool(self) -> asyncpg.Pool:
@@ -69,29 +156,50 @@ class Database:
         return self._pool
 
     async def close(self) -> None:
-        """Close every connection; waits for those in use to be released."""
-        await self._pool.close()
+        """Close every connection; waits (bounded) for those in use to be released."""
+        try:
+            await asyncio.wait_for(self._pool.close(), self._acquire_timeout)
+        except TimeoutError:
+            self._pool.terminate()
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection inside a transaction that commits on success and rolls back otherwise."""
-        async with self._pool.acquire() as conn, conn.transaction():
-            yield _as_connection(conn)
+        try:
+            async with (
+                self._pool.acquire(timeout=self._acquire_timeout) as conn,
+                conn.transaction(),
+            ):
+                yield _as_connection(conn)
+        except Exception as exc:
+            await self._drop_stale_connections(exc)
+            raise
 
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection outside any transaction, for reads."""
-        async with self._pool.acquire() as conn:
-            yield _as_connection(conn)
+        try:
+            async with self._pool.acquire(timeout=self._acquire_timeout) as conn:
+                yield _as_connection(conn)
+        except Exception as exc:
+            await self._drop_stale_connections(exc)
+            raise
 
     async def is_ready(self) -> bool:
         """Whether the database answers now: what /readyz reports."""
         try:
             async with self._pool.acquire(timeout=2) as conn:
                 await conn.fetchval("SELECT 1", timeout=2)
-        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+        except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+            await self._drop_stale_connections(exc)
             return False
         return True
+
+    async def _drop_stale_connections(self, exc: BaseException) -> None:
+        if is_unavailable(exc):
+            # Idle connections opened before an outage are as dead as the one that failed.
+            with contextlib.suppress(Exception):
+                await self._pool.expire_connections()
 
 
 def _as_connection(proxy: object) -> asyncpg.Connection:
@@ -136,6 +244,21 @@ def is_unavailable(exc: BaseException) -> bool:
         state = exc.sqlstate or ""
         # 08: connection exception, 57P: operator intervention (shutdown), 53: resources.
         return state.startswith(("08", "57P", "53"))
+    return False
+
+
+def is_unreachable(exc: BaseException | None) -> bool:
+    """Connecting failed because the server is not there yet, not because we are refused.
+
+    Refused, timed out, unresolvable, starting up, shutting down, too many clients: all of
+    these pass. A malformed URL, a wrong password or a missing database never do.
+    """
+    if isinstance(exc, ValueError):
+        return False
+    if isinstance(exc, OSError | asyncio.TimeoutError):
+        return True
+    if isinstance(exc, asyncpg.PostgresError):
+        return (exc.sqlstate or "").startswith(("08", "57P", "53"))
     return False
 
 

@@ -6,13 +6,12 @@ The consumer loop commits past a record only after its dead letter is acknowledg
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 
 import structlog
-from aiokafka import AIOKafkaProducer
 from punchcard_contract import truncate_detail
 
+from punchcard_platform.kafka import ResilientProducer
 from punchcard_platform.metrics import RECORDS_DEAD_LETTERED
 from punchcard_platform.records import DeadLetter
 from punchcard_platform.settings import TopicNames
@@ -37,16 +36,15 @@ def dead_letter_headers(letter: DeadLetter) -> list[tuple[str, bytes]]:
 class DeadLetterWriter:
     """Writes dead letters and waits until the broker has every one of them."""
 
-    def __init__(self, producer: AIOKafkaProducer, topics: TopicNames, service: str) -> None:
+    def __init__(self, producer: ResilientProducer, topics: TopicNames, service: str) -> None:
         self._producer = producer
         self._topics = topics
         self._service = service
 
     async def write(self, letters: Sequence[DeadLetter]) -> None:
-        """Send and await acknowledgement of all ``letters``; raises if any is not written."""
+        """Send all ``letters`` and await their acknowledgement; ``KafkaError`` if one fails."""
         if not letters:
             return
-        futures = []
         for letter in letters:
             record = letter.record
             log.warning(
@@ -57,15 +55,19 @@ class DeadLetterWriter:
                 partition=record.partition,
                 offset=record.offset,
             )
-            futures.append(
-                await self._producer.send(
-                    self._topics.dead_letter_topic(record.topic),
-                    key=record.key,
-                    value=record.value,
-                    headers=dead_letter_headers(letter),
+        # Bounded: a broker that is away raises here (and the loop retries) instead of
+        # leaving the batch waiting for acknowledgements forever.
+        await self._producer.send_all(
+            [
+                (
+                    self._topics.dead_letter_topic(letter.record.topic),
+                    letter.record.key,
+                    letter.record.value,
+                    dead_letter_headers(letter),
                 )
-            )
-        await asyncio.gather(*futures)
+                for letter in letters
+            ]
+        )
         for letter in letters:
             RECORDS_DEAD_LETTERED.labels(
                 self._service, letter.record.topic, str(letter.reason)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Generator
 
 import uvicorn
@@ -52,10 +53,14 @@ def health_app(ready: ReadinessProbe) -> Starlette:
     )
 
 
-async def serve_app(config: uvicorn.Config, stop: asyncio.Event) -> None:
+async def serve_app(
+    config: uvicorn.Config, stop: asyncio.Event, *, sockets: list[socket.socket] | None = None
+) -> None:
     """Serve an ASGI app until ``stop`` is set, then finish open requests and return.
 
-    If the server ends by itself, ``stop`` is set so the rest of the service stops too.
+    ``sockets``: already listening sockets to accept on (several processes sharing one
+    port) instead of binding ``config.host:config.port``. If the server ends by itself,
+    ``stop`` is set so the rest of the service stops too.
     """
     server = QuietServer(config)
 
@@ -67,7 +72,7 @@ async def serve_app(config: uvicorn.Config, stop: asyncio.Event) -> None:
     try:
         # Awaited here, not in a task of its own: uvicorn raises SystemExit when it cannot
         # bind, and only a direct await lets us turn that into a readable error.
-        await server.serve()
+        await server.serve(sockets=sockets)
     except SystemExit as exc:
         raise ConfigurationError(
             f"cannot serve HTTP on {config.host}:{config.port} (in use, or not an address "

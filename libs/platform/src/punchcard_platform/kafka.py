@@ -11,21 +11,32 @@ import asyncio
 import contextlib
 import logging
 import ssl
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    TopicAlreadyExistsError,
+)
 
 from punchcard_platform.errors import KafkaUnavailableError
 from punchcard_platform.settings import Settings
 
 __all__ = [
     "MAX_MESSAGE_BYTES",
+    "ResilientProducer",
+    "broker_accepts_connections",
     "create_topics",
     "make_consumer",
     "make_producer",
 ]
+
+log = structlog.get_logger(__name__)
 
 # Input values may be 1 MiB and still have to reach the consumer (which rejects them as
 # payload_too_large), and dead letters carry them unchanged: allow headroom everywhere.
@@ -55,14 +66,176 @@ def _connection_options(settings: Settings) -> dict[str, Any]:
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     """An idempotent producer with acks=all: no record lost or doubled by its own retries."""
-    return AIOKafkaProducer(
-        **_connection_options(settings),
-        enable_idempotence=True,
-        acks="all",
-        linger_ms=5,
-        max_request_size=MAX_MESSAGE_BYTES,
+    options: dict[str, Any] = {
+        "enable_idempotence": True,
+        "acks": "all",
+        "linger_ms": 5,
+        "max_request_size": MAX_MESSAGE_BYTES,
+        # A request to a broker that went away fails after this, not 40 s later.
+        "request_timeout_ms": int(settings.kafka_request_timeout_seconds * 1000),
         **overrides,
-    )
+    }
+    return AIOKafkaProducer(**_connection_options(settings), **options)
+
+
+class ResilientProducer:
+    """An idempotent producer whose every send is bounded in time and which heals itself.
+
+    aiokafka's own producer can wait forever for an acknowledgement while the broker is
+    away (aiokafka issue 1101) and can stay stuck on ``OutOfOrderSequenceNumber`` or a
+    fenced producer id after a broker bounce (issue 1017; the advice there is to make a
+    new producer). So: every wait here is bounded by ``kafka_send_timeout_seconds``; any
+    failure raises a ``KafkaError`` (the caller retries, and outputs carry stable ids, so
+    a repeat is harmless) and drops the producer, and the next send starts a fresh one
+    with a new producer id. Starting is lazy, so a broker that is down at start-up is
+    waited for by the caller's retries instead of ending the process.
+    """
+
+    def __init__(self, settings: Settings, **overrides: Any) -> None:
+        self._settings = settings
+        self._overrides = overrides
+        self._timeout = settings.kafka_send_timeout_seconds
+        self._producer: AIOKafkaProducer | None = None
+        self._closing: set[asyncio.Task[None]] = set()
+        self.recreated = 0
+
+    async def start(self) -> None:
+        """Start now if the broker answers; otherwise the first send tries again."""
+        with contextlib.suppress(KafkaError):
+            await self._ready()
+
+    async def stop(self) -> None:
+        """Flush and close (bounded): what is not acknowledged by then is sent again later."""
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _close_quietly(producer, self._timeout)
+        if self._closing:
+            await asyncio.gather(*self._closing, return_exceptions=True)
+
+    async def send(
+        self,
+        topic: str,
+        *,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Sequence[tuple[str, bytes]] | None = None,
+    ) -> asyncio.Future[Any]:
+        """Queue one record and return the future of its acknowledgement (see ``wait_all``)."""
+        producer = await self._ready()
+        try:
+            future: asyncio.Future[Any] = await asyncio.wait_for(
+                producer.send(topic, key=key, value=value, headers=list(headers or ())),
+                self._timeout,
+            )
+        except (TimeoutError, KafkaError) as exc:
+            self._discard(producer, exc)
+            raise _as_kafka_error(exc, "queueing a record") from exc
+        return future
+
+    async def wait_all(self, futures: Iterable[asyncio.Future[Any]]) -> None:
+        """Wait for every acknowledgement, at most the send timeout; raise if any is missing."""
+        pending = list(futures)
+        if not pending:
+            return
+        producer = self._producer
+        try:
+            await asyncio.wait_for(asyncio.gather(*pending), self._timeout)
+        except (TimeoutError, KafkaError) as exc:
+            for future in pending:
+                if not future.done():
+                    future.cancel()
+                elif not future.cancelled():
+                    future.exception()  # retrieved, so asyncio does not log it again
+            if producer is not None:
+                self._discard(producer, exc)
+            raise _as_kafka_error(exc, "waiting for acknowledgements") from exc
+
+    async def send_all(
+        self, records: Sequence[tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]]]]
+    ) -> None:
+        """Send ``(topic, key, value, headers)`` records and wait until all are acknowledged."""
+        futures = [
+            await self.send(topic, key=key, value=value, headers=headers)
+            for topic, key, value, headers in records
+        ]
+        await self.wait_all(futures)
+
+    async def partitions_for(self, topic: str) -> set[int]:
+        """The topic's partitions (asks the broker for metadata if it has to), bounded.
+
+        Raises ``ConnectionError`` (not a ``KafkaError``) when no broker answers at all:
+        an absent broker says nothing about the topic, and must not be taken for a
+        missing one.
+        """
+        try:
+            producer = await self._ready()
+        except KafkaError as exc:
+            raise ConnectionError(f"no Kafka broker answers: {exc}") from exc
+        try:
+            partitions: set[int] = await asyncio.wait_for(
+                producer.partitions_for(topic), self._timeout
+            )
+        except TimeoutError as exc:
+            raise KafkaTimeoutError(f"no metadata for {topic} in {self._timeout}s") from exc
+        return partitions
+
+    async def _ready(self) -> AIOKafkaProducer:
+        if self._producer is not None:
+            return self._producer
+        producer = make_producer(self._settings, **self._overrides)
+        try:
+            await asyncio.wait_for(producer.start(), self._timeout)
+        except (TimeoutError, KafkaError, OSError) as exc:
+            self._close_later(producer)
+            raise _as_kafka_error(exc, "starting the producer") from exc
+        self._producer = producer
+        return producer
+
+    def _discard(self, producer: AIOKafkaProducer, exc: BaseException) -> None:
+        if self._producer is not producer:
+            return
+        self._producer = None
+        self.recreated += 1
+        log.warning("dropping the Kafka producer; the next send starts a new one", error=repr(exc))
+        self._close_later(producer)
+
+    def _close_later(self, producer: AIOKafkaProducer) -> None:
+        # Its pending records are abandoned (their senders retry); closing must not block them.
+        task = asyncio.ensure_future(_close_quietly(producer, self._timeout))
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+
+async def _close_quietly(producer: AIOKafkaProducer, timeout: float) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.stop(), timeout)
+
+
+def _as_kafka_error(exc: BaseException, what: str) -> KafkaError:
+    if isinstance(exc, KafkaError):
+        return exc
+    return KafkaTimeoutError(f"{what}: no answer from the broker ({exc!r})")
+
+
+async def broker_accepts_connections(settings: Settings, timeout: float = 2.0) -> bool:
+    """Whether any bootstrap address accepts a TCP connection (not whether we may use it).
+
+    Tells "the broker is not there yet" (wait for it) from "it is there and refuses us"
+    (wrong security settings: say so and stop).
+    """
+    for address in settings.kafka_bootstrap_servers.split(","):
+        host, _, port = address.strip().rpartition(":")
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(host.strip("[]") or "localhost", int(port)), timeout
+            )
+        except (OSError, TimeoutError, ValueError):
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+    return False
 
 
 def make_consumer(
@@ -79,6 +252,12 @@ def make_consumer(
         fetch_max_bytes=4 * MAX_MESSAGE_BYTES,
         # New partitions and topics are noticed within this, not the default five minutes.
         metadata_max_age_ms=30_000,
+        # A request to a broker that went away fails after this, not 40 s later.
+        request_timeout_ms=int(settings.kafka_request_timeout_seconds * 1000),
+        # A member that stopped heartbeating (SIGSTOP, a dead host) loses its partitions
+        # after this; the others take them over.
+        session_timeout_ms=int(settings.kafka_session_timeout_seconds * 1000),
+        heartbeat_interval_ms=max(int(settings.kafka_session_timeout_seconds * 1000) // 5, 100),
         **overrides,
     )
 

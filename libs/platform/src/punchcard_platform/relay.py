@@ -21,7 +21,7 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from punchcard_platform.db import Database, is_unavailable
-from punchcard_platform.kafka import make_producer
+from punchcard_platform.kafka import ResilientProducer
 from punchcard_platform.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 from punchcard_platform.outbox import OUTBOX_CHANNEL
 from punchcard_platform.settings import Settings
@@ -57,7 +57,8 @@ class OutboxRelay:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set, surviving database and broker outages."""
-        producer = make_producer(self._settings)
+        # Bounded sends that heal themselves; a broker down at start-up is waited for below.
+        producer = ResilientProducer(self._settings)
         await producer.start()
         try:
             while not stop.is_set():
@@ -122,7 +123,7 @@ class OutboxRelay:
             )
             for _, topic, key, event_id, payload in rows
         ]
-        await asyncio.gather(*futures)
+        await producer.wait_all(futures)
         await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r[0] for r in rows])
         per_topic: dict[str, int] = {}
         for row in rows:

@@ -6,6 +6,7 @@ tests can build one by hand (``Settings(database_url=..., ...)``).
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -13,6 +14,14 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "TopicNames"]
+
+
+def _usable_cores() -> int:
+    """The cores this process may run on (a cpuset or taskset can leave fewer than exist)."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
 
 
 class TopicNames(BaseSettings):
@@ -76,6 +85,12 @@ class Settings(BaseSettings):
 
     database_url: str = "postgresql://punchcard@127.0.0.1:5432/punchcard"
     database_pool_size: int = Field(default=10, ge=1, le=200)
+    # A streaming replica for coupon-query's reads; writes always go to database_url.
+    read_database_url: str | None = None
+    database_command_timeout_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """Longest any one statement may run: a silent network fails it instead of hanging."""
+    database_acquire_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    """Longest a task waits for a pooled connection (or for a new one to open)."""
 
     kafka_bootstrap_servers: str = "127.0.0.1:9092"
     kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
@@ -84,6 +99,13 @@ class Settings(BaseSettings):
     kafka_sasl_password: SecretStr | None = None
     kafka_ssl_cafile: Path | None = None
     kafka_client_id: str = "punchcard"
+    kafka_request_timeout_seconds: float = Field(default=15.0, gt=0, le=600)
+    """Longest one request to a broker may go unanswered (longer than the session timeout,
+    which a JoinGroup may legitimately take)."""
+    kafka_session_timeout_seconds: float = Field(default=10.0, ge=1, le=300)
+    """A consumer that stops heartbeating this long loses its partitions to the others."""
+    kafka_send_timeout_seconds: float = Field(default=10.0, gt=0, le=600)
+    """Longest a send waits for its acknowledgement before the producer is made anew."""
 
     topics: TopicNames = Field(default_factory=TopicNames)
     topic_partitions: int = Field(default=12, ge=1, le=10_000)
@@ -91,6 +113,8 @@ class Settings(BaseSettings):
 
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(default=None, ge=0, le=65535)
+    # Worker processes of coupon-query sharing its port, each with its own pool.
+    http_workers: int = Field(default_factory=_usable_cores, ge=1, le=256)
 
     log_format: Literal["json", "console"] = "json"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"

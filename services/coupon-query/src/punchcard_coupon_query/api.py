@@ -21,7 +21,7 @@ from punchcard_platform.db import Database, is_unavailable
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from punchcard_coupon_query import queries
-from punchcard_coupon_query.apikeys import Caller, authenticate
+from punchcard_coupon_query.apikeys import ApiKeyCache, Caller
 from punchcard_coupon_query.cursors import (
     InvalidCursorError,
     LedgerCursor,
@@ -47,11 +47,23 @@ from punchcard_coupon_query.models import (
     ReceiptDocument,
     ReceiptsPage,
     ReturnOutcome,
+    customer_coupons_json,
+    eligibility_json,
 )
 
-__all__ = ["PROBLEM_MEDIA_TYPE", "install_error_handlers", "manager", "operations", "reader"]
+__all__ = [
+    "JSON",
+    "PROBLEM_MEDIA_TYPE",
+    "install_error_handlers",
+    "manager",
+    "operations",
+    "parse_at",
+    "problem_body",
+    "reader",
+]
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
+JSON = "application/json"
 log = structlog.get_logger(__name__)
 
 CustomerId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, examples=["C000123"])]
@@ -93,6 +105,19 @@ _ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _problem_ref("Not found.")}
 
 
+def problem_body(
+    status: int, detail: str | None = None, *, errors: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    """The fields of an RFC 9457 problem document."""
+    body: dict[str, Any] = {"type": "about:blank", "title": HTTPStatus(status).phrase}
+    body["status"] = status
+    if detail:
+        body["detail"] = detail
+    if errors is not None:
+        body["errors"] = errors
+    return body
+
+
 def problem_response(
     status: int,
     detail: str | None = None,
@@ -101,12 +126,7 @@ def problem_response(
     headers: dict[str, str] | None = None,
 ) -> JSONResponse:
     """An RFC 9457 problem document."""
-    body: dict[str, Any] = {"type": "about:blank", "title": HTTPStatus(status).phrase}
-    body["status"] = status
-    if detail:
-        body["detail"] = detail
-    if errors is not None:
-        body["errors"] = errors
+    body = problem_body(status, detail, errors=errors)
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
@@ -114,16 +134,24 @@ def _invalid(location: tuple[str, ...], message: str) -> RequestValidationError:
     return RequestValidationError([{"loc": location, "msg": message, "type": "value_error"}])
 
 
-def _parse_at(value: str | None) -> datetime:
-    if value is None:
-        return datetime.now(UTC)
+def parse_at(value: str) -> datetime:
+    """An ``at`` that matched RFC3339_PATTERN as a time; ValueError if it is not one."""
     try:
         # fromisoformat takes "Z" but not lower-case "t"/"z", both valid RFC 3339.
         at = datetime.fromisoformat(value.upper())
         at.astimezone(UTC)
-    except (ValueError, OverflowError) as exc:
-        raise _invalid(("query", "at"), f"not an RFC 3339 time: {exc}") from exc
+    except OverflowError as exc:
+        raise ValueError(str(exc)) from exc
     return at
+
+
+def _parse_at(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC)
+    try:
+        return parse_at(value)
+    except ValueError as exc:
+        raise _invalid(("query", "at"), f"not an RFC 3339 time: {exc}") from exc
 
 
 def _ledger_cursor(value: str | None) -> LedgerCursor | None:
@@ -151,20 +179,31 @@ def _unauthorized(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def _database(request: Request) -> Database:
+# Dependencies are coroutines: FastAPI runs a plain function in its thread pool.
+async def _database(request: Request) -> Database:
     db: Database = request.app.state.db
     return db
 
 
+async def _reads(request: Request) -> Database:
+    reads: Database = request.app.state.reads
+    return reads
+
+
 Db = Annotated[Database, Depends(_database)]
+"""The primary: for writes, and reads that must see them."""
+Reads = Annotated[Database, Depends(_reads)]
+"""The read replica when one is configured, else the primary."""
 
 
 async def _caller(
-    db: Db, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Caller:
     if credentials is None:
         raise _unauthorized("send an API key as 'Authorization: Bearer <key>'")
-    found = await authenticate(db, credentials.credentials)
+    keys: ApiKeyCache = request.app.state.keys
+    found = await keys.authenticate(credentials.credentials)
     if found is None:
         raise _unauthorized("the API key is unknown or revoked")
     return found
@@ -186,37 +225,39 @@ manager = APIRouter(dependencies=[Depends(_admin)], responses=_ADMIN_ERRORS)
     "/v1/customers/{customer_id}/coupons",
     operation_id="listCustomerCoupons",
     tags=["customers"],
+    response_model=CustomerCoupons,
 )
 async def customer_coupons(
-    db: Db,
+    db: Reads,
     customer_id: CustomerId,
     store_id: StoreId = None,
     at: At = None,
     include_ineligible: Annotated[
         bool, Query(description="Also list coupons failing by time, store or exhaustion.")
     ] = False,
-) -> CustomerCoupons:
+) -> Response:
     """The customer's eligible coupons (and, if asked, those not usable now or here)."""
+    # Most calls never get here: ``fastpath`` answers them. This route answers the rest
+    # (unusual parameters, errors) and documents the call.
     moment = _parse_at(at)
     async with db.connection() as conn:
         candidates = await queries.fetch_customer_coupons(conn, customer_id)
     listed = list_eligibility(
         candidates, store_id=store_id, at=moment, include_ineligible=include_ineligible
     )
-    return CustomerCoupons(
-        customer_id=customer_id, at=moment, coupons=[Eligibility.of(e) for e in listed]
-    )
+    return Response(customer_coupons_json(customer_id, moment, listed), media_type=JSON)
 
 
 @reader.get(
     "/v1/customers/{customer_id}/coupons/{coupon_id}",
     operation_id="getCustomerCoupon",
     tags=["customers"],
+    response_model=Eligibility,
     responses=_NOT_FOUND,
 )
 async def customer_coupon(
-    db: Db, customer_id: CustomerId, coupon_id: CouponId, store_id: StoreId = None, at: At = None
-) -> Eligibility:
+    db: Reads, customer_id: CustomerId, coupon_id: CouponId, store_id: StoreId = None, at: At = None
+) -> Response:
     """Whether the customer may use this coupon, and if not, why not."""
     moment = _parse_at(at)
     async with db.connection() as conn:
@@ -224,18 +265,17 @@ async def customer_coupon(
     if candidate is None:
         raise HTTPException(404, f"coupon {coupon_id!r} is not in the catalog")
     coupon, uses_made, issued = candidate
-    return Eligibility.of(
-        evaluate(
-            coupon, uses_made=uses_made, issued_to_customer=issued, store_id=store_id, at=moment
-        )
+    decision = evaluate(
+        coupon, uses_made=uses_made, issued_to_customer=issued, store_id=store_id, at=moment
     )
+    return Response(eligibility_json(decision), media_type=JSON)
 
 
 @reader.get(
     "/v1/customers/{customer_id}/points", operation_id="getCustomerPoints", tags=["customers"]
 )
 async def customer_points(
-    db: Db, customer_id: CustomerId, limit: Limit = 50, cursor: Cursor = None
+    db: Reads, customer_id: CustomerId, limit: Limit = 50, cursor: Cursor = None
 ) -> PointsPage:
     """The points balance and the ledger, newest first, a page at a time."""
     after = _ledger_cursor(cursor)
@@ -259,7 +299,7 @@ async def customer_points(
     tags=["customers"],
 )
 async def customer_receipts(
-    db: Db, customer_id: CustomerId, limit: Limit = 50, cursor: Cursor = None
+    db: Reads, customer_id: CustomerId, limit: Limit = 50, cursor: Cursor = None
 ) -> ReceiptsPage:
     """The customer's receipts, newest first, a page at a time."""
     after = _receipt_cursor(cursor)
@@ -282,7 +322,7 @@ async def customer_receipts(
     response_model=ReceiptDocument,
     responses=_NOT_FOUND,
 )
-async def receipt(db: Db, transaction_no: TransactionNo) -> Response:
+async def receipt(db: Reads, transaction_no: TransactionNo) -> Response:
     """The receipt as the POS sent it, plus whether and how it was returned."""
     async with db.connection() as conn:
         document = await queries.fetch_receipt_document(conn, transaction_no)
@@ -298,7 +338,7 @@ async def receipt(db: Db, transaction_no: TransactionNo) -> Response:
     response_model=ReturnOutcome | PendingReturn,
     responses=_NOT_FOUND,
 )
-async def return_status(db: Db, transaction_no: TransactionNo) -> Response:
+async def return_status(db: Reads, transaction_no: TransactionNo) -> Response:
     """The latest decided outcome of a return of this transaction, or that one is pending."""
     async with db.connection() as conn:
         found = await queries.fetch_return_status(conn, transaction_no)
@@ -312,7 +352,7 @@ async def return_status(db: Db, transaction_no: TransactionNo) -> Response:
 
 @reader.get("/v1/coupons", operation_id="listCoupons", tags=["coupons"])
 async def coupons(
-    db: Db,
+    db: Reads,
 ) -> CouponList:
     """The whole catalog, inactive coupons included."""
     async with db.connection() as conn:
@@ -322,7 +362,7 @@ async def coupons(
 @reader.get(
     "/v1/coupons/{coupon_id}", operation_id="getCoupon", tags=["coupons"], responses=_NOT_FOUND
 )
-async def coupon(db: Db, coupon_id: CouponId) -> Coupon:
+async def coupon(db: Reads, coupon_id: CouponId) -> Coupon:
     """One coupon of the catalog, with the customers it was issued to."""
     async with db.connection() as conn:
         found = await queries.fetch_coupon(conn, coupon_id)
@@ -384,9 +424,9 @@ async def healthz() -> Health:
     operation_id="readyz",
     responses={503: _problem_ref("The database does not answer.")},
 )
-async def readyz(db: Db) -> Health:
-    """The database answers, so requests can be served."""
-    if not await db.is_ready():
+async def readyz(db: Db, reads: Reads) -> Health:
+    """The database (and the read replica, if any) answers, so requests can be served."""
+    if not await db.is_ready() or (reads is not db and not await reads.is_ready()):
         raise HTTPException(503, "the database does not answer")
     return Health(status="ready")
 

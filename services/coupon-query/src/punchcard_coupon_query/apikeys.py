@@ -3,6 +3,10 @@
 A key reads ``pc_<key_id>_<secret>``. The key id finds the stored row in one index
 probe; the hash of the whole key is then compared in constant time, so neither a
 database dump nor response timing gives a usable key away.
+
+Serving processes remember each answer for ``KEY_CACHE_SECONDS`` (``ApiKeyCache``), so
+a request costs no database round trip for its key; a revoked key therefore keeps
+working for at most that long in each process.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ import hashlib
 import hmac
 import re
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal, get_args
@@ -20,7 +26,9 @@ from punchcard_platform.db import Database
 from punchcard_coupon_query import queries
 
 __all__ = [
+    "KEY_CACHE_SECONDS",
     "ApiKey",
+    "ApiKeyCache",
     "Caller",
     "Scope",
     "authenticate",
@@ -29,6 +37,9 @@ __all__ = [
     "list_api_keys",
     "revoke_api_key",
 ]
+
+KEY_CACHE_SECONDS = 5.0
+"""How long a serving process trusts what it learnt about a key: revocation's delay."""
 
 Scope = Literal["read", "admin"]
 _SCOPES: tuple[str, ...] = get_args(Scope)
@@ -113,3 +124,47 @@ async def authenticate(db: Database, key: str) -> Caller | None:
     if record is None or not matches or record.revoked_at is not None:
         return None
     return Caller(key_id=record.key_id, scope=_scope(record.scope))
+
+
+class ApiKeyCache:
+    """What recently presented keys turned out to be, for ``KEY_CACHE_SECONDS`` at most.
+
+    Unknown and revoked keys are remembered too (so a client retrying a bad key costs
+    no queries either). Entries are keyed by the key's SHA-256, never the key. The
+    cache is bounded: when full it starts over, which costs one query per key in use.
+    Requests that miss at the same moment each ask (a handful of queries every few
+    seconds, cheaper than coordinating them).
+    """
+
+    def __init__(
+        self,
+        db: Database,
+        *,
+        ttl: float = KEY_CACHE_SECONDS,
+        max_entries: int = 10_000,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._db = db
+        self._ttl = ttl
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: dict[bytes, tuple[float, Caller | None]] = {}
+
+    def lookup(self, key: str) -> tuple[bool, Caller | None]:
+        """``(True, caller_or_None)`` if the answer is known and fresh, else ``(False, None)``."""
+        entry = self._entries.get(hash_key(key))
+        if entry is None or entry[0] <= self._clock():
+            return False, None
+        return True, entry[1]
+
+    async def authenticate(self, key: str) -> Caller | None:
+        """The caller a key belongs to (as ``authenticate``), from the cache when fresh."""
+        digest = hash_key(key)
+        entry = self._entries.get(digest)
+        if entry is not None and entry[0] > self._clock():
+            return entry[1]
+        found = await authenticate(self._db, key)
+        if len(self._entries) >= self._max_entries:
+            self._entries.clear()
+        self._entries[digest] = (self._clock() + self._ttl, found)
+        return found

@@ -7,6 +7,8 @@ build the same application with what they have.
 from __future__ import annotations
 
 import asyncio
+import socket
+from collections.abc import Awaitable
 from typing import Any
 
 import structlog
@@ -24,9 +26,10 @@ from punchcard_coupon_query.api import (
     operations,
     reader,
 )
-from punchcard_coupon_query.metrics import RequestMetricsMiddleware
+from punchcard_coupon_query.apikeys import ApiKeyCache
+from punchcard_coupon_query.fastpath import CouponQueryApp
 
-__all__ = ["DEFAULT_PORT", "create_app", "run", "serve"]
+__all__ = ["DEFAULT_PORT", "create_app", "run", "serve", "serve_worker"]
 
 DEFAULT_PORT = 8080
 log = structlog.get_logger(__name__)
@@ -38,30 +41,41 @@ catalog for administrators (CONTRACT.md section 5). Every `/v1` call needs
 """
 
 
-def create_app(settings: Settings, db: Database) -> FastAPI:
-    """The coupon-query application over an open database pool (which the caller closes)."""
-    app = FastAPI(
+def create_app(
+    settings: Settings,
+    db: Database,
+    *,
+    reads: Database | None = None,
+    keys: ApiKeyCache | None = None,
+) -> CouponQueryApp:
+    """The coupon-query application over open pools (which the caller closes).
+
+    ``db`` is the primary; ``reads``, if given, a replica the read endpoints use.
+    """
+    api = FastAPI(
         title="Punchcard coupon-query",
         version="1.0.0",
         description=_DESCRIPTION,
         docs_url=None,
         redoc_url=None,
     )
-    app.state.settings = settings
-    app.state.db = db
-    install_error_handlers(app)
-    app.include_router(reader)
-    app.include_router(manager)
-    app.include_router(operations)
-    app.add_middleware(RequestMetricsMiddleware)
+    keys = ApiKeyCache(db) if keys is None else keys
+    api.state.settings = settings
+    api.state.db = db
+    api.state.reads = db if reads is None else reads
+    api.state.keys = keys
+    install_error_handlers(api)
+    api.include_router(reader)
+    api.include_router(manager)
+    api.include_router(operations)
 
     def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = _problem_documents(FastAPI.openapi(app))
-        return app.openapi_schema
+        if api.openapi_schema is None:
+            api.openapi_schema = _problem_documents(FastAPI.openapi(api))
+        return api.openapi_schema
 
-    app.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
-    return app
+    api.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
+    return CouponQueryApp(api, reads=api.state.reads, keys=keys)
 
 
 def _problem_documents(spec: dict[str, Any]) -> dict[str, Any]:
@@ -83,11 +97,36 @@ def _problem_documents(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 async def serve(settings: Settings) -> None:
-    """Serve the API until SIGTERM or SIGINT, then finish open requests and close the pool."""
-    db = await Database.connect(settings.database_url, max_size=settings.database_pool_size)
+    """Serve until SIGTERM or SIGINT, in ``PUNCHCARD_HTTP_WORKERS`` processes.
+
+    One worker serves in this process. More are separate processes (``workers``) that
+    share one listening socket, each with its own pools, so every core can be used.
+    """
+    if settings.http_workers > 1:
+        # Imported here: the workers module imports this one.
+        from punchcard_coupon_query.workers import supervise  # noqa: PLC0415
+
+        await supervise(settings)
+    else:
+        await serve_worker(settings)
+
+
+async def serve_worker(settings: Settings, sock: socket.socket | None = None) -> None:
+    """Serve the API (on ``sock`` if given) until SIGTERM or SIGINT, then close the pools."""
+
+    # Pools are opened full, so no request waits for a connection to be made, and
+    # released without asyncpg's session reset: this service never changes session state.
+    def connect(url: str) -> Awaitable[Database]:
+        size = settings.database_pool_size
+        return Database.connect(url, max_size=size, min_size=size, reset_sessions=False)
+
+    db = await connect(settings.database_url)
+    reads: Database | None = None
     try:
+        if settings.read_database_url:
+            reads = await connect(settings.read_database_url)
         config = uvicorn.Config(
-            create_app(settings, db),
+            create_app(settings, db, reads=reads),
             host=settings.http_host,
             port=settings.port_for(DEFAULT_PORT),
             loop="uvloop",
@@ -96,13 +135,22 @@ async def serve(settings: Settings) -> None:
             log_config=None,
             access_log=False,
             server_header=False,
+            # Nothing here reads the client address; X-Forwarded-* parsing is pure cost.
+            proxy_headers=False,
             timeout_graceful_shutdown=10,
         )
-        log.info("coupon_query_starting", host=settings.http_host, port=config.port)
+        log.info(
+            "coupon_query_starting",
+            host=settings.http_host,
+            port=config.port,
+            read_replica=reads is not None,
+        )
         stop = asyncio.Event()
         stop_on_signals(stop)
-        await serve_app(config, stop)
+        await serve_app(config, stop, sockets=None if sock is None else [sock])
     finally:
+        if reads is not None:
+            await reads.close()
         await db.close()
         log.info("coupon_query_stopped")
 

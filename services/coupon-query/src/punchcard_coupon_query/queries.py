@@ -7,6 +7,7 @@ receipt reach the client exactly as they were sent.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -42,11 +43,12 @@ CouponCandidate = tuple[CouponTerms, int, bool]
 # One round trip for the whole list: the customer's usage joined in, and the
 # targeting question answered by one primary-key probe of coupon_targets per coupon
 # (never a scan of a 100,000-customer list). Inactive coupons and coupons issued to
-# other customers are never listed, so they are not fetched.
+# other customers are never listed, so they are not fetched. The coupons' terms are
+# not fetched either: each row names its coupon's row version (xmin), whose terms
+# the process already holds (_TermsCache), or fetches once with _COUPON_TERMS.
 _CUSTOMER_COUPONS = """
-    SELECT c.coupon_id, c.name, c.description, c.uses_permitted, c.valid_from, c.valid_until,
-           c.active, c.targeted, c.store_ids,
-           COALESCE(u.uses_made, 0) AS uses_made, a.issued
+    SELECT c.coupon_id, c.xmin::text AS version, COALESCE(u.uses_made, 0) AS uses_made,
+           a.issued
     FROM coupons AS c
     LEFT JOIN coupon_usage AS u ON u.customer_id = $1 AND u.coupon_id = c.coupon_id
     CROSS JOIN LATERAL (
@@ -57,6 +59,13 @@ _CUSTOMER_COUPONS = """
     ) AS a
     WHERE c.active AND a.issued
     ORDER BY c.coupon_id
+"""
+
+_COUPON_TERMS = """
+    SELECT c.coupon_id, c.name, c.description, c.uses_permitted, c.valid_from, c.valid_until,
+           c.active, c.targeted, c.store_ids, c.xmin::text AS version
+    FROM coupons AS c
+    WHERE c.coupon_id = ANY($1::text[])
 """
 
 _CUSTOMER_COUPON = """
@@ -88,10 +97,61 @@ def _terms(row: asyncpg.Record) -> CouponTerms:
     )
 
 
+class _TermsCache:
+    """Each coupon row version's ``CouponTerms``, fetched and built once per process.
+
+    A row version is named by ``(coupon_id, xmin)``: PostgreSQL gives every new version
+    of a row (an update by the admin API) a new ``xmin``, so a changed coupon is never
+    answered from here. ``xmin`` values come round again only after 2^32 transactions;
+    the cache starts over every ``_MAX_AGE_SECONDS`` and when it grows past
+    ``_MAX_ENTRIES``, far sooner than that.
+    """
+
+    _MAX_ENTRIES = 10_000
+    _MAX_AGE_SECONDS = 600.0
+
+    def __init__(self) -> None:
+        self._terms: dict[tuple[str, str], CouponTerms] = {}
+        self._started = time.monotonic()
+
+    def get(self, coupon_id: str, version: str) -> CouponTerms | None:
+        return self._terms.get((coupon_id, version))
+
+    def put(self, coupon_id: str, version: str, terms: CouponTerms) -> None:
+        if (
+            len(self._terms) >= self._MAX_ENTRIES
+            or time.monotonic() - self._started > self._MAX_AGE_SECONDS
+        ):
+            self._terms.clear()
+            self._started = time.monotonic()
+        self._terms[(coupon_id, version)] = terms
+
+
+_terms_cache = _TermsCache()
+
+
 async def fetch_customer_coupons(conn: Connection, customer_id: str) -> list[CouponCandidate]:
-    """The coupons a customer could be shown: active, and issued to everyone or to them."""
+    """The coupons a customer could be shown: active, and issued to everyone or to them.
+
+    Terms of coupon versions this process has not seen yet take one more query. If a
+    coupon changed between the two queries, the newer terms are the ones answered:
+    both are committed states, and the rule re-checks ``active`` on them.
+    """
+    # Positions of _CUSTOMER_COUPONS' columns: coupon_id, version, uses_made, issued.
     rows = await conn.fetch(_CUSTOMER_COUPONS, customer_id)
-    return [(_terms(row), row["uses_made"], row["issued"]) for row in rows]
+    get = _terms_cache.get
+    missing = [row[0] for row in rows if get(row[0], row[1]) is None]
+    fetched: dict[str, CouponTerms] = {}
+    if missing:
+        for found in await conn.fetch(_COUPON_TERMS, missing):
+            terms = fetched[found["coupon_id"]] = _terms(found)
+            _terms_cache.put(found["coupon_id"], found["version"], terms)
+    candidates: list[CouponCandidate] = []
+    for coupon_id, version, uses_made, issued in rows:
+        known = get(coupon_id, version) or fetched.get(coupon_id)
+        if known is not None:  # None only if the coupon row vanished in between
+            candidates.append((known, uses_made, issued))
+    return candidates
 
 
 async def fetch_customer_coupon(

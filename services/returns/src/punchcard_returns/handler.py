@@ -132,6 +132,8 @@ class ReturnHandler:
         if not batch:
             return []
         async with self._db.transaction() as conn:
+            # The sales' locks come first, so the first return sent is decided first.
+            await store.lock_transactions(conn, {item.event.event.transaction_no for item in batch})
             await store.record_returns(
                 conn, [item.event for item in batch], self._settings.return_wait_seconds
             )

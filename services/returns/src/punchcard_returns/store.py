@@ -9,6 +9,7 @@ events report.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -32,6 +33,7 @@ __all__ = [
     "load_uses_made",
     "lock_due_returns",
     "lock_pending_of",
+    "lock_transactions",
     "record_returns",
     "transaction_now",
     "waiting_summary",
@@ -87,21 +89,49 @@ async def record_returns(
 
 _PENDING_COLUMNS = "event_id, transaction_no, seq, wait_until"
 
+_SALE_LOCKS = 0x52455455
+"""Key space of the per-sale locks: the first key of the two-integer advisory locks.
+
+Two-integer advisory locks never collide with the single-bigint ones of
+``lock_customers`` (PostgreSQL keeps the two key spaces apart).
+"""
+
+
+async def lock_transactions(conn: Connection, transaction_nos: Collection[str]) -> None:
+    """Serialise everything that records or decides returns of these sales, until commit.
+
+    Whoever holds a sale's lock sees every return of it that was committed before, so the
+    first return sent (lowest ``seq``) is decided before any later one, whichever batch,
+    instance or resolver holds what. Taken before the returns are stored, so ``seq``
+    follows this lock's order too, and before ``lock_customers``, in sorted key order:
+    every decider takes sale locks, then customer locks, so none waits in a cycle.
+    """
+    if not transaction_nos:
+        return
+    await conn.execute(
+        """
+        SELECT pg_advisory_xact_lock($2, k)
+        FROM (SELECT DISTINCT hashtext(t) AS k FROM unnest($1::text[]) AS t ORDER BY 1) AS keys
+        """,
+        list(set(transaction_nos)),
+        _SALE_LOCKS,
+    )
+
 
 async def lock_pending_of(
     conn: Connection, transaction_nos: Collection[str]
 ) -> list[PendingReturn]:
-    """Undecided returns of these transactions, locked; those another instance holds are skipped.
+    """Every undecided return of these sales, oldest first; the caller holds their sale locks.
 
-    Older waiting returns of a sale come along, so the first return sent is the one that
-    applies once the receipt is there, whoever picks it up.
+    Nothing is skipped: the earliest waiting return of a sale is always among them, so the
+    first return sent is the one that applies once the receipt is there.
     """
     rows = await conn.fetch(
         f"""
         SELECT {_PENDING_COLUMNS} FROM return_events
         WHERE transaction_no = ANY($1::text[]) AND status = 'pending'
         ORDER BY seq
-        FOR UPDATE SKIP LOCKED
+        FOR UPDATE
         """,  # noqa: S608 (a constant column list, no input)
         list(set(transaction_nos)),
     )
@@ -109,23 +139,34 @@ async def lock_pending_of(
 
 
 async def lock_due_returns(conn: Connection, limit: int) -> list[PendingReturn]:
-    """Waiting returns that can be decided now: their receipt is stored or their wait is over.
+    """Every undecided return of up to ``limit`` sales that can be decided now, sale-locked.
 
-    ``SKIP LOCKED`` lets several instances sweep at once without deciding a return twice.
+    A sale is due when its receipt is stored or one of its returns waited long enough.
+    Its lock is only tried: a sale another instance, batch or resolver is deciding is left
+    to it (it sees all of that sale's returns), so several resolvers share the work
+    without waiting on each other. The returns are read after the locks are held, so
+    none decided meanwhile comes back.
     """
     rows = await conn.fetch(
-        f"""
-        SELECT {_PENDING_COLUMNS} FROM return_events AS r
-        WHERE r.status = 'pending'
-          AND (r.wait_until <= now()
-               OR EXISTS (SELECT 1 FROM receipts WHERE transaction_no = r.transaction_no))
-        ORDER BY r.seq
-        LIMIT $1
-        FOR UPDATE OF r SKIP LOCKED
-        """,  # noqa: S608 (a constant column list, no input)
+        """
+        WITH due AS MATERIALIZED (
+            SELECT r.transaction_no FROM return_events AS r
+            WHERE r.status = 'pending'
+              AND (r.wait_until <= now()
+                   OR EXISTS (SELECT 1 FROM receipts WHERE transaction_no = r.transaction_no))
+            GROUP BY r.transaction_no
+            ORDER BY min(r.seq)
+            LIMIT $1
+        )
+        SELECT transaction_no FROM due
+        WHERE pg_try_advisory_xact_lock($2, hashtext(transaction_no))
+        """,
         limit,
+        _SALE_LOCKS,
     )
-    return [_pending(row) for row in rows]
+    if not rows:
+        return []
+    return await lock_pending_of(conn, [row["transaction_no"] for row in rows])
 
 
 async def waiting_summary(conn: Connection) -> tuple[int, float | None]:
@@ -298,30 +339,47 @@ async def write_plan(conn: Connection, plan: ReturnPlan, now: datetime) -> None:
             now,
         )
     if plan.decisions:
+        # decided_at orders a sale's outcomes (GET /v1/returns/{tx} shows the latest), so it
+        # is stamped now, under the sale's lock, after whoever decided before us committed;
+        # the transaction's start (now()) may precede that commit.
         await conn.execute(
             """
-            UPDATE return_events AS r SET status = x.s, outcome = x.o::jsonb, decided_at = $4
+            UPDATE return_events AS r
+            SET status = x.s, outcome = x.o::jsonb, decided_at = clock_timestamp()
             FROM unnest($1::text[], $2::text[], $3::text[]) AS x(e, s, o)
             WHERE r.event_id = x.e AND r.status = 'pending'
             """,
             [d.event_id for d in plan.decisions],
             [d.status for d in plan.decisions],
             [d.encoded.decode() for d in plan.decisions],
-            now,
         )
     await write_outbox(conn, plan.messages)
 
 
 class Listening:
-    """A live LISTEN: ``alive`` turns false when its connection is lost."""
+    """A live LISTEN, watched: ``alive`` turns false when its connection is known lost.
+
+    A LISTEN connection can die without a word (asyncpg issue 519: nothing is read from
+    it, so nothing notices); ``check`` asks it a question now and then, and the
+    termination listener catches the cases asyncpg does see.
+    """
 
     def __init__(self, conn: asyncpg.Connection | asyncpg.pool.PoolConnectionProxy) -> None:
         self._conn = conn
+        self._lost = False
 
     @property
     def alive(self) -> bool:
         """Whether notifications can still arrive; if not, listen again."""
-        return not self._conn.is_closed()
+        return not self._lost and not self._conn.is_closed()
+
+    def lose(self) -> None:
+        """Mark the connection lost (its termination listener calls this)."""
+        self._lost = True
+
+    async def check(self, timeout: float) -> None:
+        """Raise unless the connection answers within ``timeout`` seconds."""
+        await self._conn.fetchval("SELECT 1", timeout=timeout)
 
 
 @asynccontextmanager
@@ -331,19 +389,29 @@ async def listen(
     """Call ``on_notify`` for every NOTIFY on ``channel`` while the context is open.
 
     The connection is held for as long as we listen: a pooled connection handed back
-    would stop hearing the channel.
+    would stop hearing the channel. If the connection ends, ``on_notify`` is called too,
+    so the caller wakes, sees ``alive`` false, and listens again.
     """
 
     def callback(_conn: Any, _pid: int, _channel: str, _payload: object) -> None:
         on_notify()
 
     async with db.pool.acquire() as conn:
+        listening = Listening(conn)
+
+        def terminated(_conn: Any) -> None:
+            listening.lose()
+            on_notify()
+
+        conn.add_termination_listener(terminated)
         await conn.add_listener(channel, callback)
         try:
-            yield Listening(conn)
+            yield listening
         finally:
+            conn.remove_termination_listener(terminated)
             if not conn.is_closed():
-                await conn.remove_listener(channel, callback)
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(channel, callback)
 
 
 def _pending(row: asyncpg.Record) -> PendingReturn:

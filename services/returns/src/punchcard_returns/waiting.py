@@ -10,14 +10,21 @@ The resolver wakes when
 - the earliest wait is over,
 - or, as a safety net for a lost notification, every ``sweep_seconds``.
 
-It decides with ``handler.apply_pending``, the same code the handler uses, and locks with
-``SKIP LOCKED``, so several instances share the work without deciding a return twice.
+The LISTEN connection is watched (a termination listener, and a question every few
+seconds, since it can die silently) and made again when lost; a sweep follows every new
+LISTEN, so what was notified meanwhile is not missed.
+
+It decides with ``handler.apply_pending``, the same code the handler uses, under the
+sales' locks (``store.lock_due_returns`` only tries them, skipping sales someone else is
+deciding), so several instances share the work, never decide a return twice and always
+decide a sale's first return first.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 
 import structlog
 from prometheus_client import Gauge
@@ -37,6 +44,9 @@ RETURNS_WAITING = Gauge(
 
 _EXPIRY_SLACK_SECONDS = 0.01
 """Wake a little after the earliest wait_until, never just before it."""
+_LIVENESS_SECONDS = 5.0
+"""How often the LISTEN connection is asked whether it is still there."""
+_LIVENESS_TIMEOUT_SECONDS = 3.0
 
 
 class PendingReturnResolver:
@@ -88,9 +98,14 @@ class PendingReturnResolver:
                 await _wait_for(stop, self._retry_seconds)
 
     async def _serve(self, stop: asyncio.Event, listening: store.Listening) -> None:
+        checked = time.monotonic()
         while not stop.is_set():
             if not listening.alive:
                 raise ConnectionError("the LISTEN connection was lost")
+            if time.monotonic() - checked >= _LIVENESS_SECONDS:
+                # A LISTEN connection can die silently (asyncpg issue 519): ask it something.
+                await listening.check(_LIVENESS_TIMEOUT_SECONDS)
+                checked = time.monotonic()
             # Cleared before the sweep: a wake-up during the sweep means sweep again.
             self._wakeup.clear()
             await self.resolve_due()

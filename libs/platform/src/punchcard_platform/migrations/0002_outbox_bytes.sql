@@ -8,4 +8,3 @@ DELETE FROM outbox WHERE sent_at IS NOT NULL;
 DROP INDEX outbox_unsent;
 ALTER TABLE outbox ALTER COLUMN payload TYPE bytea USING convert_to(payload::text, 'UTF8');
 ALTER TABLE outbox DROP COLUMN sent_at;
-ALTER TABLE outbox DROP COLUMN created_at;

@@ -1,0 +1,190 @@
+"""The hot route answered in plain ASGI, in front of FastAPI.
+
+``GET /v1/customers/{customer_id}/coupons`` is what every app start calls. FastAPI's
+routing, dependency injection, parameter validation and response models cost more CPU
+than the query and the eligibility rule together, so ``CouponQueryApp`` answers that
+call itself when the request is an ordinary one: a known key, parameters that are
+plainly valid. Anything else (no key, a bad key, an odd or invalid parameter, another
+route) is handed to the FastAPI application untouched, which answers it exactly as
+documented in the OpenAPI document. The fast answer is the same bytes FastAPI would
+send (the integration tests compare both).
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from time import perf_counter
+from typing import Any, cast
+from urllib.parse import parse_qsl
+
+import orjson
+import structlog
+from fastapi import FastAPI
+from punchcard_platform.db import Database, is_unavailable
+from starlette.types import Receive, Scope, Send
+
+from punchcard_coupon_query import queries
+from punchcard_coupon_query.api import PROBLEM_MEDIA_TYPE, parse_at, problem_body
+from punchcard_coupon_query.apikeys import ApiKeyCache
+from punchcard_coupon_query.eligibility import list_eligibility
+from punchcard_coupon_query.metrics import (
+    REQUEST_SECONDS,
+    REQUESTS,
+    RequestMetricsMiddleware,
+)
+from punchcard_coupon_query.models import (
+    IDENTIFIER_PATTERN,
+    RFC3339_PATTERN,
+    customer_coupons_json,
+)
+
+__all__ = ["CouponQueryApp"]
+
+log = structlog.get_logger(__name__)
+
+_COUPONS_PATH = re.compile(r"/v1/customers/([A-Za-z0-9._:-]{1,64})/coupons")
+_COUPONS_ROUTE = "/v1/customers/{customer_id}/coupons"
+_IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
+_RFC3339 = re.compile(RFC3339_PATTERN)
+# The spellings of a boolean this path takes; pydantic's other ones go to FastAPI.
+_BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
+_PARAMETERS = frozenset({"store_id", "at", "include_ineligible"})
+_OK_HEADERS = [(b"content-type", b"application/json")]
+_OK_REQUESTS = REQUESTS.labels("GET", _COUPONS_ROUTE, "200")
+_OK_SECONDS = REQUEST_SECONDS.labels("GET", _COUPONS_ROUTE, "200")
+
+
+class _NotOrdinaryError(Exception):
+    """This request is left to FastAPI."""
+
+
+class CouponQueryApp:
+    """The ASGI application served: the hot route here, everything else by FastAPI."""
+
+    def __init__(self, api: FastAPI, *, reads: Database, keys: ApiKeyCache) -> None:
+        self.api = api
+        self._reads = reads
+        self._keys = keys
+        self._everything_else = RequestMetricsMiddleware(api)
+
+    def openapi(self) -> dict[str, Any]:
+        """The OpenAPI document (FastAPI's, which documents the hot route too)."""
+        return self.api.openapi()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer the hot route if the request is ordinary, else hand it to FastAPI."""
+        if scope["type"] == "http" and scope["method"] == "GET":
+            match = _COUPONS_PATH.fullmatch(scope["path"])
+            if match is not None and await self._customer_coupons(match.group(1), scope, send):
+                return
+        await self._everything_else(scope, receive, send)
+
+    async def _customer_coupons(self, customer_id: str, scope: Scope, send: Send) -> bool:
+        started = perf_counter()
+        try:
+            store_id, at, include_ineligible = _ordinary_parameters(scope["query_string"])
+            key = _bearer_key(scope["headers"])
+        except _NotOrdinaryError:
+            return False
+        known, caller = self._keys.lookup(key)
+        if not known:
+            caller = await self._keys.authenticate(key)
+        if caller is None:
+            return False  # FastAPI answers 401 (from the cache, without a query)
+        moment = datetime.now(UTC) if at is None else at
+        try:
+            # The pool's own context manager: Database.connection() wraps it in a
+            # generator-based one, which costs more than it is worth on this path.
+            async with self._reads.pool.acquire() as conn:
+                candidates = await queries.fetch_customer_coupons(
+                    cast("queries.Connection", conn), customer_id
+                )
+        except Exception as exc:
+            await self._failed(exc, scope, send, started)
+            return True
+        listed = list_eligibility(
+            candidates, store_id=store_id, at=moment, include_ineligible=include_ineligible
+        )
+        body = customer_coupons_json(customer_id, moment, listed)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*_OK_HEADERS, (b"content-length", str(len(body)).encode())],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        _OK_REQUESTS.inc()
+        _OK_SECONDS.observe(perf_counter() - started)
+        return True
+
+    async def _failed(self, exc: Exception, scope: Scope, send: Send, started: float) -> None:
+        """Answer as FastAPI's error handlers would: 503 if the database is away, else 500."""
+        if is_unavailable(exc):
+            log.warning("database_unavailable", path=scope["path"], error=str(exc))
+            status, detail = 503, "the database does not answer; try again"
+        else:
+            log.error("request_failed", path=scope["path"], exc_info=exc)
+            status, detail = 500, "an unexpected error; it has been logged"
+        body = orjson.dumps(problem_body(status, detail))
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+        labels = ("GET", _COUPONS_ROUTE, str(status))
+        REQUESTS.labels(*labels).inc()
+        REQUEST_SECONDS.labels(*labels).observe(perf_counter() - started)
+
+
+def _ordinary_parameters(query_string: bytes) -> tuple[str | None, datetime | None, bool]:
+    """``store_id``, ``at`` and ``include_ineligible`` when each is plainly valid.
+
+    Decoded as Starlette decodes them; unknown parameters are ignored, as FastAPI
+    ignores them. A repeated or doubtful parameter raises ``_NotOrdinaryError``.
+    """
+    if not query_string:
+        return None, None, False
+    seen: dict[str, str] = {}
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if name in _PARAMETERS:
+            if name in seen:
+                raise _NotOrdinaryError
+            seen[name] = value
+    store_id = seen.get("store_id")
+    if store_id is not None and _IDENTIFIER.fullmatch(store_id) is None:
+        raise _NotOrdinaryError
+    text = seen.get("at")
+    at = None
+    if text is not None:
+        if not text.isascii() or _RFC3339.fullmatch(text) is None:
+            raise _NotOrdinaryError
+        try:
+            at = parse_at(text)
+        except ValueError:
+            raise _NotOrdinaryError from None
+    flag = seen.get("include_ineligible")
+    include_ineligible = False
+    if flag is not None:
+        if flag not in _BOOLEANS:
+            raise _NotOrdinaryError
+        include_ineligible = _BOOLEANS[flag]
+    return store_id, at, include_ineligible
+
+
+def _bearer_key(headers: list[tuple[bytes, bytes]]) -> str:
+    """The key of the first Authorization header if it reads ``Bearer <key>``."""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, key = value.decode("latin-1").partition(" ")
+            if scheme.lower() != "bearer" or not key:
+                raise _NotOrdinaryError
+            return key
+    raise _NotOrdinaryError

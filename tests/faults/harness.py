@@ -1,0 +1,1092 @@
+"""Drive the real system through a fault: services as processes, a steady load, the checks.
+
+A scenario owns its topics, consumer groups and ids, so scenarios share one broker and one
+database and only ever meet when a fault restarts those for everyone (they run one after
+the other). Everything here talks to Kafka and PostgreSQL the way an outsider would: it
+publishes to the input topics, reads the output topics, and reads the tables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import sys
+import time
+import uuid
+from collections import Counter, defaultdict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+from punchcard_coupon_query.apikeys import create_api_key
+from punchcard_devstack import DevStack, ServiceProcess
+from punchcard_devstack.processes import free_port
+from punchcard_platform.db import Database
+from punchcard_platform.kafka import create_topics
+from punchcard_platform.settings import Settings, TopicNames
+
+from tests.faults.model import Expected, InputRecord, expected_state
+from tests.faults.workload import Planned, Workload
+
+__all__ = [
+    "RECOVERY_LIMIT_SECONDS",
+    "Result",
+    "Scenario",
+]
+
+RECOVERY_LIMIT_SECONDS = 10.0
+"""How long after the broker or the database answers again the system may take to catch up."""
+
+SETTLE_DEADLINE_SECONDS = 150.0
+"""How long after the load ends everything published must be accounted for."""
+
+log = logging.getLogger("punchcard.faults")
+
+
+def say(line: str) -> None:
+    """Progress on stderr, so ``-s`` shows where a long scenario is."""
+    print(f"[faults {time.strftime('%H:%M:%S')}] {line}", file=sys.stderr, flush=True)
+
+
+@dataclass(slots=True)
+class Result:
+    """One row of the table, and what lies behind each non-zero count."""
+
+    scenario: str
+    records: int = 0
+    lost: int = 0
+    doubled: int = 0
+    wrong: int = 0
+    missing_events: int = 0
+    out_of_order: int = 0
+    repeated: int = 0
+    recovery: list[tuple[str, float | None]] = field(default_factory=list)
+    unexpected_exits: int = 0
+    settle_seconds: float | None = None
+    details: list[str] = field(default_factory=list)
+
+    @property
+    def recover_seconds(self) -> float | None:
+        """The slowest recovery after a broker or database restart (``inf`` if it never did)."""
+        if not self.recovery:
+            return None
+        return max(float("inf") if s is None else s for _, s in self.recovery)
+
+    def note(self, what: str, items: Any, limit: int = 8) -> None:
+        """Keep a few examples of a failure for the report."""
+        listed = sorted(items, key=str)
+        if listed:
+            self.details.append(f"{what} ({len(listed)}): {listed[:limit]}")
+
+    def failures(self) -> list[str]:
+        """Why this scenario fails, empty when it passes."""
+        problems = [
+            f"{name}={value}"
+            for name, value in (
+                ("lost", self.lost),
+                ("doubled", self.doubled),
+                ("wrong", self.wrong),
+                ("missing_events", self.missing_events),
+                ("out_of_order", self.out_of_order),
+            )
+            if value
+        ]
+        slow = [
+            f"{what} {'never' if s is None else f'{s:.1f}s'}"
+            for what, s in self.recovery
+            if s is None or s > RECOVERY_LIMIT_SECONDS
+        ]
+        if slow:
+            problems.append(f"recovery over {RECOVERY_LIMIT_SECONDS:.0f}s: {', '.join(slow)}")
+        return problems
+
+
+# --- services as processes, restarted like a supervisor would --------------------------------
+
+
+@dataclass(slots=True)
+class Slot:
+    """One instance of a service that should be running, whatever process it is now."""
+
+    name: str
+    index: int
+    process: ServiceProcess | None = None
+    wanted: bool = True
+    generation: int = 0
+    killed_by_us: bool = False
+
+
+class Fleet:
+    """The scenario's service processes, and a supervisor that restarts the ones that exit."""
+
+    def __init__(self, env: dict[str, str], logdir: Path) -> None:
+        self._env = env
+        self._logdir = logdir
+        self.slots: list[Slot] = []
+        self.unexpected_exits: list[str] = []
+        self._counts: Counter[str] = Counter()
+
+    def add(self, name: str) -> Slot:
+        """Start one more instance of ``name`` (returns at once; it joins when it is up)."""
+        slot = Slot(name, self._counts[name])
+        self._counts[name] += 1
+        self.slots.append(slot)
+        self._start(slot)
+        return slot
+
+    def _start(self, slot: Slot) -> None:
+        slot.generation += 1
+        slot.killed_by_us = False
+        log_file = self._logdir / f"{slot.name}-{slot.index}-{slot.generation}.log"
+        slot.process = ServiceProcess(slot.name, env=self._env, port=free_port(), log_file=log_file)
+        slot.process.start()
+
+    def of(self, name: str) -> list[Slot]:
+        """The wanted instances of one service."""
+        return [s for s in self.slots if s.name == name and s.wanted]
+
+    def kill(self, slot: Slot, *, restart: bool = True) -> None:
+        """SIGKILL; the supervisor starts it again unless ``restart`` is false."""
+        slot.killed_by_us = True
+        slot.wanted = restart
+        if slot.process is not None:
+            slot.process.kill()
+        if restart:
+            self._start(slot)
+
+    async def wait_healthy(self, timeout: float = 90.0) -> None:
+        """Until every wanted instance answers ``/healthz``."""
+        async with httpx.AsyncClient(timeout=2) as http:
+            deadline = time.monotonic() + timeout
+            for slot in [s for s in self.slots if s.wanted]:
+                while True:
+                    process = slot.process
+                    if process is not None:
+                        with contextlib.suppress(httpx.HTTPError):
+                            if (await http.get(f"{process.url}/healthz")).status_code == 200:
+                                break
+                    if time.monotonic() > deadline:
+                        tail = process.log_tail() if process else "(not started)"
+                        raise AssertionError(f"{slot.name} not healthy:\n{tail}")
+                    await asyncio.sleep(0.2)
+
+    async def supervise(self, stop: asyncio.Event) -> None:
+        """Restart any wanted instance whose process ended by itself, and count those exits."""
+        while not stop.is_set():
+            for slot in self.slots:
+                process = slot.process
+                if not slot.wanted or process is None or process.exit_code is None:
+                    continue
+                tail = process.log_tail(3).replace("\n", " | ")
+                self.unexpected_exits.append(
+                    f"{slot.name}#{slot.index} exited {process.exit_code}: {tail[-300:]}"
+                )
+                say(f"{slot.name}#{slot.index} exited by itself ({process.exit_code}); restarting")
+                self._start(slot)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+
+    def stop_all(self) -> None:
+        """SIGTERM every process, SIGCONT first in case it is frozen."""
+        for slot in self.slots:
+            if slot.process is not None and slot.process.running:
+                with contextlib.suppress(Exception):
+                    slot.process.resume()
+                slot.process.terminate(timeout=20)
+
+    def logs_matching(self, needle: str) -> list[str]:
+        """Log lines of every process of this scenario that contain ``needle``."""
+        lines = []
+        for path in sorted(self._logdir.glob("*.log")):
+            for line in path.read_text(errors="replace").splitlines():
+                if needle in line:
+                    lines.append(f"{path.name}: {line[:400]}")
+        return lines
+
+
+# --- the load ---------------------------------------------------------------------------------
+
+
+class Publisher:
+    """Sends the schedule on time, as a POS fleet would; rides out a broker restart by resending.
+
+    A send whose outcome is unknown is sent again with the same bytes: for the contract
+    that is a redelivery, and the model reads the log, so it sees exactly what happened.
+    """
+
+    def __init__(self, settings: Settings, workload: Workload) -> None:
+        self._settings = settings
+        self._workload = workload
+        self._producer: AIOKafkaProducer | None = None
+        self.sent = 0
+        self.resent = 0
+        self.started = 0.0
+        self.finished = asyncio.Event()
+
+    def _topic(self, planned: Planned) -> str:
+        topics = self._settings.topics
+        return topics.receipts if planned.stream == "receipts" else topics.returns
+
+    async def run(self) -> None:
+        """Publish every planned record, at its time or as soon after as the broker allows."""
+        schedule = self._workload.schedule
+        self.started = time.monotonic()
+        i = 0
+        try:
+            while i < len(schedule):
+                now = time.monotonic() - self.started
+                j = i
+                while j < len(schedule) and schedule[j].at <= now:
+                    j += 1
+                if j == i:
+                    await asyncio.sleep(min(0.05, schedule[i].at - now))
+                    continue
+                await self._send_all(schedule[i:j])
+                i = j
+        finally:
+            await self._reset()
+            self.finished.set()
+
+    async def _send_all(self, items: list[Planned]) -> None:
+        pending = items
+        while pending:
+            try:
+                producer = await self._ensure_producer()
+                futures = [
+                    await asyncio.wait_for(
+                        producer.send(
+                            self._topic(p),
+                            key=p.key.encode(),
+                            value=json.dumps(p.document).encode(),
+                        ),
+                        10,
+                    )
+                    for p in pending
+                ]
+                results = await asyncio.wait_for(
+                    asyncio.gather(*futures, return_exceptions=True), 15
+                )
+            except Exception as exc:
+                log.info("load: send failed (%r); resending %d", exc, len(pending))
+                self.resent += len(pending)
+                await self._reset()
+                await asyncio.sleep(0.5)
+                continue
+            failed = [
+                p for p, r in zip(pending, results, strict=True) if isinstance(r, BaseException)
+            ]
+            self.sent += len(pending) - len(failed)
+            if failed:
+                self.resent += len(failed)
+                await self._reset()
+                await asyncio.sleep(0.5)
+            pending = failed
+
+    async def _ensure_producer(self) -> AIOKafkaProducer:
+        if self._producer is None:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self._settings.kafka_bootstrap_servers.split(","),
+                enable_idempotence=True,
+                acks="all",
+                linger_ms=5,
+                request_timeout_ms=10_000,
+            )
+            try:
+                await asyncio.wait_for(producer.start(), 10)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.stop(), 5)
+                raise
+            self._producer = producer
+        return self._producer
+
+    async def _reset(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(producer.stop(), 5)
+
+
+# --- reading topics ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Seen:
+    """One record read from a topic."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+    headers: dict[str, bytes]
+
+
+class TopicReader:
+    """Reads topics from the beginning for the whole scenario, through broker restarts."""
+
+    def __init__(self, settings: Settings, topics: list[str]) -> None:
+        self._settings = settings
+        self._topics = topics
+        self.records: dict[str, list[Seen]] = {t: [] for t in topics}
+        self._positions: dict[TopicPartition, int] = {}
+        self.restarts = 0
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Keep reading until ``stop``; a failing or stalled client is replaced."""
+        while not stop.is_set():
+            consumer = AIOKafkaConsumer(
+                bootstrap_servers=self._settings.kafka_bootstrap_servers.split(","),
+                enable_auto_commit=False,
+                auto_offset_reset="earliest",
+                request_timeout_ms=10_000,
+                max_partition_fetch_bytes=8 * 1024 * 1024,
+            )
+            try:
+                await asyncio.wait_for(consumer.start(), 10)
+                await self._read(consumer, stop)
+            except Exception as exc:
+                log.info("reader: %r; reconnecting", exc)
+                self.restarts += 1
+                await asyncio.sleep(0.5)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(consumer.stop(), 5)
+
+    async def _read(self, consumer: AIOKafkaConsumer, stop: asyncio.Event) -> None:
+        partitions: list[TopicPartition] = []
+        for topic in self._topics:
+            await asyncio.wait_for(consumer._client.force_metadata_update(), 10)
+            found = consumer.partitions_for_topic(topic)
+            if not found:
+                raise RuntimeError(f"no metadata for {topic} yet")
+            partitions += [TopicPartition(topic, p) for p in sorted(found)]
+        consumer.assign(partitions)
+        for tp in partitions:
+            if tp in self._positions:
+                consumer.seek(tp, self._positions[tp])
+        quiet_since = time.monotonic()
+        while not stop.is_set():
+            batches = await asyncio.wait_for(consumer.getmany(timeout_ms=300), 15)
+            for tp, batch in batches.items():
+                for r in batch:
+                    if r.offset < self._positions.get(tp, 0):
+                        continue
+                    headers = dict(r.headers or ())
+                    self.records[tp.topic].append(
+                        Seen(r.partition, r.offset, r.key, r.value or b"", headers)
+                    )
+                    self._positions[tp] = r.offset + 1
+            if batches:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since > 5:
+                ends = await asyncio.wait_for(consumer.end_offsets(partitions), 10)
+                if any(end > self._positions.get(tp, 0) for tp, end in ends.items()):
+                    raise RuntimeError("reader stalled behind the end of its topics")
+                quiet_since = time.monotonic()
+
+
+async def read_to_end(settings: Settings, topic: str, timeout: float = 60.0) -> list[Seen]:
+    """Every record of a topic as it is now (it has no more writers)."""
+    reader = TopicReader(settings, [topic])
+    stop = asyncio.Event()
+    task = asyncio.ensure_future(reader.run(stop))
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            ends = await end_offsets(settings, [topic])
+            if all(reader._positions.get(tp, 0) >= end for tp, end in ends.items()):
+                return reader.records[topic]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"could not read {topic} to its end within {timeout}s")
+            await asyncio.sleep(0.2)
+    finally:
+        stop.set()
+        await task
+
+
+async def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
+    """The current end of every partition of these topics."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=settings.kafka_bootstrap_servers.split(","), enable_auto_commit=False
+    )
+    await asyncio.wait_for(consumer.start(), 10)
+    try:
+        await asyncio.wait_for(consumer._client.force_metadata_update(), 10)
+        partitions = [
+            TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()
+        ]
+        ends: dict[TopicPartition, int] = await asyncio.wait_for(
+            consumer.end_offsets(partitions), 10
+        )
+        return ends
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(consumer.stop(), 5)
+
+
+async def committed_offsets(settings: Settings, group: str) -> dict[TopicPartition, int]:
+    """What a consumer group has committed."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers.split(","), request_timeout_ms=5000
+    )
+    await asyncio.wait_for(admin.start(), 10)
+    try:
+        offsets = await asyncio.wait_for(admin.list_consumer_group_offsets(group), 10)
+        return {tp: meta.offset for tp, meta in offsets.items()}
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(admin.close(), 5)
+
+
+# --- the database, read from outside ----------------------------------------------------------
+
+
+async def fetch(url: str, sql: str, *args: object) -> list[asyncpg.Record]:
+    """One query on a fresh connection: nothing pooled to go stale across a restart."""
+    conn = await asyncpg.connect(url, timeout=5)
+    try:
+        rows: list[asyncpg.Record] = await asyncio.wait_for(conn.fetch(sql, *args), 30)
+        return rows
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(conn.close(), 5)
+
+
+# --- one scenario -----------------------------------------------------------------------------
+
+
+Fault = Callable[["Scenario"], Awaitable[None]]
+
+
+class Scenario:
+    """One fault under load: start, inject, settle, compare with the model."""
+
+    def __init__(
+        self,
+        name: str,
+        stack: DevStack,
+        workload: Workload,
+        logdir: Path,
+        *,
+        receipt_consumers: int = 1,
+        returns_instances: int = 1,
+    ) -> None:
+        self.name = name
+        self.stack = stack
+        self.workload = workload
+        if stack.endpoints is None:
+            raise AssertionError("the stack is not up")
+        topics = TopicNames.suffixed(workload.prefix.lower())
+        self.settings = Settings(
+            database_url=stack.endpoints.database_url,
+            kafka_bootstrap_servers=stack.endpoints.bootstrap_servers,
+            topics=topics,
+            topic_partitions=4,
+            consumer_group_prefix=workload.prefix.lower(),
+            batch_wait_ms=100,
+            log_format="json",
+            log_level="INFO",
+        )
+        env = {**self.settings.environment(), "PUNCHCARD_LOG_FORMAT": "json"}
+        self.fleet = Fleet(env, logdir)
+        self._instances = {"receipt-consumer": receipt_consumers, "returns": returns_instances}
+        self.result = Result(name)
+        self._recoveries: list[asyncio.Task[None]] = []
+        self.api: Slot | None = None
+        self._reader: TopicReader | None = None
+        self._superseded: dict[int, str] = {}
+
+    @property
+    def url(self) -> str:
+        """The database."""
+        return self.settings.database_url
+
+    async def run(self, fault: Fault) -> Result:
+        """The whole scenario; the result is filled in even when a check will fail."""
+        topics = self.settings.topics
+        await create_topics(self.settings, topics.all())
+        stop = asyncio.Event()
+        outputs = [
+            topics.coupon_usage,
+            topics.points,
+            topics.return_outcomes,
+            topics.receipts_dlq,
+            topics.returns_dlq,
+        ]
+        reader = TopicReader(self.settings, outputs)
+        self._reader = reader
+        background = [
+            asyncio.ensure_future(self.fleet.supervise(stop)),
+            asyncio.ensure_future(reader.run(stop)),
+        ]
+        try:
+            for name, count in self._instances.items():
+                for _ in range(count):
+                    self.fleet.add(name)
+            self.api = self.fleet.add("coupon-query")
+            await self.fleet.wait_healthy()
+            say(f"{self.name}: services up; load of {len(self.workload.schedule)} records")
+            publisher = Publisher(self.settings, self.workload)
+            load = asyncio.ensure_future(publisher.run())
+            try:
+                await fault(self)
+            finally:
+                await load
+            say(
+                f"{self.name}: load done ({publisher.sent} acknowledged, {publisher.resent} resent)"
+            )
+            if self._recoveries:
+                await asyncio.gather(*self._recoveries)
+            expected = expected_state(
+                [
+                    InputRecord(r.partition, r.offset, r.value)
+                    for r in await read_to_end(self.settings, topics.receipts)
+                ],
+                [
+                    InputRecord(r.partition, r.offset, r.value)
+                    for r in await read_to_end(self.settings, topics.returns)
+                ],
+            )
+            self.result.records = expected.input_records
+            settled_at = time.monotonic()
+            settled = await self._settle(expected, reader)
+            self.result.settle_seconds = time.monotonic() - settled_at if settled else None
+            await self._compare(expected, reader)
+            await self._check_api(expected)
+        finally:
+            stop.set()
+            await asyncio.gather(*background, return_exceptions=True)
+            self.fleet.stop_all()
+        self.result.unexpected_exits = len(self.fleet.unexpected_exits)
+        self.result.note("processes that exited by themselves", self.fleet.unexpected_exits, 4)
+        refused = self.fleet.logs_matching("offset commit refused")
+        self.result.note("late commits refused after a rebalance", refused, 3)
+        return self.result
+
+    # --- faults -------------------------------------------------------------------------------
+
+    async def restart_broker(self, down_seconds: float = 1.0) -> None:
+        """SIGKILL the broker, leave it down a moment, start it on the same data and ports."""
+        broker = self.stack.kafka
+        if broker is None:
+            raise AssertionError("the broker comes from PUNCHCARD_* settings: cannot restart it")
+        say(f"{self.name}: SIGKILL the broker")
+        self._supersede("broker restart")
+        broker.kill()
+        await asyncio.sleep(down_seconds)
+        broker.start_again()
+        await asyncio.to_thread(broker.wait_ready, 120)
+        say(f"{self.name}: the broker answers again")
+        self._measure_recovery("broker")
+
+    async def restart_database(self, down_seconds: float = 3.0) -> None:
+        """``pg_ctl stop -m immediate``, leave it down a moment, start it on the same port."""
+        database = self.stack.postgres
+        if database is None:
+            raise AssertionError("the database comes from PUNCHCARD_* settings: cannot restart it")
+        say(f"{self.name}: stop PostgreSQL -m immediate")
+        self._supersede("database restart")
+        await asyncio.to_thread(database.stop_immediate)
+        await asyncio.sleep(down_seconds)
+        database.start()
+        await asyncio.to_thread(database.wait_ready, 60)
+        say(f"{self.name}: PostgreSQL answers again")
+        self._measure_recovery("database")
+
+    async def recovered(self) -> None:
+        """Until every recovery being measured has ended (caught up, or given up at 90 s)."""
+        await asyncio.gather(*self._recoveries)
+
+    def _measure_recovery(self, what: str) -> None:
+        index = len(self._recoveries)
+        self._recoveries.append(
+            asyncio.ensure_future(self._recovery(what, time.monotonic(), index))
+        )
+
+    def _supersede(self, by: str) -> None:
+        """A new outage while an earlier one is still being recovered from.
+
+        The earlier clock stops without a figure: it would time the new outage, not the
+        recovery. The new outage's own measurement covers both.
+        """
+        for index, task in enumerate(self._recoveries):
+            if not task.done():
+                self._superseded[index] = by
+
+    async def _recovery(self, what: str, answered: float, index: int) -> None:
+        """Seconds from ``answered`` until the system has caught up and works end to end.
+
+        Caught up: both consumer groups committed past the input topics' ends and no output
+        event written before then is unsent. End to end: a probe sale and its return,
+        published once the fault is over, are applied and their events are on the topics
+        (the return may wait for its sale, so the waiting-return path is measured too).
+        """
+        deadline = answered + 90
+        probe = f"{self.workload.prefix}-PROBE-{what}-{uuid.uuid4().hex[:6]}"
+        try:
+            await self._publish_probe(probe, deadline)
+        except Exception as exc:
+            say(f"{self.name}: could not publish the probe after the {what} answered: {exc!r}")
+            self.result.recovery.append((what, None))
+            return
+        topics = self.settings.topics
+        groups = [
+            (self.settings.consumer_group("receipt-consumer"), topics.receipts),
+            (self.settings.consumer_group("returns"), topics.returns),
+        ]
+        deadline = answered + 90
+        ends: dict[TopicPartition, int] | None = None
+        db_now: Any = None
+        while time.monotonic() < deadline:
+            if index in self._superseded:
+                self.result.details.append(
+                    f"{what} recovery not timed: a {self._superseded[index]} came "
+                    f"{time.monotonic() - answered:.1f}s after it answered, before it caught up"
+                )
+                return
+            try:
+                if ends is None:
+                    ends = await end_offsets(self.settings, [topics.receipts, topics.returns])
+                if db_now is None:
+                    db_now = (await fetch(self.url, "SELECT now() AS now"))[0]["now"]
+                behind = 0
+                for group, topic in groups:
+                    committed = await committed_offsets(self.settings, group)
+                    for tp, end in ends.items():
+                        if tp.topic == topic and committed.get(tp, 0) < end:
+                            behind += end - committed.get(tp, 0)
+                unsent = await fetch(
+                    self.url,
+                    "SELECT count(*) AS n FROM outbox "
+                    "WHERE topic = ANY($1::text[]) AND created_at <= $2",
+                    [topics.coupon_usage, topics.points, topics.return_outcomes],
+                    db_now,
+                )
+                seen = _effects(self._reader, topics) if self._reader else None
+                probed = (
+                    seen is not None
+                    and (probe, "earn") in seen.points
+                    and any(key[0] == probe for key in seen.points if key[1] == "revoke")
+                )
+                if behind == 0 and unsent[0]["n"] == 0 and probed:
+                    seconds = time.monotonic() - answered
+                    say(f"{self.name}: caught up {seconds:.1f}s after the {what} answered")
+                    self.result.recovery.append((what, seconds))
+                    return
+            except Exception as exc:
+                log.info("recovery probe: %r", exc)
+            await asyncio.sleep(0.25)
+        say(f"{self.name}: NOT caught up within 90s after the {what} answered")
+        self.result.recovery.append((what, None))
+
+    async def _publish_probe(self, tx: str, deadline: float) -> None:
+        """A sale that earns one point and its return, sent until the broker takes them."""
+        topics = self.settings.topics
+        sale = {
+            "schema_version": 1,
+            "event_id": str(uuid.uuid4()),
+            "transaction_no": tx,
+            "store_id": "S0001",
+            "terminal_id": "T01",
+            "customer_id": self.workload.customers[0],
+            "occurred_at": "2026-11-22T10:15:30+09:00",
+            "currency": "JPY",
+            "total": "100",
+            "points_earned": 1,
+        }
+        back = {
+            "schema_version": 1,
+            "event_id": str(uuid.uuid4()),
+            "transaction_no": tx,
+            "store_id": "S0001",
+            "terminal_id": "T01",
+            "occurred_at": "2026-11-23T09:00:00+09:00",
+        }
+        while True:
+            producer = AIOKafkaProducer(
+                bootstrap_servers=self.settings.kafka_bootstrap_servers.split(","),
+                enable_idempotence=True,
+                acks="all",
+                request_timeout_ms=5000,
+            )
+            try:
+                await asyncio.wait_for(producer.start(), 10)
+                for topic, document in ((topics.receipts, sale), (topics.returns, back)):
+                    await asyncio.wait_for(
+                        producer.send_and_wait(
+                            topic, key=tx.encode(), value=json.dumps(document).encode()
+                        ),
+                        10,
+                    )
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+            finally:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(producer.stop(), 5)
+
+    # --- settling and comparing ---------------------------------------------------------------
+
+    async def _settle(self, expected: Expected, reader: TopicReader) -> bool:
+        """Until every input is accounted for in the database and every event is on its topic."""
+        topics = self.settings.topics
+        deadline = time.monotonic() + SETTLE_DEADLINE_SECONDS
+        prefix = self.workload.prefix + "-%"
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                stored = await fetch(
+                    self.url,
+                    "SELECT count(*) AS n FROM receipts WHERE transaction_no LIKE $1",
+                    prefix,
+                )
+                decided = await fetch(
+                    self.url,
+                    "SELECT count(*) AS n FROM return_events "
+                    "WHERE transaction_no LIKE $1 AND status <> 'pending'",
+                    prefix,
+                )
+            except Exception as exc:
+                last = repr(exc)
+                await asyncio.sleep(1)
+                continue
+            seen = _effects(reader, topics)
+            waiting = {
+                "receipts": len(expected.receipts) - stored[0]["n"],
+                "returns": len(expected.returns) - decided[0]["n"],
+                "points": len(expected.points_events.keys() - seen.points.keys()),
+                "usage": len(expected.usage_events.keys() - seen.usage.keys()),
+                "outcomes": len(expected.outcome_events.keys() - seen.outcomes.keys()),
+                "dead letters": len(expected.conflicts - seen.dead_letters.keys()),
+            }
+            if not any(waiting.values()):
+                return True
+            last = str(waiting)
+            await asyncio.sleep(1)
+        say(f"{self.name}: did not settle within {SETTLE_DEADLINE_SECONDS:.0f}s: {last}")
+        self.result.details.append(f"not settled: {last}")
+        await self._explain_stuck(reader)
+        return False
+
+    async def _explain_stuck(self, reader: TopicReader) -> None:
+        """Where the pipeline stands when it did not settle: offsets, outbox, reader, logs."""
+        topics = self.settings.topics
+        lines = [
+            "reader: "
+            + ", ".join(f"{t}={len(rs)}" for t, rs in reader.records.items())
+            + f" (reconnected {reader.restarts} times)"
+        ]
+        with contextlib.suppress(Exception):
+            ends = await end_offsets(self.settings, [topics.receipts, topics.returns])
+            for name, topic in (("receipt-consumer", topics.receipts), ("returns", topics.returns)):
+                committed = await committed_offsets(
+                    self.settings, self.settings.consumer_group(name)
+                )
+                lag = {
+                    tp.partition: end - committed.get(tp, 0)
+                    for tp, end in ends.items()
+                    if tp.topic == topic
+                }
+                lines.append(f"{name} lag by partition: {lag}")
+        with contextlib.suppress(Exception):
+            unsent = await fetch(
+                self.url,
+                "SELECT topic, count(*) AS n FROM outbox GROUP BY topic",
+            )
+            lines.append(f"outbox unsent: {[(r['topic'], r['n']) for r in unsent]}")
+        for slot in self.fleet.slots:
+            if slot.process is not None:
+                tail = slot.process.log_tail(4).replace("\n", "\n      ")
+                lines.append(f"{slot.name}#{slot.index} (wanted={slot.wanted}):\n      {tail}")
+        self.result.details.append("\n".join(lines))
+
+    async def _compare(self, expected: Expected, reader: TopicReader) -> None:
+        r = self.result
+        prefix = self.workload.prefix + "-%"
+        receipts = {
+            row["transaction_no"]
+            for row in await fetch(
+                self.url, "SELECT transaction_no FROM receipts WHERE transaction_no LIKE $1", prefix
+            )
+        }
+        uses = {
+            (row["customer_id"], row["coupon_id"]): row["uses_made"]
+            for row in await fetch(
+                self.url,
+                "SELECT customer_id, coupon_id, uses_made FROM coupon_usage "
+                "WHERE customer_id LIKE $1 AND uses_made <> 0",
+                prefix,
+            )
+        }
+        balances = {
+            row["customer_id"]: int(row["balance"])
+            for row in await fetch(
+                self.url,
+                "SELECT customer_id, balance FROM points_balances WHERE customer_id LIKE $1",
+                prefix,
+            )
+        }
+        ledger: Counter[tuple[str, str, str, int]] = Counter(
+            (row["customer_id"], row["transaction_no"], row["kind"], int(row["points"]))
+            for row in await fetch(
+                self.url,
+                "SELECT customer_id, transaction_no, kind, points FROM points_ledger "
+                "WHERE customer_id LIKE $1",
+                prefix,
+            )
+        )
+        returns = {
+            row["event_id"]: (row["status"], row["reason"])
+            for row in await fetch(
+                self.url,
+                "SELECT event_id, status, outcome->>'reason' AS reason FROM return_events "
+                "WHERE transaction_no LIKE $1",
+                prefix,
+            )
+        }
+        applied = {
+            row["transaction_no"]: row["return_event_id"]
+            for row in await fetch(
+                self.url,
+                "SELECT transaction_no, return_event_id FROM transaction_returns "
+                "WHERE transaction_no LIKE $1",
+                prefix,
+            )
+        }
+
+        lost_receipts = expected.receipts - receipts
+        undecided = {
+            e for e in expected.returns if returns.get(e, ("pending", None))[0] == "pending"
+        }
+        missing_ledger = expected.ledger - ledger
+        extra_ledger = ledger - expected.ledger
+        r.note("receipts not stored", lost_receipts)
+        r.note("returns never decided", undecided)
+        r.note("ledger entries missing", missing_ledger)
+        r.note("ledger entries beyond one clean pass", extra_ledger)
+
+        wrong_balance = {
+            c
+            for c in expected.balances.keys() | balances.keys()
+            if balances.get(c, 0) != expected.balances.get(c, 0)
+        }
+        wrong_uses = {
+            k
+            for k in expected.uses.keys() | uses.keys()
+            if uses.get(k, 0) != expected.uses.get(k, 0)
+        }
+        r.note(
+            "balances (actual, expected)",
+            {(c, balances.get(c, 0), expected.balances.get(c, 0)) for c in wrong_balance},
+        )
+        r.note(
+            "coupon uses (actual, expected)",
+            {(k, uses.get(k), expected.uses.get(k)) for k in wrong_uses},
+        )
+
+        out_of_order = {
+            tx for tx, first in expected.first_return.items() if applied.get(tx, first) != first
+        }
+        wrong_status = {
+            e
+            for e, want in expected.returns.items()
+            if e not in undecided and returns.get(e) != want
+        }
+        # Accepted and already_returned swapped within a transaction is "out of order";
+        # any other wrong status is just wrong.
+        swapped = {e for e in wrong_status if _tx_of(e, expected) in out_of_order}
+        r.note("returns applied out of order (transaction)", out_of_order)
+        for tx in sorted(out_of_order)[:3]:
+            await self._explain_return_order(tx, expected)
+        r.note(
+            "return statuses (event, actual, expected)",
+            {(e, returns.get(e), expected.returns[e]) for e in wrong_status - swapped},
+        )
+
+        seen = _effects(reader, self.settings.topics)
+        missing_points = expected.points_events.keys() - seen.points.keys()
+        missing_usage = expected.usage_events.keys() - seen.usage.keys()
+        missing_outcomes = expected.outcome_events.keys() - seen.outcomes.keys()
+        r.note("points events missing", missing_points)
+        r.note("coupon usage events missing", missing_usage)
+        r.note("return outcomes missing", missing_outcomes)
+        two_ids = (
+            {("points", k) for k, ids in seen.points.items() if len(ids) > 1}
+            | {("usage", k) for k, ids in seen.usage.items() if len(ids) > 1}
+            | {("outcome", k) for k, ids in seen.outcomes.items() if len(ids) > 1}
+        )
+        r.note("effects published under more than one event_id", two_ids)
+        unexpected = (
+            {("points", k) for k in seen.points.keys() - expected.points_events.keys()}
+            | {("usage", k) for k in seen.usage.keys() - expected.usage_events.keys()}
+            | {("outcome", k) for k in seen.outcomes.keys() - expected.outcome_events.keys()}
+        )
+        r.note("events nobody should have published", unexpected)
+        wrong_content: set[tuple[object, ...]] = set()
+        for pkey, pwant in expected.points_events.items():
+            pgot = seen.points_content.get(pkey)
+            if pgot is not None and pgot != pwant:
+                wrong_content.add(("points", pkey, pgot, pwant))
+        for ukey, uwant in expected.usage_events.items():
+            ugot = seen.usage_content.get(ukey)
+            if ugot is not None and ugot != uwant:
+                wrong_content.add(("usage", ukey, ugot, uwant))
+        for event_id, owant in expected.outcome_events.items():
+            ogot = seen.outcome_content.get(event_id)
+            differs = ogot is not None and (
+                ogot[:2] != owant[:2] or (owant[0] == "accepted" and ogot != owant)
+            )
+            if differs and _tx_of(event_id, expected) not in out_of_order:
+                wrong_content.add(("outcome", event_id, ogot, owant))
+        r.note("events with the wrong content (got, want)", wrong_content)
+        unexpected_dead = {
+            (p, o) for (p, o) in seen.dead_letters if (p, o) not in expected.conflicts
+        }
+        missing_dead = expected.conflicts - seen.dead_letters.keys()
+        r.note("valid receipts dead-lettered (partition, offset)", unexpected_dead)
+        r.note("conflicting duplicates not dead-lettered", missing_dead)
+        r.note("returns dead-lettered", range(seen.returns_dead))
+
+        r.lost = (
+            len(lost_receipts)
+            + len(undecided)
+            + sum(missing_ledger.values())
+            + len(unexpected_dead)
+            + len(missing_dead)
+            + seen.returns_dead
+        )
+        r.doubled = sum(extra_ledger.values()) + len(two_ids) + len(receipts - expected.receipts)
+        r.wrong = (
+            len(wrong_balance)
+            + len(wrong_uses)
+            + len(wrong_status - swapped)
+            + len(unexpected)
+            + len(wrong_content)
+        )
+        r.missing_events = len(missing_points) + len(missing_usage) + len(missing_outcomes)
+        r.out_of_order = len(out_of_order)
+        r.repeated = seen.repeated
+
+    async def _explain_return_order(self, tx: str, expected: Expected) -> None:
+        """What the database and the logs say about a transaction whose returns were swapped."""
+        sale = await fetch(
+            self.url,
+            "SELECT stored_at, return_event_id FROM receipts WHERE transaction_no = $1",
+            tx,
+        )
+        rows = await fetch(
+            self.url,
+            "SELECT event_id, seq, status, outcome->>'reason' AS reason, received_at, decided_at "
+            "FROM return_events WHERE transaction_no = $1 ORDER BY seq",
+            tx,
+        )
+        first = expected.first_return.get(tx)
+        lines = [
+            f"{tx}: first sent {first}; receipt stored at {sale[0]['stored_at'] if sale else None}"
+        ]
+        lines += [
+            f"  seq {row['seq']} {row['event_id']}: {row['status']} {row['reason'] or ''} "
+            f"received {row['received_at']:%H:%M:%S.%f} decided {row['decided_at']:%H:%M:%S.%f}"
+            for row in rows
+        ]
+        lines += [f"  {line}" for line in self.fleet.logs_matching(tx)[:6]]
+        self.result.details.append("\n".join(lines))
+
+    async def _check_api(self, expected: Expected) -> None:
+        """coupon-query answers every customer's balance as the model says, after the faults."""
+        if self.api is None or self.api.process is None:
+            return
+        db = await Database.connect(self.url, max_size=1)
+        try:
+            _, key = await create_api_key(db, "read", "faults")
+        finally:
+            await db.close()
+        wrong: set[tuple[str, object, int]] = set()
+        async with httpx.AsyncClient(
+            base_url=self.api.process.url, headers={"Authorization": f"Bearer {key}"}, timeout=5
+        ) as http:
+            deadline = time.monotonic() + 30
+            for customer, balance in sorted(expected.balances.items()):
+                got: object = None
+                while True:
+                    try:
+                        response = await http.get(
+                            f"/v1/customers/{customer}/points", params={"limit": 1}
+                        )
+                        got = (
+                            response.json().get("balance")
+                            if response.status_code == 200
+                            else response.status_code
+                        )
+                    except httpx.HTTPError as exc:
+                        got = repr(exc)
+                    if got == balance or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(0.5)
+                if got != balance:
+                    wrong.add((customer, got, balance))
+        self.result.note("coupon-query balances (customer, answered, expected)", wrong)
+        self.result.wrong += len(wrong)
+
+
+def _tx_of(return_event_id: str, expected: Expected) -> str | None:
+    return expected.tx_of_return.get(return_event_id)
+
+
+@dataclass(slots=True)
+class _Effects:
+    points: dict[tuple[str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    usage: dict[tuple[str, str, str], set[str]] = field(default_factory=lambda: defaultdict(set))
+    outcomes: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    points_content: dict[tuple[str, str], tuple[str, int]] = field(default_factory=dict)
+    usage_content: dict[tuple[str, str, str], tuple[str, int]] = field(default_factory=dict)
+    outcome_content: dict[str, tuple[str, str | None, int, int]] = field(default_factory=dict)
+    dead_letters: Counter[tuple[int, int]] = field(default_factory=Counter)
+    returns_dead: int = 0
+    repeated: int = 0
+
+
+def _effects(reader: TopicReader, topics: TopicNames) -> _Effects:
+    """The output topics grouped by effect: which event ids each effect was published under."""
+    seen = _Effects()
+    ids: Counter[str] = Counter()
+    for record in reader.records[topics.points]:
+        e = json.loads(record.value)
+        key = (e["transaction_no"], e["kind"])
+        seen.points[key].add(e["event_id"])
+        seen.points_content.setdefault(key, (e["customer_id"], int(e["points"])))
+        ids[e["event_id"]] += 1
+    for record in reader.records[topics.coupon_usage]:
+        e = json.loads(record.value)
+        key3 = (e["transaction_no"], e["coupon_id"], e["source"])
+        seen.usage[key3].add(e["event_id"])
+        seen.usage_content.setdefault(key3, (e["customer_id"], int(e["delta"])))
+        ids[e["event_id"]] += 1
+    for record in reader.records[topics.return_outcomes]:
+        e = json.loads(record.value)
+        seen.outcomes[e["return_event_id"]].add(e["event_id"])
+        seen.outcome_content.setdefault(
+            e["return_event_id"],
+            (e["status"], e.get("reason"), int(e["points_restored"]), int(e["points_revoked"])),
+        )
+        ids[e["event_id"]] += 1
+    for record in reader.records[topics.receipts_dlq]:
+        where = (
+            int(record.headers.get("punchcard.source.partition", b"-1")),
+            int(record.headers.get("punchcard.source.offset", b"-1")),
+        )
+        seen.dead_letters[where] += 1
+    seen.returns_dead = len(reader.records[topics.returns_dlq])
+    seen.repeated = sum(n - 1 for n in ids.values()) + sum(
+        n - 1 for n in seen.dead_letters.values()
+    )
+    return seen

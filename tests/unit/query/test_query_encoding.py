@@ -1,0 +1,65 @@
+"""The hot routes' hand-built JSON is byte for byte what the documented models write."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+from hypothesis import given
+from hypothesis import strategies as st
+from punchcard_coupon_query.eligibility import CouponTerms, evaluate
+from punchcard_coupon_query.eligibility import Eligibility as Decision
+from punchcard_coupon_query.models import (
+    CustomerCoupons,
+    Eligibility,
+    customer_coupons_json,
+    eligibility_json,
+)
+
+_IDS = st.from_regex(r"[A-Za-z0-9._:-]{1,64}", fullmatch=True)
+_OFFSETS = st.sampled_from(
+    [UTC, timezone(timedelta(0)), timezone(timedelta(hours=9)), timezone(-timedelta(hours=3.5))]
+)
+_TIMES = st.datetimes(
+    min_value=datetime(1, 1, 3),
+    max_value=datetime(9999, 12, 30),
+    timezones=_OFFSETS,
+)
+_TERMS = st.builds(
+    CouponTerms,
+    coupon_id=_IDS,
+    name=st.text(min_size=1, max_size=40),
+    description=st.text(max_size=80),
+    uses_permitted=st.none() | st.integers(1, 2**31 - 1),
+    valid_from=st.none() | _TIMES,
+    valid_until=st.none() | _TIMES,
+    active=st.booleans(),
+    targeted=st.booleans(),
+    store_ids=st.none() | st.frozensets(_IDS, max_size=3),
+)
+_DECISIONS: st.SearchStrategy[Decision] = st.builds(
+    lambda terms, uses, issued, store, at: evaluate(
+        terms, uses_made=uses, issued_to_customer=issued, store_id=store, at=at
+    ),
+    _TERMS,
+    st.integers(0, 2**31),
+    st.booleans(),
+    st.none() | _IDS,
+    _TIMES,
+)
+
+
+@given(decision=_DECISIONS)
+def test_one_eligibility_is_encoded_as_the_model_encodes_it(decision: Decision) -> None:
+    """eligibility_json equals Eligibility.of(...).model_dump_json() for any decision."""
+    assert eligibility_json(decision) == Eligibility.of(decision).model_dump_json().encode()
+
+
+@given(customer_id=_IDS, at=_TIMES, decisions=st.lists(_DECISIONS, max_size=5))
+def test_a_coupon_list_is_encoded_as_the_model_encodes_it(
+    customer_id: str, at: datetime, decisions: list[Decision]
+) -> None:
+    """customer_coupons_json equals the CustomerCoupons model's JSON, byte for byte."""
+    model = CustomerCoupons(
+        customer_id=customer_id, at=at, coupons=[Eligibility.of(d) for d in decisions]
+    )
+    assert customer_coupons_json(customer_id, at, decisions) == model.model_dump_json().encode()
