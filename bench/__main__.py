@@ -42,6 +42,11 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--quick", action="store_true", help="small sizes, a minute or two")
     parser.add_argument("--receipts", type=int, help="receipts to ingest (default 50,000)")
     parser.add_argument("--naive-receipts", type=int, help="receipts for the naive consumer")
+    parser.add_argument(
+        "--preload-receipts",
+        type=int,
+        help="also ingest into a receipts table preloaded with this many rows (e.g. 5000000)",
+    )
     parser.add_argument("--customers", type=int, help="customers with coupon usage (1,000,000)")
     parser.add_argument("--rate", type=float, help="coupon-query offered load, req/s (400)")
     parser.add_argument("--query-seconds", type=float, help="coupon-query measured seconds (20)")
@@ -61,6 +66,7 @@ def _sizes(args: argparse.Namespace) -> Sizes:
     overrides = {
         "receipts": args.receipts,
         "naive_receipts": args.naive_receipts,
+        "preload_receipts": args.preload_receipts,
         "customers": args.customers,
         "query_rate": args.rate,
         "query_seconds": args.query_seconds,
@@ -208,6 +214,34 @@ def _table(results: dict[str, Any]) -> str:
                 _ratio(ing["ratios"]["set_based_over_naive"]),
             )
         )
+        if "end_to_end" in ing:
+            e2e, ceiling = ing["end_to_end"], ing["postgres_ceiling"]
+            rows.append(
+                (
+                    "receipt ingest, end to end (relay incl.)",
+                    _fmt(e2e["receipts_per_second"], " rcpt/s"),
+                    f"PostgreSQL ceiling {_fmt(ceiling['receipts_per_second'], ' rcpt/s')}",
+                    _ratio(ing["ratios"]["end_to_end_over_postgres_ceiling"]),
+                )
+            )
+            rows.append(
+                (
+                    "outbox relay",
+                    _fmt(ing["relay"]["events_per_second"], " ev/s"),
+                    f"written e2e {_fmt(e2e['output_events_per_second'], ' ev/s')}",
+                    _ratio(ing["ratios"]["relay_events_over_written_events_per_second"]),
+                )
+            )
+        if "preloaded" in ing:
+            pre = ing["preloaded"]
+            rows.append(
+                (
+                    f"ingest on {pre['preloaded_receipts']:,} stored receipts",
+                    _fmt(pre["receipts_per_second"], " rcpt/s"),
+                    f"empty table {_fmt(sb['receipts_per_second'], ' rcpt/s')}",
+                    _ratio(ing["ratios"]["preloaded_over_empty"]),
+                )
+            )
     elif "error" in ing:
         rows.append(("receipt ingest", "FAILED", ing["error"][:60], ""))
     cq = results.get("coupon_query", {})
@@ -257,6 +291,15 @@ def _table(results: dict[str, Any]) -> str:
                 _ratio(ret["ratios"]["applied_over_raw_consume"]),
             )
         )
+        if "postgres_ceiling" in ret:
+            rows.append(
+                (
+                    "returns applied vs PostgreSQL ceiling",
+                    _fmt(thr["returns_per_second"], " ret/s"),
+                    f"ceiling {_fmt(ret['postgres_ceiling']['returns_per_second'], ' ret/s')}",
+                    _ratio(ret["ratios"]["applied_over_postgres_ceiling"]),
+                )
+            )
         out, hop = lat["outcome_latency"], lat["broker_latency"]
         rows.append(
             (

@@ -42,6 +42,8 @@ class Sizes:
 
     receipts: int = 50_000
     naive_receipts: int = 2_000
+    preload_receipts: int = 0
+    """Stored receipts to preload for a second set-based run (0: no such run)."""
     customers: int = 1_000_000
     coupons: int = 50
     usage_per_customer: int = 5

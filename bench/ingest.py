@@ -8,7 +8,17 @@ ways, each on a fresh consumer group (and the two consumers each on a fresh data
 - set-based: ``ConsumerLoop`` + ``ReceiptHandler`` as the service runs them, until all
   N receipts are in the ``receipts`` table;
 - naive: the same loop and handler with ``batch_max_records=1``, so one transaction and
-  one offset commit per record, over the first M records (the rate is extrapolated).
+  one offset commit per record, over the first M records (the rate is extrapolated);
+- PostgreSQL's ceiling for our writes: the records fetched and decoded beforehand, then
+  the handler's ``apply`` (the same SQL, in batches of ``batch_max_records``) straight into
+  a fresh database, one batch after the other: no Kafka, no decoding;
+- end to end: the set-based run with the outbox relay beside it, as the service runs,
+  from the first record touched until every receipt is committed *and* every output event
+  is on its topic (the outbox is empty);
+- the relay's own rate: a relay draining the outbox the ceiling run left behind.
+
+With ``--preload-receipts N`` the set-based run is repeated on a database already holding
+N stored receipts (made in SQL by generate_series), to show the cost stays flat.
 """
 
 from __future__ import annotations
@@ -17,9 +27,14 @@ import asyncio
 import time
 from typing import Any
 
-from punchcard_contract import ParsedReceipt
-from punchcard_platform.consumer import ConsumerLoop
+import asyncpg
+from aiokafka import TopicPartition
+from punchcard_contract import InvalidEventError, ParsedReceipt
+from punchcard_platform.consumer import ConsumerLoop, to_inbound
 from punchcard_platform.db import Database
+from punchcard_platform.kafka import make_consumer
+from punchcard_platform.records import Decoded, InboundRecord
+from punchcard_platform.relay import OutboxRelay
 from punchcard_platform.settings import Settings
 from punchcard_receipt_consumer.handler import ReceiptHandler
 
@@ -47,7 +62,24 @@ async def run(ctx: Context) -> dict[str, Any]:
         await create_all_topics(settings)
         produced = await _produce(settings, n)
         raw = await _raw_consume(settings, n)
-        set_based = await _consume(settings, n, label="set-based")
+        set_based = await _consume(settings, n, label="set-based", relay=True)
+        async with ctx.database("ingest_ceiling") as ceiling_url:
+            ceiling_settings = settings.model_copy(update={"database_url": ceiling_url})
+            ceiling = await _postgres_ceiling(ceiling_settings, n)
+            relay = await _relay_rate(ceiling_settings)
+        preloaded: dict[str, Any] | None = None
+        if ctx.sizes.preload_receipts:
+            async with ctx.database("ingest_preloaded") as preloaded_url:
+                preloaded = await _preloaded(
+                    settings.model_copy(
+                        update={
+                            "database_url": preloaded_url,
+                            "consumer_group_prefix": f"{settings.consumer_group_prefix}-pre",
+                        }
+                    ),
+                    n,
+                    ctx.sizes.preload_receipts,
+                )
         async with ctx.database("ingest_naive") as naive_url:
             naive_settings = settings.model_copy(
                 update={
@@ -66,13 +98,17 @@ async def run(ctx: Context) -> dict[str, Any]:
                 "fsync and synchronous_commit (run.postgres_settings): a scratch server with "
                 "them off flatters the naive consumer"
             )
-    return {
+    end_to_end = set_based.pop("end_to_end")
+    result: dict[str, Any] = {
         "receipts": n,
         "partitions": PARTITIONS,
         "produce": produced,
         "raw_consume": raw,
         "set_based": set_based,
         "naive": naive,
+        "postgres_ceiling": ceiling,
+        "end_to_end": end_to_end,
+        "relay": relay,
         "ratios": {
             "set_based_over_naive": ratio(
                 set_based["receipts_per_second"], naive["receipts_per_second"]
@@ -80,8 +116,24 @@ async def run(ctx: Context) -> dict[str, Any]:
             "set_based_over_raw": ratio(
                 set_based["receipts_per_second"], raw["records_per_second"]
             ),
+            "end_to_end_rps": end_to_end["receipts_per_second"],
+            "end_to_end_over_postgres_ceiling": ratio(
+                end_to_end["receipts_per_second"], ceiling["receipts_per_second"]
+            ),
+            "set_based_over_postgres_ceiling": ratio(
+                set_based["receipts_per_second"], ceiling["receipts_per_second"]
+            ),
+            "relay_events_over_written_events_per_second": ratio(
+                relay["events_per_second"], end_to_end["output_events_per_second"]
+            ),
         },
     }
+    if preloaded is not None:
+        result["preloaded"] = preloaded
+        result["ratios"]["preloaded_over_empty"] = ratio(
+            preloaded["receipts_per_second"], set_based["receipts_per_second"]
+        )
+    return result
 
 
 async def _produce(settings: Settings, n: int) -> dict[str, Any]:
@@ -120,9 +172,13 @@ async def _raw_consume(settings: Settings, n: int) -> dict[str, Any]:
 
 
 async def _consume(
-    settings: Settings, n: int, *, label: str, partial: bool = False
+    settings: Settings, n: int, *, label: str, partial: bool = False, relay: bool = False
 ) -> dict[str, Any]:
-    """Run the real loop and handler in-process until ``n`` receipts are applied."""
+    """Run the real loop and handler in-process until ``n`` receipts are applied.
+
+    With ``relay`` the outbox relay runs beside them, as in the service, and the run also
+    reports end to end: until the outbox is empty, every output event on its topic.
+    """
     say(
         f"ingest: {label} consumer (ConsumerLoop + ReceiptHandler, "
         f"batch_max_records={settings.batch_max_records}) for {n:,} receipts"
@@ -139,19 +195,48 @@ async def _consume(
         group_id=settings.consumer_group(f"receipt-consumer-{label}"),
     )
     began = time.perf_counter()
-    task = asyncio.ensure_future(loop.run(stop))
+    cpu_began = time.process_time()
+    tasks = [asyncio.ensure_future(loop.run(stop))]
+    if relay:
+        tasks.append(asyncio.ensure_future(OutboxRelay(settings, db).run(stop)))
     progress = asyncio.ensure_future(_report(handler, label))
+    end_to_end: dict[str, Any] = {}
     try:
         await wait_or_fail(handler.done, 600, f"{label} ingest")
+        cpu_applied = time.process_time() - cpu_began
+        if relay:
+            drained = await _outbox_drained(db, 600)
+            cpu_all = time.process_time() - cpu_began
+            assert handler.started is not None
+            seconds = drained - handler.started
+            async with db.connection() as conn:
+                events = int(await conn.fetchval("SELECT count(*) FROM points_ledger"))
+                events += int(
+                    await conn.fetchval(
+                        "SELECT coalesce(sum(jsonb_array_length(coupons)), 0) FROM receipts "
+                        "WHERE customer_id IS NOT NULL"
+                    )
+                )
+            end_to_end = {
+                "receipts": n,
+                "output_events": events,
+                "seconds": round(seconds, 4),
+                "receipts_per_second": round(n / seconds, 1) if seconds > 0 else 0.0,
+                "output_events_per_second": round(events / seconds, 1) if seconds > 0 else 0.0,
+                "cpu_us_per_receipt_consumer_and_relay": round(cpu_all / n * 1e6, 1),
+                "clock": "from the loop's first decode until every receipt is committed and "
+                "the outbox is empty (every output event acknowledged on its topic)",
+            }
         stop.set()
-        await task
+        await asyncio.gather(*tasks)
         async with db.connection() as conn:
             stored = int(await conn.fetchval("SELECT count(*) FROM receipts"))
     finally:
         stop.set()
         progress.cancel()
-        if not task.done():
-            task.cancel()
+        for task in tasks:
+            if not task.done():
+                task.cancel()
         await db.close()
     wall = time.perf_counter() - began
     rate = handler.target / handler.seconds if handler.seconds > 0 else 0.0
@@ -171,11 +256,166 @@ async def _consume(
         "seconds": round(handler.seconds, 4),
         "wall_seconds_including_group_join": round(wall, 3),
         "receipts_per_second": round(rate, 1),
+        "cpu_us_per_receipt": round(cpu_applied / handler.target * 1e6, 1),
+        "cpu_note": "CPU time of this whole process (loop, handler"
+        + (", relay" if relay else "")
+        + ") per receipt: what the consumer costs, whatever else shares the cores",
         "clock": "from the loop's first decode (its first batch already fetched) to the "
         "commit that applied the last of the receipts; group join excluded",
         "timeline": handler.timeline(),
     }
+    if relay:
+        result["end_to_end"] = end_to_end
     return result
+
+
+async def _outbox_drained(db: Database, timeout: float) -> float:
+    """When the outbox was first seen empty: the relay has published everything."""
+    deadline = time.monotonic() + timeout
+    async with db.connection() as conn:
+        while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM outbox)"):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the outbox was not drained within {timeout:.0f}s")
+            await asyncio.sleep(0.01)
+    return time.perf_counter()
+
+
+async def _fetch_all(settings: Settings, n: int) -> list[InboundRecord]:
+    """Every record of the receipts topic, as the loop would hand them over."""
+    consumer = make_consumer(settings, group_id=f"{settings.consumer_group_prefix}.fetch-all")
+    await consumer.start()
+    try:
+        partitions = [TopicPartition(settings.topics.receipts, p) for p in range(PARTITIONS)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        records: list[InboundRecord] = []
+        deadline = time.monotonic() + 300
+        while len(records) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fetched only {len(records)} of {n} receipts")
+            batches = await consumer.getmany(timeout_ms=500)
+            for batch in batches.values():
+                records.extend(to_inbound(r) for r in batch)
+        return records
+    finally:
+        await consumer.stop()
+
+
+async def _postgres_ceiling(settings: Settings, n: int) -> dict[str, Any]:
+    """The handler's SQL fed from decoded batches, one after the other: PostgreSQL's pace."""
+    say("ingest: PostgreSQL ceiling (decoded beforehand, handler.apply batches, no Kafka)")
+    records = await _fetch_all(settings, n)
+    db = await Database.connect(settings.database_url, max_size=settings.database_pool_size)
+    handler = ReceiptHandler(db, settings.topics)
+    decoded: list[Decoded[ParsedReceipt]] = []
+    for record in records:
+        try:
+            decoded.append(Decoded(record, handler.decode(record)))
+        except InvalidEventError:
+            continue
+    size = settings.batch_max_records
+    batches = [decoded[i : i + size] for i in range(0, len(decoded), size)]
+    try:
+        began = time.perf_counter()
+        cpu_began = time.process_time()
+        for batch in batches:
+            await handler.apply(batch)
+        seconds = time.perf_counter() - began
+        cpu = time.process_time() - cpu_began
+    finally:
+        await db.close()
+    rate = len(decoded) / seconds if seconds > 0 else 0.0
+    say(f"ingest: PostgreSQL ceiling {len(decoded):,} receipts in {seconds:.2f}s ({rate:,.0f}/s)")
+    return {
+        "receipts": len(decoded),
+        "batches": len(batches),
+        "batch_size": size,
+        "seconds": round(seconds, 4),
+        "receipts_per_second": round(rate, 1),
+        "python_cpu_share": round(cpu / seconds, 3) if seconds > 0 else None,
+        "method": "records fetched and decoded before the clock; then ReceiptHandler.apply "
+        "per batch (the same statements, one transaction each) into a fresh database, "
+        "sequentially as one consumer does; the handler's own Python (booking, argument "
+        "encoding) is inside the clock, so this ceiling is slightly conservative",
+    }
+
+
+async def _relay_rate(settings: Settings) -> dict[str, Any]:
+    """A relay draining the outbox the ceiling run left: its own rate, nothing else running."""
+    db = await Database.connect(settings.database_url, max_size=2)
+    try:
+        async with db.connection() as conn:
+            rows = int(await conn.fetchval("SELECT count(*) FROM outbox"))
+        say(f"ingest: relay draining {rows:,} outbox rows")
+        relay = OutboxRelay(settings, db)
+        stop = asyncio.Event()
+        cpu_began = time.process_time()
+        began = time.perf_counter()
+        task = asyncio.ensure_future(relay.run(stop))
+        try:
+            drained = await _outbox_drained(db, 600)
+        finally:
+            stop.set()
+            await task
+        cpu = time.process_time() - cpu_began
+    finally:
+        await db.close()
+    seconds = drained - began
+    rate = rows / seconds if seconds > 0 else 0.0
+    say(f"ingest: relay published {rows:,} events in {seconds:.2f}s ({rate:,.0f}/s)")
+    return {
+        "events": rows,
+        "seconds": round(seconds, 4),
+        "events_per_second": round(rate, 1),
+        "cpu_us_per_event": round(cpu / rows * 1e6, 1) if rows else None,
+        "method": "one OutboxRelay (idempotent producer, acks=all) draining a full outbox; "
+        "the clock includes its start and leader election",
+    }
+
+
+async def _preloaded(settings: Settings, n: int, preload: int) -> dict[str, Any]:
+    """The set-based run again, on a receipts table that already holds ``preload`` rows."""
+    say(f"ingest: preloading {preload:,} stored receipts (generate_series)")
+    began = time.perf_counter()
+    # A plain connection: the pool's command timeout is for services, not for bulk loads.
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        for start in range(0, preload, _PRELOAD_CHUNK):
+            await conn.execute(_PRELOAD_SQL, start + 1, min(start + _PRELOAD_CHUNK, preload))
+            say(f"ingest: preloaded {min(start + _PRELOAD_CHUNK, preload):,} receipts")
+        await conn.execute("VACUUM ANALYZE receipts")
+    finally:
+        await conn.close()
+    load_seconds = time.perf_counter() - began
+    say(f"ingest: preloaded {preload:,} receipts in {load_seconds:.1f}s")
+    # With the relay beside it, exactly as the empty-table run it is compared with.
+    result = await _consume(settings, n, label="set-based, preloaded", relay=True)
+    result["preloaded_receipts"] = preload
+    result["preload_seconds"] = round(load_seconds, 1)
+    return result
+
+
+# Stored receipts like the simulator's (customers, coupons, a small document), made in SQL.
+_PRELOAD_SQL = """
+INSERT INTO receipts (transaction_no, customer_id, store_id, terminal_id, occurred_at,
+                      currency, total, points_used, points_earned, coupons, document,
+                      content_hash, event_id)
+SELECT 'PRE-' || lpad(i::text, 10, '0'),
+       CASE WHEN i % 10 = 0 THEN NULL ELSE 'PC' || lpad((i % 1000000)::text, 7, '0') END,
+       'S' || lpad((i % 500)::text, 4, '0'), 'T01',
+       timestamptz '2025-01-01 00:00:00+00' + i * interval '5 seconds',
+       'JPY', 1980, 0, CASE WHEN i % 10 = 0 THEN 0 ELSE 19 END, '[]'::jsonb,
+       jsonb_build_object('schema_version', 1, 'event_id', 'pre-' || i,
+                          'transaction_no', 'PRE-' || lpad(i::text, 10, '0'),
+                          'store_id', 'S' || lpad((i % 500)::text, 4, '0'),
+                          'terminal_id', 'T01', 'currency', 'JPY', 'total', '1980',
+                          'lines', jsonb_build_array(jsonb_build_object(
+                              'sku', '4901234567890', 'description', 'Green tea 500ml',
+                              'quantity', 2, 'unit_price', '150', 'amount', '300'))),
+       sha256(i::text::bytea), 'pre-' || i
+FROM generate_series($1::bigint, $2::bigint) AS i
+"""
+_PRELOAD_CHUNK = 1_000_000
 
 
 async def _report(handler: TimedHandler[Any], label: str) -> None:

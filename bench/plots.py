@@ -54,6 +54,11 @@ def _ingest(ingest: dict[str, Any], path: Path) -> str:
     average = ingest["set_based"]["receipts_per_second"]
     left.axhline(average, color="C0", linestyle=":", label=f"set-based average {average:,.0f}/s")
     left.axhline(naive, color="C3", linestyle="--", label=f"naive (1 per txn) {naive:,.0f}/s")
+    ceiling = ingest.get("postgres_ceiling", {}).get("receipts_per_second")
+    if ceiling:
+        left.axhline(
+            ceiling, color="C2", linestyle="-.", label=f"PostgreSQL ceiling {ceiling:,.0f}/s"
+        )
     left.set_xlabel("seconds since the first record")
     left.set_ylabel("receipts applied per second")
     left.set_title(f"Receipt ingest rate over time ({ingest['receipts']:,} receipts)")
@@ -62,10 +67,21 @@ def _ingest(ingest: dict[str, Any], path: Path) -> str:
     left.grid(alpha=0.3)
     names = ["raw consume\n(ceiling)", "set-based", "naive"]
     values = [raw, average, naive]
-    bars = right.bar(names, values, color=["C7", "C0", "C3"])
+    colors = ["C7", "C0", "C3"]
+    if ceiling:
+        names.insert(1, "PostgreSQL\nceiling")
+        values.insert(1, ceiling)
+        colors.insert(1, "C2")
+    end_to_end = ingest.get("end_to_end", {}).get("receipts_per_second")
+    if end_to_end:
+        names.insert(-1, "end to end\n(relay incl.)")
+        values.insert(-1, end_to_end)
+        colors.insert(-1, "C1")
+    bars = right.bar(names, values, color=colors)
+    right.tick_params(axis="x", labelsize=8)
     right.set_yscale("log")
     right.set_ylabel("records per second (log)")
-    right.set_title("Same records, three consumers")
+    right.set_title("Same records, each way of reading them")
     for bar, value in zip(bars, values, strict=True):
         right.annotate(
             f"{value:,.0f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom"

@@ -11,6 +11,9 @@ every return finds its sale. Then:
   steady rate and the outcomes topic is read here, timing each outcome from its
   return's scheduled send. Anchor: the same records read raw from the returns topic
   (the broker's own publish-to-consume time under the same load).
+- PostgreSQL's ceiling for the returns' writes: K more returns, decoded beforehand, fed
+  to ``ReturnHandler.apply`` in batches of ``batch_max_records`` one after the other
+  (no Kafka, no decoding, no relay).
 """
 
 from __future__ import annotations
@@ -83,17 +86,23 @@ async def run(ctx: Context) -> dict[str, Any]:
     async with ctx.database("returns") as url:
         settings = ctx.settings(url, "returns")
         await create_all_topics(settings)
-        sales, stored = await _store_receipts(settings, k + _WARMUP_RETURNS + steady)
+        sales, stored = await _store_receipts(settings, 2 * k + _WARMUP_RETURNS + steady)
         throughput = await _throughput(settings, sales[:k])
-        latency = await _latency(ctx, settings, sales[k:])
+        ceiling = await _postgres_ceiling(settings, sales[k : 2 * k])
+        latency = await _latency(ctx, settings, sales[2 * k :])
     return {
         "returns": k,
         "receipts_stored_first": stored,
         "throughput": throughput,
+        "postgres_ceiling": ceiling,
         "latency": latency,
+        "outcome_latency": latency["outcome_latency"],
         "ratios": {
             "applied_over_raw_consume": ratio(
                 throughput["returns_per_second"], throughput["raw_consume"]["records_per_second"]
+            ),
+            "applied_over_postgres_ceiling": ratio(
+                throughput["returns_per_second"], ceiling["returns_per_second"]
             ),
             "outcome_p50_over_broker_p50": ratio(
                 latency["outcome_latency"]["p50_ms"], latency["broker_latency"]["p50_ms"]
@@ -141,7 +150,7 @@ async def _store_receipts(settings: Settings, count: int) -> tuple[list[_Sale], 
                 batch = []
         # Their coupon-usage and points events are not what this benchmark relays.
         async with db.connection() as conn:
-            await conn.execute("UPDATE outbox SET sent_at = now() WHERE sent_at IS NULL")
+            await conn.execute("DELETE FROM outbox")
     finally:
         await db.close()
     seconds = time.perf_counter() - began
@@ -195,7 +204,7 @@ async def _throughput(settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
         )
         deadline = time.monotonic() + 300
         async with db.connection() as conn:
-            while await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL"):
+            while await conn.fetchval("SELECT EXISTS (SELECT 1 FROM outbox)"):
                 if time.monotonic() > deadline:
                     raise RuntimeError("the outbox relay did not drain within 300s")
                 await asyncio.sleep(0.05)
@@ -226,6 +235,36 @@ async def _throughput(settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
         "outbox_rows_published": relay.published,
         "raw_consume": raw,
         "timeline": handler.timeline(),
+    }
+
+
+async def _postgres_ceiling(settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
+    """The returns handler's SQL fed from decoded batches, one after the other."""
+    say(f"returns: PostgreSQL ceiling ({len(sales):,} returns decoded beforehand, no Kafka)")
+    db = await Database.connect(settings.database_url, max_size=settings.database_pool_size)
+    handler = ReturnHandler(settings, db)
+    records = [
+        InboundRecord(settings.topics.returns, 0, offset, None, orjson.dumps(document))
+        for offset, document in enumerate(_return_document(s) for s in sales)
+    ]
+    decoded = [Decoded(record, handler.decode(record)) for record in records]
+    size = settings.batch_max_records
+    try:
+        began = time.perf_counter()
+        for i in range(0, len(decoded), size):
+            await handler.apply(decoded[i : i + size])
+        seconds = time.perf_counter() - began
+    finally:
+        await db.close()
+    rate = len(decoded) / seconds if seconds > 0 else 0.0
+    say(f"returns: PostgreSQL ceiling {len(decoded):,} returns in {seconds:.2f}s ({rate:,.0f}/s)")
+    return {
+        "returns": len(decoded),
+        "batch_size": size,
+        "seconds": round(seconds, 4),
+        "returns_per_second": round(rate, 1),
+        "method": "decoded before the clock; ReturnHandler.apply per batch (one transaction "
+        "each, the same statements) sequentially, no Kafka and no relay",
     }
 
 

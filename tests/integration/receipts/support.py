@@ -85,4 +85,5 @@ async def outbox(db: Database, customer_ids: Sequence[str]) -> list[dict[str, An
             " ORDER BY id",
             list(customer_ids),
         )
-    return [dict(row) for row in rows]
+    # The payload is the event's JSON exactly as it will be published.
+    return [{**row, "payload": json.loads(row["payload"])} for row in rows]

@@ -129,4 +129,5 @@ async def outbox(db: Database, topic: str) -> list[dict[str, Any]]:
         rows = await conn.fetch(
             "SELECT key, event_id, payload FROM outbox WHERE topic = $1 ORDER BY id", topic
         )
-    return [dict(row) for row in rows]
+    # The payload is the event's JSON exactly as it will be published.
+    return [{**row, "payload": json.loads(row["payload"])} for row in rows]

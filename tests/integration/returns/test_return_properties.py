@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -218,7 +219,7 @@ async def _check(db: Database, config: Settings, world: _World) -> None:
         else:
             assert receipts[tx] is None
     decided = [row["event_id"] for row in events if row["status"] != "pending"]
-    published = [row["payload"]["return_event_id"] for row in outcomes]
+    published = [json.loads(row["payload"])["return_event_id"] for row in outcomes]
     assert sorted(published) == sorted(decided), "one outcome per decided return"
     assert not [
         key for key, n in Counter((r["transaction_no"], r["kind"]) for r in ledger).items() if n > 1

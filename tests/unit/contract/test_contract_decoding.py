@@ -15,7 +15,9 @@ from punchcard_contract import (
     InvalidEventError,
     decode_receipt,
     decode_return,
+    receipt_fingerprint,
 )
+from punchcard_contract.decoding import decode_receipt_exactly, decode_return_exactly
 
 
 def a_receipt(**changes: Any) -> dict[str, Any]:
@@ -108,7 +110,7 @@ def test_unknown_fields_are_allowed_and_kept_in_the_document() -> None:
     assert stored["loyalty_tier"] == "gold"
     assert stored["lines"][0]["tax_rate"] == "0.08"
     assert stored["coupons"][0]["campaign"] == "autumn"
-    assert parsed.event.model_extra == {"loyalty_tier": "gold"}
+    assert not hasattr(parsed.event, "loyalty_tier")
 
 
 def test_an_event_id_need_not_be_a_uuid() -> None:
@@ -441,7 +443,7 @@ def test_a_return_reason_is_optional_and_unknown_fields_are_kept() -> None:
     """A return may omit its reason and carry fields of its own."""
     parsed = decode_return(encoded(a_return(reason=None, clerk="K7")))
     assert parsed.event.reason is None
-    assert parsed.event.model_extra == {"clerk": "K7"}
+    assert json.loads(parsed.document)["clerk"] == "K7"
 
 
 @pytest.mark.parametrize(
@@ -461,3 +463,160 @@ def test_a_bad_return_is_refused_with_its_reason(value: bytes | None, reason: st
     with pytest.raises(InvalidEventError) as caught:
         decode_return(value)
     assert caught.value.reason == DeadLetterReason(reason)
+
+
+_TRICKY: st.SearchStrategy[object] = st.sampled_from(
+    [
+        None,
+        True,
+        False,
+        0,
+        1,
+        -1,
+        1.0,
+        1.5,
+        0.1,
+        1e-30,
+        1e400,
+        10**30,
+        100,
+        101,
+        1_000_000_001,
+        "",
+        "1",
+        "1.0",
+        "-0",
+        "+1",
+        ".5",
+        "5.",
+        "1e3",
+        "1E-3",
+        "NaN",
+        "Infinity",
+        " 1",
+        "1_000",
+        "C000123",
+        "no spaces",
+        "a" * 64,
+        "a" * 65,
+        "x\n",
+        "JPY",
+        "jpy",
+        "JPYY",
+        "2026-11-22T10:15:30+09:00",
+        "2026-11-22t10:15:30z",
+        "2026-11-22 10:15:30Z",
+        "2026-11-22T10:15:30.1234567Z",
+        "2026-11-22T10:15:30+0900",
+        "2026-11-22T10:15:30",
+        "2026-11-22T23:59:60Z",
+        "2026-11-22T10:15:30+09:60",
+        "2026-02-30T10:15:30Z",
+        "2026-11-22T10:15:30-00:00",
+        "2026-11-22",
+        "é✓",
+        [],
+        {},
+        [{}],
+        [{"coupon_id": "A"}],
+        [{"coupon_id": "A", "uses": 0}],
+        [{"coupon_id": "A", "uses": 1.0}],
+    ]
+)
+_RECEIPT_FIELDS = st.sampled_from(
+    [
+        "schema_version",
+        "event_id",
+        "transaction_no",
+        "store_id",
+        "terminal_id",
+        "customer_id",
+        "occurred_at",
+        "currency",
+        "total",
+        "lines",
+        "coupons",
+        "points_used",
+        "points_earned",
+        "extra",
+    ]
+)
+_LINE_FIELDS = st.sampled_from(["sku", "description", "quantity", "unit_price", "amount"])
+
+
+def _outcome(decode: Any, value: bytes) -> tuple[str, Any]:
+    try:
+        parsed = decode(value)
+    except InvalidEventError as error:
+        return ("refused", (error.reason, error.detail))
+    fields = {name: getattr(parsed.event, name) for name in parsed.event.__struct_fields__}
+    fields["lines"] = [
+        (line.sku, line.description, line.quantity, line.unit_price, line.amount)
+        for line in fields.get("lines", [])
+    ]
+    fields["coupons"] = [(c.coupon_id, c.uses) for c in fields.get("coupons", [])]
+    extra = (parsed.fingerprint,) if hasattr(parsed, "fingerprint") else ()
+    return ("accepted", (fields, parsed.document, *extra))
+
+
+@given(
+    changes=st.dictionaries(_RECEIPT_FIELDS, _TRICKY, max_size=3),
+    line_changes=st.dictionaries(_LINE_FIELDS, _TRICKY, max_size=2),
+    drop=st.booleans(),
+)
+def test_the_cheap_path_and_the_exact_path_give_the_same_verdict(
+    changes: dict[str, object], line_changes: dict[str, object], drop: bool
+) -> None:
+    """Whatever the record, the fast decoder accepts exactly what pydantic accepts, equally."""
+    receipt = a_receipt()
+    for key, change in changes.items():
+        if change is None and drop:
+            receipt.pop(key, None)
+        else:
+            receipt[key] = change
+    receipt["lines"] = receipt.get("lines") if "lines" in changes else [a_line()]
+    lines = receipt["lines"]
+    if isinstance(lines, list) and lines and isinstance(lines[0], dict) and line_changes:
+        lines[0] = {**lines[0], **line_changes}
+    value = json.dumps(receipt, ensure_ascii=False).encode()
+    assert _outcome(decode_receipt, value) == _outcome(decode_receipt_exactly, value)
+
+
+@given(
+    changes=st.dictionaries(
+        st.sampled_from(
+            [
+                "schema_version",
+                "event_id",
+                "transaction_no",
+                "store_id",
+                "terminal_id",
+                "occurred_at",
+                "reason",
+                "extra",
+            ]
+        ),
+        _TRICKY,
+        max_size=3,
+    )
+)
+def test_the_cheap_and_exact_paths_agree_on_returns(changes: dict[str, object]) -> None:
+    """Returns too: the fast decoder never accepts what the contract refuses."""
+    value = json.dumps({**a_return(), **changes}, ensure_ascii=False).encode()
+    assert _outcome(decode_return, value) == _outcome(decode_return_exactly, value)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"a": Decimal("1.50"), "b": [Decimal("1E+3"), Decimal("-0.0")], "é": "x\ty\n\x7f"},
+        {"é": "✓", "a": 123456789012345678901234567890, "b": 0.1, "c": {"z": 1, "y": None}},
+    ],
+)
+def test_the_cheap_fingerprint_is_the_one_stored_by_earlier_versions(extra: dict[str, Any]) -> None:
+    """Byte for byte the same fingerprint, so a redelivery of an older receipt still matches."""
+    text = json.dumps({**a_receipt(), "extra": extra}, ensure_ascii=False, default=str)
+    text = text.replace('"1.50"', "1.50").replace('"1E+3"', "1E+3").replace('"-0.0"', "-0.0")
+    value = text.encode()
+    assert decode_receipt(value).fingerprint == receipt_fingerprint(text)
+    assert decode_receipt(value).fingerprint == decode_receipt_exactly(value).fingerprint

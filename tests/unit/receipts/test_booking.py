@@ -191,7 +191,7 @@ def test_output_events_follow_receipt_order_with_deterministic_ids() -> None:
 
     events = output_events(receipts, coupons, points, BOOKED_AT)
 
-    assert events == [
+    expected = [
         PointsEvent(
             event_id=event_id_for("T1", "points", "earn"),
             occurred_at=BOOKED_AT,
@@ -213,6 +213,14 @@ def test_output_events_follow_receipt_order_with_deterministic_ids() -> None:
             uses_permitted=2,
             over_limit=True,
         ),
+    ]
+    # The plain payloads are exactly what the contract's models dump, key order included.
+    assert [list(e.payload.items()) for e in events] == [
+        list(m.model_dump(mode="json").items()) for m in expected
+    ]
+    assert [(e.kind, e.key, e.event_id) for e in events] == [
+        ("points", "C1", str(expected[0].event_id)),
+        ("coupon_usage", "C1", str(expected[1].event_id)),
     ]
 
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping, Sequence, Set
 from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID
 
 from punchcard_contract import CouponUsageEvent, PointsEvent, ReturnOutcomeEvent, event_id_for
 from punchcard_platform.settings import TopicNames
@@ -60,8 +63,17 @@ def decide(
 
 
 def outcome_of(plan: ReturnPlan, event_id: str) -> ReturnOutcomeEvent:
+    """The decision's outcome, checked against the contract's model field by field."""
     (decision,) = [d for d in plan.decisions if d.event_id == event_id]
-    return decision.outcome
+    outcome = ReturnOutcomeEvent.model_validate_json(decision.encoded)
+    assert outcome.model_dump(mode="json") == decision.outcome
+    assert list(decision.outcome) == list(outcome.model_dump(mode="json"))
+    return outcome
+
+
+def payloads(plan: ReturnPlan, topic: str) -> list[dict[str, Any]]:
+    """The decoded JSON of the plan's messages to one topic, in order."""
+    return [json.loads(m.payload) for m in plan.messages if m.topic == topic]
 
 
 def test_claims_pick_the_earliest_return_of_each_known_sale() -> None:
@@ -77,7 +89,7 @@ def test_an_accepted_return_restores_burned_points_and_revokes_earned_ones() -> 
     assert (outcome.status, outcome.reason) == ("accepted", None)
     assert (outcome.points_restored, outcome.points_revoked) == (100, 19)
     assert [(e.kind, e.points) for e in plan.ledger] == [("restore", 100), ("revoke", -19)]
-    points = [m.payload for m in plan.messages if m.topic == TOPICS.points]
+    points = payloads(plan, TOPICS.points)
     assert [(p["kind"], p["points"], p["balance"]) for p in points] == [
         ("restore", 100, 105),
         ("revoke", -19, 86),
@@ -89,7 +101,7 @@ def test_a_balance_may_go_negative_and_is_never_clamped() -> None:
     """Points earned and already spent leave the customer below zero."""
     plan = decide([waiting("R1")], [sale(earned=50)], claimed={"R1"}, balances={"C1": 10})
     (message,) = [m for m in plan.messages if m.topic == TOPICS.points]
-    assert PointsEvent.model_validate(message.payload).balance == -40
+    assert PointsEvent.model_validate_json(message.payload).balance == -40
 
 
 def test_coupon_uses_are_given_back_and_reported() -> None:
@@ -104,7 +116,7 @@ def test_coupon_uses_are_given_back_and_reported() -> None:
     outcome = outcome_of(plan, "R1")
     assert [(c.coupon_id, c.uses) for c in outcome.coupons_restored] == [("TEA", 2), ("NEW", 1)]
     usage = [
-        CouponUsageEvent.model_validate(m.payload)
+        CouponUsageEvent.model_validate_json(m.payload)
         for m in plan.messages
         if m.topic == TOPICS.coupon_usage
     ]
@@ -155,7 +167,7 @@ def test_an_over_limit_count_stays_flagged_after_a_return() -> None:
         uses_made={("C1", "TEA"): 3},
     )
     (message,) = [m for m in plan.messages if m.topic == TOPICS.coupon_usage]
-    assert CouponUsageEvent.model_validate(message.payload).over_limit is True
+    assert CouponUsageEvent.model_validate_json(message.payload).over_limit is True
 
 
 def test_returns_of_one_customer_in_one_batch_see_each_others_effects() -> None:
@@ -167,8 +179,8 @@ def test_returns_of_one_customer_in_one_batch_see_each_others_effects() -> None:
         uses_made={("C1", "TEA"): 2},
         balances={"C1": 0},
     )
-    points = [m.payload["balance"] for m in plan.messages if m.topic == TOPICS.points]
-    uses = [m.payload["uses_made"] for m in plan.messages if m.topic == TOPICS.coupon_usage]
+    points = [p["balance"] for p in payloads(plan, TOPICS.points)]
+    uses = [p["uses_made"] for p in payloads(plan, TOPICS.coupon_usage)]
     assert (points, uses) == ([10, 30], [1, 0])
 
 
@@ -234,7 +246,7 @@ def test_event_ids_are_derived_from_what_caused_them() -> None:
     first = decide(*args, claimed={"R1"}, uses_made={("C1", "TEA"): 1})
     again = decide(*args, claimed={"R1"}, uses_made={("C1", "TEA"): 1})
     assert [m.event_id for m in first.messages] == [m.event_id for m in again.messages]
-    assert {m.event_id for m in first.messages} == {
+    assert {UUID(str(m.event_id)) for m in first.messages} == {
         event_id_for("R1", "outcome"),
         event_id_for("T1", "points", "restore"),
         event_id_for("T1", "points", "revoke"),

@@ -32,7 +32,10 @@ from punchcard_contract.events import (
     ReturnEvent,
     ReturnOutcomeEvent,
     event_id_for,
+    event_id_text,
+    json_time,
 )
+from punchcard_contract.inbound import InboundCoupon, InboundLine, InboundReceipt, InboundReturn
 from punchcard_contract.values import Identifier, Money, Quantity, Timestamp, parse_decimal
 
 __all__ = [
@@ -48,6 +51,10 @@ __all__ = [
     "CouponUse",
     "DeadLetterReason",
     "Identifier",
+    "InboundCoupon",
+    "InboundLine",
+    "InboundReceipt",
+    "InboundReturn",
     "InvalidEventError",
     "Money",
     "ParsedReceipt",
@@ -62,6 +69,8 @@ __all__ = [
     "decode_receipt",
     "decode_return",
     "event_id_for",
+    "event_id_text",
+    "json_time",
     "parse_decimal",
     "receipt_fingerprint",
     "truncate_detail",

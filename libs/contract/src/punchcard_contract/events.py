@@ -7,16 +7,20 @@ the stored receipt keeps them. Output events (from Punchcard) are frozen and clo
 
 from __future__ import annotations
 
+import hashlib
 import uuid
+from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
+    AwareDatetime,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     Strict,
     StringConstraints,
+    TypeAdapter,
     model_validator,
 )
 
@@ -39,6 +43,8 @@ __all__ = [
     "ReturnOutcomeEvent",
     "SchemaVersion",
     "event_id_for",
+    "event_id_text",
+    "json_time",
 ]
 
 EVENT_NAMESPACE = uuid.UUID("5b0e8f3c-2d4a-5c61-9e7f-0a1b2c3d4e5f")
@@ -75,6 +81,35 @@ def event_id_for(*parts: str) -> uuid.UUID:
     if not parts:
         raise ValueError("event_id_for needs at least one part")
     return uuid.uuid5(EVENT_NAMESPACE, ":".join(parts))
+
+
+_NAMESPACED = hashlib.sha1(EVENT_NAMESPACE.bytes, usedforsecurity=False)
+
+
+def event_id_text(*parts: str) -> str:
+    """``str(event_id_for(*parts))``, without building a ``UUID`` on the way.
+
+    The output path derives a few ids per receipt; this is the same RFC 4122 version 5
+    computation (SHA-1 of namespace and name, version and variant bits set) done directly.
+    """
+    if not parts:
+        raise ValueError("event_id_text needs at least one part")
+    digest = _NAMESPACED.copy()
+    digest.update(":".join(parts).encode("utf-8"))
+    raw = bytearray(digest.digest()[:16])
+    raw[6] = (raw[6] & 0x0F) | 0x50
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
+
+
+_TIME_JSON = TypeAdapter(AwareDatetime)
+
+
+def json_time(moment: datetime) -> str:
+    """A time as an output event's JSON carries it: exactly what ``model_dump`` writes."""
+    text: str = _TIME_JSON.dump_python(moment, mode="json")
+    return text
 
 
 class _InputModel(BaseModel):

@@ -1,9 +1,11 @@
 """The outbox relay: publishes committed output events in order, at least once.
 
-One relay publishes at a time (a session advisory lock elects it), reading unsent rows
-in id order. Writers take per-customer locks before writing outbox rows, so one
-customer's rows have ids in commit order and this publishes them in that order. A
-crash after publishing and before marking sent publishes the rows again with the same
+One relay publishes at a time (a session advisory lock elects it), reading the rows in
+id order. Writers take per-customer locks before writing outbox rows, so one
+customer's rows have ids in commit order and this publishes them in that order. Each
+row's payload is sent as stored (encoded once by its writer), and a row is deleted
+once the broker has acknowledged it: one delete is the whole cost of "sent". A crash
+after publishing and before the delete publishes the rows again with the same
 ``event_id``; readers drop repeats by it (CONTRACT.md section 1).
 """
 
@@ -15,7 +17,6 @@ import time
 from typing import Any
 
 import asyncpg
-import orjson
 import structlog
 from aiokafka.errors import KafkaError
 
@@ -30,13 +31,12 @@ __all__ = ["OutboxRelay"]
 log = structlog.get_logger(__name__)
 
 _LEADER_LOCK_KEY = 0x6F7574626F78  # "outbox"
-_SENT_RETENTION = "1 hour"
 _TOPIC_CHECK_SECONDS = 3.0
 _UNAVAILABLE_TOPIC_RETRY_SECONDS = 30.0
 
 
 class OutboxRelay:
-    """Publish outbox rows to Kafka and mark them sent."""
+    """Publish outbox rows to Kafka and delete them once acknowledged."""
 
     def __init__(
         self,
@@ -100,8 +100,8 @@ class OutboxRelay:
         unavailable = [topic for topic, until in self._unavailable.items() if until > now]
         rows = await conn.fetch(
             """
-            SELECT id, topic, key, event_id, payload FROM outbox
-            WHERE sent_at IS NULL AND topic <> ALL($2::text[]) ORDER BY id LIMIT $1
+            SELECT id, topic, key, event_id::text AS event_id, payload FROM outbox
+            WHERE topic <> ALL($2::text[]) ORDER BY id LIMIT $1
             """,
             self._batch_size,
             unavailable,
@@ -116,20 +116,20 @@ class OutboxRelay:
             return 0
         futures = [
             await producer.send(
-                row["topic"],
-                key=row["key"].encode(),
-                value=orjson.dumps(row["payload"]),
-                headers=[("punchcard.event_id", str(row["event_id"]).encode())],
+                topic,
+                key=key.encode(),
+                value=payload,
+                headers=[("punchcard.event_id", event_id.encode())],
             )
-            for row in rows
+            for _, topic, key, event_id, payload in rows
         ]
         await producer.wait_all(futures)
-        await conn.execute(
-            "UPDATE outbox SET sent_at = now() WHERE id = ANY($1::bigint[])",
-            [r["id"] for r in rows],
-        )
+        await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r[0] for r in rows])
+        per_topic: dict[str, int] = {}
         for row in rows:
-            OUTBOX_PUBLISHED.labels(row["topic"]).inc()
+            per_topic[row[1]] = per_topic.get(row[1], 0) + 1
+        for topic, count in per_topic.items():
+            OUTBOX_PUBLISHED.labels(topic).inc(count)
         self.published += len(rows)
         return len(rows)
 
@@ -149,11 +149,7 @@ class OutboxRelay:
         return True
 
     async def _housekeeping(self, conn: asyncpg.Connection) -> None:
-        backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE sent_at IS NULL")
-        OUTBOX_BACKLOG.set(backlog)
-        await conn.execute(
-            f"DELETE FROM outbox WHERE sent_at < now() - interval '{_SENT_RETENTION}'"  # noqa: S608 - constant
-        )
+        OUTBOX_BACKLOG.set(await conn.fetchval("SELECT count(*) FROM outbox"))
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

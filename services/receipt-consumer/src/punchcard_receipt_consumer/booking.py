@@ -13,13 +13,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
-from punchcard_contract import CouponUsageEvent, PointsEvent, event_id_for
+from punchcard_contract import event_id_text, json_time
 
 __all__ = [
     "CouponBooking",
     "Deliverable",
+    "OutputEvent",
     "PointsBooking",
     "PointsEntry",
     "ReceiptFacts",
@@ -251,46 +252,74 @@ def points_bookings(
     return bookings
 
 
+@dataclass(frozen=True, slots=True)
+class OutputEvent:
+    """An output event as plain values: which topic, its key and id, its JSON fields.
+
+    ``payload`` holds exactly what ``CouponUsageEvent`` or ``PointsEvent`` would dump, in
+    the same key order; it is built directly because validating our own values again
+    would cost more than deciding them did.
+    """
+
+    kind: Literal["coupon_usage", "points"]
+    key: str
+    event_id: str
+    payload: dict[str, Any]
+
+
 def output_events(
     receipts: Sequence[ReceiptFacts],
     coupons: Sequence[CouponBooking],
     points: Sequence[PointsBooking],
     occurred_at: datetime,
-) -> list[CouponUsageEvent | PointsEvent]:
+) -> list[OutputEvent]:
     """The output events of the bookings in the order of ``receipts``, each with a stable id.
 
     The id is derived from the transaction and what changed, so applying the same receipt
     again could only ever produce the same event, never a second one.
     """
-    by_receipt: dict[str, list[CouponUsageEvent | PointsEvent]] = {
-        receipt.transaction_no: [] for receipt in receipts
-    }
+    when = json_time(occurred_at)
+    by_receipt: dict[str, list[OutputEvent]] = {receipt.transaction_no: [] for receipt in receipts}
     for coupon in coupons:
+        event_id = event_id_text(coupon.transaction_no, "coupon", coupon.coupon_id, "receipt")
         by_receipt[coupon.transaction_no].append(
-            CouponUsageEvent(
-                event_id=event_id_for(coupon.transaction_no, "coupon", coupon.coupon_id, "receipt"),
-                occurred_at=occurred_at,
-                customer_id=coupon.customer_id,
-                coupon_id=coupon.coupon_id,
-                transaction_no=coupon.transaction_no,
-                source="receipt",
-                delta=coupon.delta,
-                uses_made=coupon.uses_made,
-                uses_permitted=coupon.uses_permitted,
-                over_limit=coupon.over_limit,
+            OutputEvent(
+                "coupon_usage",
+                coupon.customer_id,
+                event_id,
+                {
+                    "schema_version": 1,
+                    "event_id": event_id,
+                    "occurred_at": when,
+                    "customer_id": coupon.customer_id,
+                    "coupon_id": coupon.coupon_id,
+                    "transaction_no": coupon.transaction_no,
+                    "source": "receipt",
+                    "delta": coupon.delta,
+                    "uses_made": coupon.uses_made,
+                    "uses_permitted": coupon.uses_permitted,
+                    "over_limit": coupon.over_limit,
+                },
             )
         )
     for booking in points:
         entry = booking.entry
+        event_id = event_id_text(entry.transaction_no, "points", entry.kind)
         by_receipt[entry.transaction_no].append(
-            PointsEvent(
-                event_id=event_id_for(entry.transaction_no, "points", entry.kind),
-                occurred_at=occurred_at,
-                customer_id=entry.customer_id,
-                transaction_no=entry.transaction_no,
-                kind=entry.kind,
-                points=entry.points,
-                balance=booking.balance,
+            OutputEvent(
+                "points",
+                entry.customer_id,
+                event_id,
+                {
+                    "schema_version": 1,
+                    "event_id": event_id,
+                    "occurred_at": when,
+                    "customer_id": entry.customer_id,
+                    "transaction_no": entry.transaction_no,
+                    "kind": entry.kind,
+                    "points": entry.points,
+                    "balance": booking.balance,
+                },
             )
         )
     return [event for events in by_receipt.values() for event in events]

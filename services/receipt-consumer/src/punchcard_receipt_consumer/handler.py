@@ -12,14 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import msgspec
 import structlog
-from punchcard_contract import (
-    CouponUsageEvent,
-    DeadLetterReason,
-    ParsedReceipt,
-    PointsEvent,
-    decode_receipt,
-)
+from punchcard_contract import DeadLetterReason, ParsedReceipt, decode_receipt
 from punchcard_platform.db import Connection, Database, lock_customers
 from punchcard_platform.outbox import OutboxMessage, write_outbox
 from punchcard_platform.records import DeadLetter, Decoded, InboundRecord
@@ -27,6 +22,7 @@ from punchcard_platform.settings import TopicNames
 
 from punchcard_receipt_consumer import store
 from punchcard_receipt_consumer.booking import (
+    OutputEvent,
     ReceiptFacts,
     coupon_bookings,
     coupon_usage_deltas,
@@ -43,11 +39,21 @@ __all__ = ["ReceiptHandler"]
 logger = structlog.get_logger(__name__)
 
 
+_ENCODER = msgspec.json.Encoder()
+
+
 @dataclass(frozen=True, slots=True)
 class _Delivery:
     """One decoded record, seen the way the dedup rules see it."""
 
     decoded: Decoded[ParsedReceipt]
+    transaction_no: str
+    fingerprint: bytes
+
+    @classmethod
+    def of(cls, decoded: Decoded[ParsedReceipt]) -> _Delivery:
+        parsed = decoded.event
+        return cls(decoded, parsed.event.transaction_no, parsed.fingerprint)
 
     @property
     def receipt(self) -> ParsedReceipt:
@@ -57,16 +63,8 @@ class _Delivery:
     def record(self) -> InboundRecord:
         return self.decoded.record
 
-    @property
-    def transaction_no(self) -> str:
-        return self.receipt.event.transaction_no
-
-    @property
-    def fingerprint(self) -> bytes:
-        return self.receipt.fingerprint
-
     def facts(self) -> ReceiptFacts:
-        event = self.receipt.event
+        event = self.decoded.event.event
         return ReceiptFacts(
             transaction_no=event.transaction_no,
             customer_id=event.customer_id,
@@ -100,7 +98,7 @@ class ReceiptHandler:
         """
         # Sorted by transaction_no so concurrent batches insert (and lock) receipt keys in one
         # order; the sort is stable, so the earliest delivery of a transaction stays first.
-        deliveries = sorted((_Delivery(decoded) for decoded in batch), key=_transaction_no)
+        deliveries = sorted(map(_Delivery.of, batch), key=_transaction_no)
         firsts, repeats = split_first_deliveries(deliveries)
         async with self._db.transaction() as conn:
             stored_now = await store.insert_receipts(conn, [d.receipt for d in firsts])
@@ -140,18 +138,9 @@ class ReceiptHandler:
         await write_outbox(conn, [self._message(event) for event in events])
         await store.notify_receipts_stored(conn)
 
-    def _message(self, event: CouponUsageEvent | PointsEvent) -> OutboxMessage:
-        topic = (
-            self._topics.coupon_usage
-            if isinstance(event, CouponUsageEvent)
-            else self._topics.points
-        )
-        return OutboxMessage(
-            topic=topic,
-            key=event.customer_id,
-            event_id=event.event_id,
-            payload=event.model_dump(mode="json"),
-        )
+    def _message(self, event: OutputEvent) -> OutboxMessage:
+        topic = self._topics.coupon_usage if event.kind == "coupon_usage" else self._topics.points
+        return OutboxMessage(topic, event.key, event.event_id, _ENCODER.encode(event.payload))
 
 
 def _transaction_no(delivery: _Delivery) -> str:

@@ -8,10 +8,10 @@ same keys take their row locks in the same order and cannot deadlock on them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 
+import msgspec
 from punchcard_contract import ParsedReceipt
 from punchcard_platform.db import Connection
 
@@ -39,8 +39,10 @@ async def insert_receipts(conn: Connection, receipts: Sequence[ParsedReceipt]) -
     The primary key on ``transaction_no`` is the once-only rule: a receipt whose
     transaction is already stored (or being stored by a concurrent transaction, which
     this statement waits for) is left alone. ``document`` travels as text and is cast in
-    SQL, so its numbers reach jsonb exactly as sent, never through a float. ``coupons``
-    travels as text too: asyncpg would read a list of lists as a two-dimensional array.
+    SQL, so its numbers reach jsonb exactly as sent, never through a float; ``total``
+    travels as the Decimal's exact text for the same reason and because PostgreSQL reads
+    text cheaper than asyncpg encodes a numeric. ``coupons`` travels as text too: asyncpg
+    would read a list of lists as a two-dimensional array.
     """
     if not receipts:
         return set()
@@ -50,9 +52,9 @@ async def insert_receipts(conn: Connection, receipts: Sequence[ParsedReceipt]) -
         INSERT INTO receipts (transaction_no, customer_id, store_id, terminal_id, occurred_at,
                               currency, total, points_used, points_earned, coupons, document,
                               content_hash, event_id)
-        SELECT t, c, s, term, o, cur, tot, pu, pe, cp::jsonb, d::jsonb, h, e
+        SELECT t, c, s, term, o, cur, tot::numeric, pu, pe, cp::jsonb, d::jsonb, h, e
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                    $6::text[], $7::numeric[], $8::bigint[], $9::bigint[], $10::text[],
+                    $6::text[], $7::text[], $8::bigint[], $9::bigint[], $10::text[],
                     $11::text[], $12::bytea[], $13::text[])
              WITH ORDINALITY AS r(t, c, s, term, o, cur, tot, pu, pe, cp, d, h, e, n)
         ORDER BY n
@@ -65,7 +67,7 @@ async def insert_receipts(conn: Connection, receipts: Sequence[ParsedReceipt]) -
         [event.terminal_id for event in events],
         [event.occurred_at for event in events],
         [event.currency for event in events],
-        [event.total for event in events],
+        [str(event.total) for event in events],
         [event.points_used for event in events],
         [event.points_earned for event in events],
         [_coupons_json(event.coupon_uses()) for event in events],
@@ -77,7 +79,11 @@ async def insert_receipts(conn: Connection, receipts: Sequence[ParsedReceipt]) -
 
 
 def _coupons_json(uses: Mapping[str, int]) -> str:
-    return json.dumps([{"coupon_id": coupon_id, "uses": n} for coupon_id, n in uses.items()])
+    if not uses:
+        return "[]"
+    return msgspec.json.encode(
+        [{"coupon_id": coupon_id, "uses": n} for coupon_id, n in uses.items()]
+    ).decode()
 
 
 async def stored_fingerprints(conn: Connection, transaction_nos: Iterable[str]) -> dict[str, bytes]:

@@ -12,13 +12,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
-from punchcard_contract import (
-    CouponRestored,
-    CouponUsageEvent,
-    PointsEvent,
-    ReturnOutcomeEvent,
-    event_id_for,
-)
+import msgspec
+from punchcard_contract import event_id_text, json_time
 from punchcard_platform.outbox import OutboxMessage
 from punchcard_platform.settings import TopicNames
 
@@ -91,12 +86,18 @@ class UsesGivenBack:
 
 @dataclass(frozen=True, slots=True)
 class Decision:
-    """How one return ended; ``outcome`` is the ReturnOutcomeEvent that gets published."""
+    """How one return ended.
+
+    ``outcome`` holds the ReturnOutcomeEvent's fields in the contract's order (what
+    ``ReturnOutcomeEvent.model_dump`` would give), and ``encoded`` its JSON, encoded once for
+    both the outbox and the stored outcome.
+    """
 
     event_id: str
     transaction_no: str
     status: Status
-    outcome: ReturnOutcomeEvent
+    outcome: dict[str, Any]
+    encoded: bytes
 
 
 @dataclass(slots=True)
@@ -166,7 +167,7 @@ def decide_returns(
         catalog=catalog,
         uses_made=dict(uses_made),
         balances=dict(balances),
-        now=now,
+        now=json_time(now),
         topics=topics,
     )
     for item in sorted(pending, key=lambda p: p.seq):
@@ -190,7 +191,8 @@ class _Decider:
     catalog: Mapping[str, CatalogCoupon]
     uses_made: dict[tuple[str, str], int]
     balances: dict[str, int]
-    now: datetime
+    now: str
+    """When the effects commit, as output events write it."""
     topics: TopicNames
     plan: ReturnPlan = field(default_factory=ReturnPlan)
 
@@ -198,20 +200,33 @@ class _Decider:
         self._decide(item, self._outcome(item, customer_id, status="rejected", reason=reason))
 
     def _outcome(
-        self, item: PendingReturn, customer_id: str | None, **decision: Any
-    ) -> ReturnOutcomeEvent:
-        return ReturnOutcomeEvent(
-            event_id=event_id_for(item.event_id, "outcome"),
-            occurred_at=self.now,
-            transaction_no=item.transaction_no,
-            return_event_id=item.event_id,
-            customer_id=customer_id,
-            **decision,
-        )
+        self,
+        item: PendingReturn,
+        customer_id: str | None,
+        *,
+        status: Status,
+        reason: RejectReason | None = None,
+        points_restored: int = 0,
+        points_revoked: int = 0,
+        coupons_restored: Sequence[dict[str, Any]] = (),
+    ) -> dict[str, Any]:
+        return {
+            "schema_version": 1,
+            "event_id": event_id_text(item.event_id, "outcome"),
+            "occurred_at": self.now,
+            "transaction_no": item.transaction_no,
+            "return_event_id": item.event_id,
+            "customer_id": customer_id,
+            "status": status,
+            "reason": reason,
+            "points_restored": points_restored,
+            "points_revoked": points_revoked,
+            "coupons_restored": list(coupons_restored),
+        }
 
     def accept(self, item: PendingReturn, receipt: StoredReceipt) -> None:
         customer_id = receipt.customer_id
-        restored: list[CouponRestored] = []
+        restored: list[dict[str, Any]] = []
         points_restored = points_revoked = 0
         if customer_id is not None:
             # An anonymous sale counted toward nobody and booked no points: nothing to give back.
@@ -223,7 +238,7 @@ class _Decider:
             for coupon_id, uses in receipt.coupons:
                 given = self._give_back_uses(customer_id, receipt.transaction_no, coupon_id, uses)
                 if given:
-                    restored.append(CouponRestored(coupon_id=coupon_id, uses=given))
+                    restored.append({"coupon_id": coupon_id, "uses": given})
         self.plan.returned.append((receipt.transaction_no, item.event_id))
         outcome = self._outcome(
             item,
@@ -246,15 +261,16 @@ class _Decider:
         balance = self.balances.get(customer_id, 0) + delta
         self.balances[customer_id] = balance
         self.plan.ledger.append(LedgerEntry(customer_id, transaction_no, kind, delta))
-        event = PointsEvent(
-            event_id=event_id_for(transaction_no, "points", kind),
-            occurred_at=self.now,
-            customer_id=customer_id,
-            transaction_no=transaction_no,
-            kind=kind,
-            points=delta,
-            balance=balance,
-        )
+        event = {
+            "schema_version": 1,
+            "event_id": event_id_text(transaction_no, "points", kind),
+            "occurred_at": self.now,
+            "customer_id": customer_id,
+            "transaction_no": transaction_no,
+            "kind": kind,
+            "points": delta,
+            "balance": balance,
+        }
         self.plan.messages.append(_message(self.topics.points, customer_id, event))
 
     def _give_back_uses(
@@ -272,33 +288,35 @@ class _Decider:
         self.uses_made[(customer_id, coupon_id)] = after
         self.plan.uses_given_back.append(UsesGivenBack(customer_id, coupon_id, given))
         permitted = coupon.uses_permitted if coupon is not None else None
-        event = CouponUsageEvent(
-            event_id=event_id_for(transaction_no, "coupon", coupon_id, "return"),
-            occurred_at=self.now,
-            customer_id=customer_id,
-            coupon_id=coupon_id,
-            transaction_no=transaction_no,
-            source="return",
-            delta=-given,
-            uses_made=after,
-            uses_permitted=permitted,
-            over_limit=permitted is not None and after > permitted,
-        )
+        event = {
+            "schema_version": 1,
+            "event_id": event_id_text(transaction_no, "coupon", coupon_id, "return"),
+            "occurred_at": self.now,
+            "customer_id": customer_id,
+            "coupon_id": coupon_id,
+            "transaction_no": transaction_no,
+            "source": "return",
+            "delta": -given,
+            "uses_made": after,
+            "uses_permitted": permitted,
+            "over_limit": permitted is not None and after > permitted,
+        }
         self.plan.messages.append(_message(self.topics.coupon_usage, customer_id, event))
         return given
 
-    def _decide(self, item: PendingReturn, outcome: ReturnOutcomeEvent) -> None:
+    def _decide(self, item: PendingReturn, outcome: dict[str, Any]) -> None:
+        message = _message(self.topics.return_outcomes, item.transaction_no, outcome)
         self.plan.decisions.append(
-            Decision(item.event_id, item.transaction_no, outcome.status, outcome)
+            Decision(
+                item.event_id, item.transaction_no, outcome["status"], outcome, message.payload
+            )
         )
-        self.plan.messages.append(
-            _message(self.topics.return_outcomes, item.transaction_no, outcome)
-        )
+        self.plan.messages.append(message)
 
 
-def _message(
-    topic: str, key: str, event: ReturnOutcomeEvent | PointsEvent | CouponUsageEvent
-) -> OutboxMessage:
-    return OutboxMessage(
-        topic=topic, key=key, event_id=event.event_id, payload=event.model_dump(mode="json")
-    )
+_ENCODER = msgspec.json.Encoder()
+
+
+def _message(topic: str, key: str, event: dict[str, Any]) -> OutboxMessage:
+    """An output event as the outbox takes it: its fields encoded once, in their order."""
+    return OutboxMessage(topic, key, event["event_id"], _ENCODER.encode(event))

@@ -69,17 +69,32 @@ async def apply_pending(
 
 
 def count_decisions(plan: ReturnPlan) -> None:
-    """Count and log each decided return; call after the transaction committed."""
+    """Count and log the decided returns; call after the transaction committed.
+
+    Accepted returns are logged once per batch (per record would cost more than deciding
+    them); each rejection gets a line of its own, because a return desk will ask about it.
+    """
+    counts: dict[tuple[str, str], int] = {}
     for decision in plan.decisions:
-        reason = decision.outcome.reason or "none"
-        RETURNS_DECIDED.labels(decision.status, reason).inc()
+        reason = decision.outcome["reason"]
+        key = (decision.status, reason or "none")
+        counts[key] = counts.get(key, 0) + 1
+        if reason is not None:
+            log.info(
+                "return rejected",
+                transaction_no=decision.transaction_no,
+                return_event_id=decision.event_id,
+                customer_id=decision.outcome["customer_id"],
+                status=decision.status,
+                reason=reason,
+            )
+    for (status, reason), count in counts.items():
+        RETURNS_DECIDED.labels(status, reason).inc(count)
+    if plan.decisions:
         log.info(
-            "return decided",
-            transaction_no=decision.transaction_no,
-            return_event_id=decision.event_id,
-            customer_id=decision.outcome.customer_id,
-            status=decision.status,
-            reason=decision.outcome.reason,
+            "returns decided",
+            accepted=counts.get(("accepted", "none"), 0),
+            rejected=len(plan.decisions) - counts.get(("accepted", "none"), 0),
         )
 
 

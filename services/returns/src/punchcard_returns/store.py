@@ -345,13 +345,13 @@ async def write_plan(conn: Connection, plan: ReturnPlan, now: datetime) -> None:
         await conn.execute(
             """
             UPDATE return_events AS r
-            SET status = x.s, outcome = x.o, decided_at = clock_timestamp()
-            FROM unnest($1::text[], $2::text[], $3::jsonb[]) AS x(e, s, o)
+            SET status = x.s, outcome = x.o::jsonb, decided_at = clock_timestamp()
+            FROM unnest($1::text[], $2::text[], $3::text[]) AS x(e, s, o)
             WHERE r.event_id = x.e AND r.status = 'pending'
             """,
             [d.event_id for d in plan.decisions],
             [d.status for d in plan.decisions],
-            [d.outcome.model_dump(mode="json") for d in plan.decisions],
+            [d.encoded.decode() for d in plan.decisions],
         )
     await write_outbox(conn, plan.messages)
 
