@@ -328,6 +328,10 @@ class Seen:
     headers: dict[str, bytes]
 
 
+_STALL_SECONDS = 5.0
+"""A partition behind its end that long without a record means the reader went deaf."""
+
+
 class TopicReader:
     """Reads topics from the beginning for the whole scenario, through broker restarts."""
 
@@ -339,8 +343,15 @@ class TopicReader:
         self.restarts = 0
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Keep reading until ``stop``; a failing or stalled client is replaced."""
+        """Keep reading until ``stop``; a failing or stalled client is replaced.
+
+        A replacement reads every topic again from the beginning instead of seeking to
+        where the last client stopped, so what the reader shows never depends on a
+        position a deaf client left behind.
+        """
         while not stop.is_set():
+            self.records = {t: [] for t in self._topics}
+            self._positions = {}
             consumer = AIOKafkaConsumer(
                 bootstrap_servers=self._settings.kafka_bootstrap_servers.split(","),
                 enable_auto_commit=False,
@@ -371,9 +382,13 @@ class TopicReader:
         for tp in partitions:
             if tp in self._positions:
                 consumer.seek(tp, self._positions[tp])
-        quiet_since = time.monotonic()
+        # After a broker restart a client can go on fetching some partitions and never
+        # again the others (aiokafka issue 1037), so progress is judged per partition.
+        progressed = dict.fromkeys(partitions, time.monotonic())
+        checked = time.monotonic()
         while not stop.is_set():
             batches = await asyncio.wait_for(consumer.getmany(timeout_ms=300), 15)
+            now = time.monotonic()
             for tp, batch in batches.items():
                 for r in batch:
                     if r.offset < self._positions.get(tp, 0):
@@ -383,13 +398,16 @@ class TopicReader:
                         Seen(r.partition, r.offset, r.key, r.value or b"", headers)
                     )
                     self._positions[tp] = r.offset + 1
-            if batches:
-                quiet_since = time.monotonic()
-            elif time.monotonic() - quiet_since > 5:
+                if batch:
+                    progressed[tp] = now
+            if now - checked > _STALL_SECONDS:
+                checked = now
                 ends = await asyncio.wait_for(consumer.end_offsets(partitions), 10)
-                if any(end > self._positions.get(tp, 0) for tp, end in ends.items()):
+                if any(
+                    end > self._positions.get(tp, 0) and now - progressed[tp] > _STALL_SECONDS
+                    for tp, end in ends.items()
+                ):
                     raise RuntimeError("reader stalled behind the end of its topics")
-                quiet_since = time.monotonic()
 
 
 async def read_to_end(settings: Settings, topic: str, timeout: float = 60.0) -> list[Seen]:

@@ -32,7 +32,7 @@ log = structlog.get_logger(__name__)
 
 _LEADER_LOCK_KEY = 0x6F7574626F78  # "outbox"
 _TOPIC_CHECK_SECONDS = 3.0
-_UNAVAILABLE_TOPIC_RETRY_SECONDS = 30.0
+_UNAVAILABLE_TOPIC_RETRY_SECONDS = 5.0
 
 
 class OutboxRelay:
