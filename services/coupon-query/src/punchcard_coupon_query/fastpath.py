@@ -13,6 +13,7 @@ send (the integration tests compare both).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any, cast
@@ -39,7 +40,7 @@ from punchcard_coupon_query.models import (
     customer_coupons_json,
 )
 
-__all__ = ["CouponQueryApp"]
+__all__ = ["Answer", "CouponQueryApp"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,9 +51,14 @@ _RFC3339 = re.compile(RFC3339_PATTERN)
 # The spellings of a boolean this path takes; pydantic's other ones go to FastAPI.
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 _PARAMETERS = frozenset({"store_id", "at", "include_ineligible"})
-_OK_HEADERS = [(b"content-type", b"application/json")]
+_JSON = b"application/json"
+_PROBLEM = PROBLEM_MEDIA_TYPE.encode()
 _OK_REQUESTS = REQUESTS.labels("GET", _COUPONS_ROUTE, "200")
 _OK_SECONDS = REQUEST_SECONDS.labels("GET", _COUPONS_ROUTE, "200")
+
+
+Answer = tuple[int, bytes, bytes]
+"""A whole response: status, content type, body."""
 
 
 class _NotOrdinaryError(Exception):
@@ -74,24 +80,61 @@ class CouponQueryApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer the hot route if the request is ordinary, else hand it to FastAPI."""
-        if scope["type"] == "http" and scope["method"] == "GET":
-            match = _COUPONS_PATH.fullmatch(scope["path"])
-            if match is not None and await self._customer_coupons(match.group(1), scope, send):
-                return
+        if scope["type"] == "http":
+            customer_id = self.hot_customer_id(scope["method"], scope["path"])
+            if customer_id is not None:
+                answer = await self.customer_coupons(
+                    customer_id, scope["path"], scope["query_string"], scope["headers"]
+                )
+                if answer is not None:
+                    status, content_type, body = answer
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": status,
+                            "headers": [
+                                (b"content-type", content_type),
+                                (b"content-length", str(len(body)).encode()),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": body})
+                    return
         await self._everything_else(scope, receive, send)
 
-    async def _customer_coupons(self, customer_id: str, scope: Scope, send: Send) -> bool:
+    def hot_customer_id(self, method: str, path: str) -> str | None:
+        """The customer of a request for the hot route, None for any other request."""
+        if method != "GET":
+            return None
+        match = _COUPONS_PATH.fullmatch(path)
+        return None if match is None else match.group(1)
+
+    async def customer_coupons(
+        self,
+        customer_id: str,
+        path: str,
+        query_string: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+    ) -> Answer | None:
+        """The whole answer to an ordinary coupon list request, or None to leave it to FastAPI.
+
+        Returned rather than sent, so a server can write status line, headers and body in
+        one piece (``serving.HotRouteProtocol``). It is counted and timed here, once built.
+        """
         started = perf_counter()
         try:
-            store_id, at, include_ineligible = _ordinary_parameters(scope["query_string"])
-            key = _bearer_key(scope["headers"])
+            store_id, at, include_ineligible = _ordinary_parameters(query_string)
+            key = _bearer_key(headers)
         except _NotOrdinaryError:
-            return False
+            return None
         known, caller = self._keys.lookup(key)
         if not known:
-            caller = await self._keys.authenticate(key)
+            try:
+                caller = await self._keys.authenticate(key)
+            except Exception:
+                return None  # FastAPI asks again and answers as documented (503 or 500)
         if caller is None:
-            return False  # FastAPI answers 401 (from the cache, without a query)
+            return None  # FastAPI answers 401 (from the cache, without a query)
         moment = datetime.now(UTC) if at is None else at
         try:
             # The pool's own context manager: Database.connection() wraps it in a
@@ -101,47 +144,29 @@ class CouponQueryApp:
                     cast("queries.Connection", conn), customer_id
                 )
         except Exception as exc:
-            await self._failed(exc, scope, send, started)
-            return True
+            return _failed(exc, path, started)
         listed = list_eligibility(
             candidates, store_id=store_id, at=moment, include_ineligible=include_ineligible
         )
         body = customer_coupons_json(customer_id, moment, listed)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [*_OK_HEADERS, (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
         _OK_REQUESTS.inc()
         _OK_SECONDS.observe(perf_counter() - started)
-        return True
+        return 200, _JSON, body
 
-    async def _failed(self, exc: Exception, scope: Scope, send: Send, started: float) -> None:
-        """Answer as FastAPI's error handlers would: 503 if the database is away, else 500."""
-        if is_unavailable(exc):
-            log.warning("database_unavailable", path=scope["path"], error=str(exc))
-            status, detail = 503, "the database does not answer; try again"
-        else:
-            log.error("request_failed", path=scope["path"], exc_info=exc)
-            status, detail = 500, "an unexpected error; it has been logged"
-        body = orjson.dumps(problem_body(status, detail))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-        labels = ("GET", _COUPONS_ROUTE, str(status))
-        REQUESTS.labels(*labels).inc()
-        REQUEST_SECONDS.labels(*labels).observe(perf_counter() - started)
+
+def _failed(exc: Exception, path: str, started: float) -> Answer:
+    """Answer as FastAPI's error handlers would: 503 if the database is away, else 500."""
+    if is_unavailable(exc):
+        log.warning("database_unavailable", path=path, error=str(exc))
+        status, detail = 503, "the database does not answer; try again"
+    else:
+        log.error("request_failed", path=path, exc_info=exc)
+        status, detail = 500, "an unexpected error; it has been logged"
+    body = orjson.dumps(problem_body(status, detail))
+    labels = ("GET", _COUPONS_ROUTE, str(status))
+    REQUESTS.labels(*labels).inc()
+    REQUEST_SECONDS.labels(*labels).observe(perf_counter() - started)
+    return status, _PROBLEM, body
 
 
 def _ordinary_parameters(query_string: bytes) -> tuple[str | None, datetime | None, bool]:
@@ -179,7 +204,7 @@ def _ordinary_parameters(query_string: bytes) -> tuple[str | None, datetime | No
     return store_id, at, include_ineligible
 
 
-def _bearer_key(headers: list[tuple[bytes, bytes]]) -> str:
+def _bearer_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """The key of the first Authorization header if it reads ``Bearer <key>``."""
     for name, value in headers:
         if name == b"authorization":
