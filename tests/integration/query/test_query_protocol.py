@@ -1,4 +1,4 @@
-"""The server's own answer to the hot route: one write, HTTP/1.1 done right around it."""
+"""The hot route over a real connection: pipelining, keep-alive, the headers FastAPI sends."""
 
 from __future__ import annotations
 

@@ -12,6 +12,7 @@ from collections.abc import Awaitable
 from typing import Any
 
 import structlog
+import uvicorn
 import uvloop
 from fastapi import FastAPI
 from punchcard_platform.db import Database
@@ -27,7 +28,6 @@ from punchcard_coupon_query.api import (
 )
 from punchcard_coupon_query.apikeys import ApiKeyCache
 from punchcard_coupon_query.fastpath import CouponQueryApp
-from punchcard_coupon_query.serving import uvicorn_config
 
 __all__ = ["DEFAULT_PORT", "create_app", "run", "serve", "serve_worker"]
 
@@ -125,11 +125,12 @@ async def serve_worker(settings: Settings, sock: socket.socket | None = None) ->
     try:
         if settings.read_database_url:
             reads = await connect(settings.read_database_url)
-        config = uvicorn_config(
+        config = uvicorn.Config(
             create_app(settings, db, reads=reads),
             host=settings.http_host,
             port=settings.port_for(DEFAULT_PORT),
             loop="uvloop",
+            http="httptools",
             lifespan="off",
             log_config=None,
             access_log=False,

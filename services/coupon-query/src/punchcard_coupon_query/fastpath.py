@@ -158,9 +158,9 @@ class CouponQueryApp:
                         {
                             "type": "http.response.start",
                             "status": status,
-                            "headers": [
-                                (b"content-type", content_type),
+                            "headers": [  # in the order Starlette's responses send them
                                 (b"content-length", str(len(body)).encode()),
+                                (b"content-type", content_type),
                             ],
                         }
                     )
@@ -184,8 +184,7 @@ class CouponQueryApp:
     ) -> Answer | None:
         """The whole answer to an ordinary coupon list request, or None to leave it to FastAPI.
 
-        Returned rather than sent, so a server can write status line, headers and body in
-        one piece (``serving.HotRouteProtocol``). It is counted and timed here, once built.
+        Counted and timed here, once built.
         """
         started = perf_counter()
         try:
