@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from punchcard_coupon_query import queries
+from punchcard_coupon_query.fastpath import CouponListBatcher
 from punchcard_platform.db import Database
 
 from tests.helpers import unique_id
@@ -417,3 +420,48 @@ async def test_a_replaced_coupon_is_listed_with_its_new_terms_at_once(served: Se
     mine = [(c["name"], c["uses_permitted"]) for c in after if c["coupon_id"] == coupon_id]
     assert mine == [("Coffee 20% off", 5)]
     assert coupon_id not in [c["coupon_id"] for c in gone]
+
+
+async def test_lists_fetched_together_are_each_the_customers_own(
+    served: Served, db: Database
+) -> None:
+    """Requests at once (lists fetched in shared queries) answer as each alone does."""
+    customers = [unique_id("C") for _ in range(12)]
+    used, targeted = unique_id("USED"), unique_id("TARGETED")
+    await put(served, used, body(uses_permitted=3))
+    await put(served, targeted, body(customer_ids=customers[:4]))
+    for n, customer_id in enumerate(customers):
+        await insert_usage(db, customer_id=customer_id, coupon_id=used, uses_made=n % 4)
+    async with client(served, served.read_key) as http:
+
+        async def listed(customer_id: str) -> bytes:
+            response = await http.get(
+                f"/v1/customers/{customer_id}/coupons",
+                params={"at": DURING, "include_ineligible": "true"},
+            )
+            assert response.status_code == 200
+            return response.content
+
+        alone = [await listed(customer_id) for customer_id in customers]
+        together = await asyncio.gather(*(listed(c) for c in customers + customers))
+    assert list(together) == alone + alone
+
+
+async def test_one_query_for_many_customers_gives_each_their_own_candidates(
+    served: Served, db: Database
+) -> None:
+    """The batcher's shared query returns what the one-customer query returns, per customer."""
+    customers = [unique_id("C") for _ in range(10)]
+    used, targeted = unique_id("USED"), unique_id("TARGETED")
+    await put(served, used, body(uses_permitted=None))
+    await put(served, targeted, body(customer_ids=customers[::3]))
+    for n, customer_id in enumerate(customers):
+        await insert_usage(db, customer_id=customer_id, coupon_id=used, uses_made=n)
+    batcher = CouponListBatcher(db)
+    asked = [*customers, customers[0], unique_id("NEVER-SEEN")]
+    together = await asyncio.gather(*(batcher.fetch(c) for c in asked))
+    async with db.connection() as conn:
+        alone = [await queries.fetch_customer_coupons(conn, c) for c in asked]
+    assert list(together) == alone
+    assert any(terms.coupon_id == targeted for terms, _, _ in together[0])
+    assert not any(terms.coupon_id == targeted for terms, _, _ in together[1])

@@ -12,7 +12,9 @@ send (the integration tests compare both).
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from time import perf_counter
 from typing import Any, cast
@@ -39,7 +41,7 @@ from punchcard_coupon_query.models import (
     customer_coupons_json,
 )
 
-__all__ = ["CouponQueryApp"]
+__all__ = ["Answer", "CouponListBatcher", "CouponQueryApp"]
 
 log = structlog.get_logger(__name__)
 
@@ -50,13 +52,91 @@ _RFC3339 = re.compile(RFC3339_PATTERN)
 # The spellings of a boolean this path takes; pydantic's other ones go to FastAPI.
 _BOOLEANS = {"true": True, "false": False, "1": True, "0": False}
 _PARAMETERS = frozenset({"store_id", "at", "include_ineligible"})
-_OK_HEADERS = [(b"content-type", b"application/json")]
+_JSON = b"application/json"
+_PROBLEM = PROBLEM_MEDIA_TYPE.encode()
 _OK_REQUESTS = REQUESTS.labels("GET", _COUPONS_ROUTE, "200")
 _OK_SECONDS = REQUEST_SECONDS.labels("GET", _COUPONS_ROUTE, "200")
 
 
+Answer = tuple[int, bytes, bytes]
+"""A whole response: status, content type, body."""
+
+
 class _NotOrdinaryError(Exception):
     """This request is left to FastAPI."""
+
+
+class CouponListBatcher:
+    """Coupon lists asked for while the process is busy share one query.
+
+    Each query costs the process a round trip's socket writes, reads and wake-ups, and
+    PostgreSQL a statement execution, whatever the number of customers in it. While
+    fewer than ``MAX_QUERIES`` list queries run, a list is fetched at once with the
+    one-customer query, as if there were no batcher (measured: deferring every list to
+    batch it cost CPU at moderate load). Beyond that, lists wait for a running query to
+    end and then go together, up to ``MAX_CUSTOMERS`` a query: under overload the
+    process spends less per request instead of queueing without end.
+    """
+
+    MAX_QUERIES = 4
+    MAX_CUSTOMERS = 64
+
+    def __init__(self, reads: Database) -> None:
+        self._reads = reads
+        self._waiting: dict[str, list[asyncio.Future[list[queries.CouponCandidate]]]] = {}
+        self._queries = 0
+        self._batches: set[asyncio.Task[None]] = set()
+
+    async def fetch(self, customer_id: str) -> list[queries.CouponCandidate]:
+        """The customer's candidate coupons, as ``queries.fetch_customer_coupons`` gives them."""
+        if self._queries >= self.MAX_QUERIES or self._waiting:
+            answer: asyncio.Future[list[queries.CouponCandidate]]
+            answer = asyncio.get_running_loop().create_future()
+            self._waiting.setdefault(customer_id, []).append(answer)
+            return await answer
+        self._queries += 1
+        try:
+            # The pool's own context manager: Database.connection() wraps it in a
+            # generator-based one, which costs more than it is worth on this path.
+            async with self._reads.pool.acquire() as conn:
+                return await queries.fetch_customer_coupons(
+                    cast("queries.Connection", conn), customer_id
+                )
+        finally:
+            self._queries -= 1
+            self._start_batch()
+
+    def _start_batch(self) -> None:
+        while self._waiting and self._queries < self.MAX_QUERIES:
+            self._queries += 1
+            batch: dict[str, list[asyncio.Future[list[queries.CouponCandidate]]]] = {}
+            for customer_id in list(self._waiting)[: self.MAX_CUSTOMERS]:
+                batch[customer_id] = self._waiting.pop(customer_id)
+            task = asyncio.get_running_loop().create_task(self._fetch_batch(batch))
+            self._batches.add(task)
+            task.add_done_callback(self._batches.discard)
+
+    async def _fetch_batch(
+        self, batch: dict[str, list[asyncio.Future[list[queries.CouponCandidate]]]]
+    ) -> None:
+        try:
+            async with self._reads.pool.acquire() as conn:
+                lists = await queries.fetch_many_customer_coupons(
+                    cast("queries.Connection", conn), list(batch)
+                )
+        except Exception as exc:
+            for answers in batch.values():
+                for answer in answers:
+                    if not answer.done():
+                        answer.set_exception(exc)
+        else:
+            for customer_id, answers in batch.items():
+                for answer in answers:
+                    if not answer.done():
+                        answer.set_result(lists[customer_id])
+        finally:
+            self._queries -= 1
+            self._start_batch()
 
 
 class CouponQueryApp:
@@ -67,6 +147,7 @@ class CouponQueryApp:
         self._reads = reads
         self._keys = keys
         self._everything_else = RequestMetricsMiddleware(api)
+        self._lists = CouponListBatcher(reads)
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI document (FastAPI's, which documents the hot route too)."""
@@ -74,74 +155,87 @@ class CouponQueryApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer the hot route if the request is ordinary, else hand it to FastAPI."""
-        if scope["type"] == "http" and scope["method"] == "GET":
-            match = _COUPONS_PATH.fullmatch(scope["path"])
-            if match is not None and await self._customer_coupons(match.group(1), scope, send):
-                return
+        if scope["type"] == "http":
+            customer_id = self.hot_customer_id(scope["method"], scope["path"])
+            if customer_id is not None:
+                answer = await self.customer_coupons(
+                    customer_id, scope["path"], scope["query_string"], scope["headers"]
+                )
+                if answer is not None:
+                    status, content_type, body = answer
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": status,
+                            "headers": [  # in the order Starlette's responses send them
+                                (b"content-length", str(len(body)).encode()),
+                                (b"content-type", content_type),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": body})
+                    return
         await self._everything_else(scope, receive, send)
 
-    async def _customer_coupons(self, customer_id: str, scope: Scope, send: Send) -> bool:
+    def hot_customer_id(self, method: str, path: str) -> str | None:
+        """The customer of a request for the hot route, None for any other request."""
+        if method != "GET":
+            return None
+        match = _COUPONS_PATH.fullmatch(path)
+        return None if match is None else match.group(1)
+
+    async def customer_coupons(
+        self,
+        customer_id: str,
+        path: str,
+        query_string: bytes,
+        headers: Iterable[tuple[bytes, bytes]],
+    ) -> Answer | None:
+        """The whole answer to an ordinary coupon list request, or None to leave it to FastAPI.
+
+        Counted and timed here, once built.
+        """
         started = perf_counter()
         try:
-            store_id, at, include_ineligible = _ordinary_parameters(scope["query_string"])
-            key = _bearer_key(scope["headers"])
+            store_id, at, include_ineligible = _ordinary_parameters(query_string)
+            key = _bearer_key(headers)
         except _NotOrdinaryError:
-            return False
+            return None
         known, caller = self._keys.lookup(key)
         if not known:
-            caller = await self._keys.authenticate(key)
+            try:
+                caller = await self._keys.authenticate(key)
+            except Exception:
+                return None  # FastAPI asks again and answers as documented (503 or 500)
         if caller is None:
-            return False  # FastAPI answers 401 (from the cache, without a query)
+            return None  # FastAPI answers 401 (from the cache, without a query)
         moment = datetime.now(UTC) if at is None else at
         try:
-            # The pool's own context manager: Database.connection() wraps it in a
-            # generator-based one, which costs more than it is worth on this path.
-            async with self._reads.pool.acquire() as conn:
-                candidates = await queries.fetch_customer_coupons(
-                    cast("queries.Connection", conn), customer_id
-                )
+            candidates = await self._lists.fetch(customer_id)
         except Exception as exc:
-            await self._failed(exc, scope, send, started)
-            return True
+            return _failed(exc, path, started)
         listed = list_eligibility(
             candidates, store_id=store_id, at=moment, include_ineligible=include_ineligible
         )
         body = customer_coupons_json(customer_id, moment, listed)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": [*_OK_HEADERS, (b"content-length", str(len(body)).encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
         _OK_REQUESTS.inc()
         _OK_SECONDS.observe(perf_counter() - started)
-        return True
+        return 200, _JSON, body
 
-    async def _failed(self, exc: Exception, scope: Scope, send: Send, started: float) -> None:
-        """Answer as FastAPI's error handlers would: 503 if the database is away, else 500."""
-        if is_unavailable(exc):
-            log.warning("database_unavailable", path=scope["path"], error=str(exc))
-            status, detail = 503, "the database does not answer; try again"
-        else:
-            log.error("request_failed", path=scope["path"], exc_info=exc)
-            status, detail = 500, "an unexpected error; it has been logged"
-        body = orjson.dumps(problem_body(status, detail))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                    (b"content-length", str(len(body)).encode()),
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
-        labels = ("GET", _COUPONS_ROUTE, str(status))
-        REQUESTS.labels(*labels).inc()
-        REQUEST_SECONDS.labels(*labels).observe(perf_counter() - started)
+
+def _failed(exc: Exception, path: str, started: float) -> Answer:
+    """Answer as FastAPI's error handlers would: 503 if the database is away, else 500."""
+    if is_unavailable(exc):
+        log.warning("database_unavailable", path=path, error=str(exc))
+        status, detail = 503, "the database does not answer; try again"
+    else:
+        log.error("request_failed", path=path, exc_info=exc)
+        status, detail = 500, "an unexpected error; it has been logged"
+    body = orjson.dumps(problem_body(status, detail))
+    labels = ("GET", _COUPONS_ROUTE, str(status))
+    REQUESTS.labels(*labels).inc()
+    REQUEST_SECONDS.labels(*labels).observe(perf_counter() - started)
+    return status, _PROBLEM, body
 
 
 def _ordinary_parameters(query_string: bytes) -> tuple[str | None, datetime | None, bool]:
@@ -179,7 +273,7 @@ def _ordinary_parameters(query_string: bytes) -> tuple[str | None, datetime | No
     return store_id, at, include_ineligible
 
 
-def _bearer_key(headers: list[tuple[bytes, bytes]]) -> str:
+def _bearer_key(headers: Iterable[tuple[bytes, bytes]]) -> str:
     """The key of the first Authorization header if it reads ``Bearer <key>``."""
     for name, value in headers:
         if name == b"authorization":

@@ -25,6 +25,7 @@ __all__ = [
     "fetch_coupon",
     "fetch_customer_coupon",
     "fetch_customer_coupons",
+    "fetch_many_customer_coupons",
     "fetch_points",
     "fetch_receipt_document",
     "fetch_receipts",
@@ -59,6 +60,32 @@ _CUSTOMER_COUPONS = """
     ) AS a
     WHERE c.active AND a.issued
     ORDER BY c.coupon_id
+"""
+
+# _CUSTOMER_COUPONS for several customers at once: the lists of requests that arrive
+# together (fastpath.CouponListBatcher), in one round trip and one statement execution.
+# PostgreSQL runs the statement above once per customer (less its ORDER BY): OFFSET 0
+# keeps the planner from merging it into one join over all of them, where it would hash
+# whole tables (coupon_targets) instead of probing their primary keys.
+_CUSTOMERS_COUPONS = """
+    SELECT q.customer_id, l.coupon_id, l.version, l.uses_made, l.issued
+    FROM unnest($1::text[]) AS q(customer_id)
+    CROSS JOIN LATERAL (
+        SELECT c.coupon_id, c.xmin::text AS version, COALESCE(u.uses_made, 0) AS uses_made,
+               a.issued
+        FROM coupons AS c
+        LEFT JOIN coupon_usage AS u
+            ON u.customer_id = q.customer_id AND u.coupon_id = c.coupon_id
+        CROSS JOIN LATERAL (
+            SELECT NOT c.targeted OR EXISTS (
+                SELECT 1 FROM coupon_targets AS t
+                WHERE t.coupon_id = c.coupon_id AND t.customer_id = q.customer_id
+            ) AS issued
+        ) AS a
+        WHERE c.active AND a.issued
+        OFFSET 0
+    ) AS l
+    ORDER BY l.coupon_id
 """
 
 _COUPON_TERMS = """
@@ -152,6 +179,31 @@ async def fetch_customer_coupons(conn: Connection, customer_id: str) -> list[Cou
         if known is not None:  # None only if the coupon row vanished in between
             candidates.append((known, uses_made, issued))
     return candidates
+
+
+async def fetch_many_customer_coupons(
+    conn: Connection, customer_ids: list[str]
+) -> dict[str, list[CouponCandidate]]:
+    """``fetch_customer_coupons`` for several distinct customers in one query.
+
+    Every customer asked for has a list in the answer, empty if nothing is shown to them.
+    """
+    # Positions of _CUSTOMERS_COUPONS' columns: customer_id, coupon_id, version, uses_made,
+    # issued.
+    rows = await conn.fetch(_CUSTOMERS_COUPONS, customer_ids)
+    get = _terms_cache.get
+    missing = list({row[1] for row in rows if get(row[1], row[2]) is None})
+    fetched: dict[str, CouponTerms] = {}
+    if missing:
+        for found in await conn.fetch(_COUPON_TERMS, missing):
+            terms = fetched[found["coupon_id"]] = _terms(found)
+            _terms_cache.put(found["coupon_id"], found["version"], terms)
+    lists: dict[str, list[CouponCandidate]] = {customer_id: [] for customer_id in customer_ids}
+    for customer_id, coupon_id, version, uses_made, issued in rows:
+        known = get(coupon_id, version) or fetched.get(coupon_id)
+        if known is not None:  # None only if the coupon row vanished in between
+            lists[customer_id].append((known, uses_made, issued))
+    return lists
 
 
 async def fetch_customer_coupon(

@@ -1,0 +1,64 @@
+"""The hot route over a real connection: pipelining, keep-alive, the headers FastAPI sends."""
+
+from __future__ import annotations
+
+import asyncio
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.helpers import unique_id
+from tests.integration.query.support import Served, client
+
+pytestmark = pytest.mark.integration
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes]:
+    """One response with a Content-Length body: status line, headers, body."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=10)
+    status, *lines = head[:-4].split(b"\r\n")
+    headers = dict(line.split(b": ", 1) for line in lines)
+    body = await reader.readexactly(int(headers[b"content-length"]))
+    return status, headers, body
+
+
+async def test_pipelined_requests_are_answered_in_order_on_one_connection(
+    served: Served,
+) -> None:
+    """Hot-route, other-route and refused requests sent in one write come back in order."""
+    url = urlsplit(served.base_url)
+    me = unique_id("C")
+    key = f"Authorization: Bearer {served.read_key}\r\n"
+    hot = f"GET /v1/customers/{me}/coupons HTTP/1.1\r\nHost: x\r\n{key}\r\n"
+    requests = [hot, "GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n", hot.replace(key, ""), hot]
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        writer.write("".join(requests).encode())
+        answers = [await read_response(reader) for _ in requests]
+    finally:
+        writer.close()
+    assert [status for status, _, _ in answers] == [
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 200 OK",
+        b"HTTP/1.1 401 Unauthorized",
+        b"HTTP/1.1 200 OK",
+    ]
+    assert answers[1][2] == b'{"status":"ok"}'
+    assert answers[0][2].startswith(f'{{"customer_id":"{me}"'.encode())
+    assert answers[0][1][b"content-type"] == b"application/json"
+    assert answers[2][1][b"content-type"] == b"application/problem+json"
+
+
+async def test_the_hot_route_sends_the_headers_the_asgi_path_sends(served: Served) -> None:
+    """Same header names and values as FastAPI's answer (date, type, length), nothing more."""
+    me = unique_id("C")
+    async with client(served, served.read_key) as http:
+        fast = await http.get(f"/v1/customers/{me}/coupons", params={"at": "2026-11-15T12:00:00Z"})
+        # A repeated parameter is never taken by the fast path: FastAPI answers it.
+        slow = await http.get(
+            f"/v1/customers/{me}/coupons?at=2026-11-15T12:00:00Z&at=2026-11-15T12:00:00Z"
+        )
+    assert fast.status_code == slow.status_code == 200
+    assert fast.content == slow.content
+    assert list(fast.headers.keys()) == list(slow.headers.keys())
+    assert fast.headers["content-length"] == slow.headers["content-length"]
