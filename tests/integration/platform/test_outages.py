@@ -117,6 +117,13 @@ async def _stored_and_published(settings: Settings, transaction_no: str) -> bool
     return bool(stored == 1 and unsent == 0)
 
 
+async def _all_stored_and_published(settings: Settings, transaction_nos: list[str]) -> bool:
+    for transaction_no in transaction_nos:
+        if not await _stored_and_published(settings, transaction_no):
+            return False
+    return True
+
+
 async def _queue_output_event(settings: Settings) -> None:
     conn = await asyncpg.connect(settings.database_url)
     try:
@@ -333,8 +340,13 @@ async def test_a_consumer_frozen_past_its_session_rejoins_and_nothing_is_doubled
             timeout=RECOVERY_DEADLINE,
             what="sales applied after the frozen instance woke",
         )
-        for sale in sales:
-            assert await _stored_and_published(settings, sale)
+        # The relay publishes after the commit (and its leader may be the instance that was
+        # frozen), so publication is awaited, not assumed at the moment of the count.
+        await eventually(
+            lambda: _all_stored_and_published(settings, sales),
+            timeout=RECOVERY_DEADLINE,
+            what="every sale's events published",
+        )
         assert first.running
         assert second.running
         await eventually(lambda: _ready_is(first, 200), timeout=RECOVERY_DEADLINE, what="ready")
