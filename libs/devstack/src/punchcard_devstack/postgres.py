@@ -83,30 +83,32 @@ class PostgresServer:
 
     def init_cluster(self) -> None:
         """``initdb`` a fresh cluster in the work directory."""
+        self._make_data_dir(
+            "initdb",
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+        )
+
+    def _make_data_dir(self, program: str, *args: str) -> None:
+        """Run ``program -D <data dir> *args`` as the database user, in a work dir it owns."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         if self._user:
             shutil.chown(self.workdir, self._user, self._user)
         result = subprocess.run(  # noqa: S603 - fixed argv
-            [
-                str(self._bindir / "initdb"),
-                "-D",
-                str(self.workdir / "data"),
-                "-U",
-                "postgres",
-                "-A",
-                "trust",
-                "-E",
-                "UTF8",
-                "--locale=C",
-                "--no-sync",
-            ],
+            [str(self._bindir / program), "-D", str(self.workdir / "data"), *args],
             capture_output=True,
             text=True,
             check=False,
             user=self._user,
         )
         if result.returncode != 0:
-            raise DevStackError(f"initdb failed:\n{result.stdout}{result.stderr}")
+            raise DevStackError(f"{program} failed:\n{result.stdout}{result.stderr}")
 
     def start(self) -> None:
         """Start the server; returns at once (see ``wait_ready``)."""
@@ -256,34 +258,21 @@ class ReplicaServer(PostgresServer):
 
     def init_cluster(self) -> None:
         """Copy the primary with ``pg_basebackup -R`` (standby.signal and primary_conninfo)."""
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        if self._user:
-            shutil.chown(self.workdir, self._user, self._user)
-        result = subprocess.run(  # noqa: S603 - fixed argv
-            [
-                str(self._bindir / "pg_basebackup"),
-                "-h",
-                self.primary_host,
-                "-p",
-                str(self.primary_port),
-                "-U",
-                self.primary_user,
-                "-D",
-                str(self.workdir / "data"),
-                "-R",
-                "-X",
-                "stream",
-                "-c",
-                "fast",
-                "--no-sync",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-            user=self._user,
+        self._make_data_dir(
+            "pg_basebackup",
+            "-h",
+            self.primary_host,
+            "-p",
+            str(self.primary_port),
+            "-U",
+            self.primary_user,
+            "-R",
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "--no-sync",
         )
-        if result.returncode != 0:
-            raise DevStackError(f"pg_basebackup failed:\n{result.stdout}{result.stderr}")
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         """Block until the replica accepts (read-only) connections; its databases came along."""
