@@ -6,38 +6,24 @@ that needs it and cannot have it fails: starting the stack raises, it never skip
 
 from __future__ import annotations
 
-import asyncio
-import sys
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
-from punchcard_devstack import DevStack, Endpoints
+from punchcard_devstack import Endpoints
 from punchcard_platform.db import Database
 from punchcard_platform.kafka import create_topics
-from punchcard_platform.migrations import apply_migrations
 from punchcard_platform.settings import Settings, TopicNames
 
 from tests.helpers import unique_id
-
-
-async def _migrate(url: str) -> None:
-    db = await Database.connect(url, max_size=2)
-    try:
-        await apply_migrations(db)
-    finally:
-        await db.close()
+from tests.stacks import running_stack
 
 
 @pytest.fixture(scope="session")
 def stack() -> Iterator[Endpoints]:
     """The session's Kafka and PostgreSQL (started here, or taken from PUNCHCARD_* variables)."""
-    devstack = DevStack(log=lambda line: print(line, file=sys.stderr))
-    endpoints = devstack.start()
-    try:
-        asyncio.run(_migrate(endpoints.database_url))
-        yield endpoints
-    finally:
-        devstack.stop()
+    with running_stack() as devstack:
+        assert devstack.endpoints is not None
+        yield devstack.endpoints
 
 
 def make_settings(stack: Endpoints, **overrides: object) -> Settings:

@@ -6,19 +6,16 @@ restarts the broker under everyone's feet. ``make faults`` sets ``PUNCHCARD_FAUL
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from punchcard_devstack import DevStack
-from punchcard_platform.db import Database
-from punchcard_platform.migrations import apply_migrations
 
 from tests.faults.harness import RECOVERY_LIMIT_SECONDS, Result
+from tests.stacks import running_stack
 
 # The suite's own clients see every broker restart; their reconnect chatter is not news.
 logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
@@ -39,30 +36,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = [item for item in items if _HERE not in item.path.parents]
 
 
-async def _migrate_durably(url: str) -> None:
-    db = await Database.connect(url, max_size=2)
-    try:
-        await apply_migrations(db)
-        async with db.connection() as conn:
-            # The devstack runs with synchronous_commit=off for speed; an immediate stop then
-            # loses commits already acknowledged (and offsets committed after them). A
-            # database level setting outranks the server's command line for new sessions.
-            name = await conn.fetchval("SELECT quote_ident(current_database())")
-            await conn.execute(f"ALTER DATABASE {name} SET synchronous_commit = on")
-    finally:
-        await db.close()
-
-
 @pytest.fixture(scope="session")
 def fault_stack() -> Iterator[DevStack]:
     """A broker and a database of the fault run's own, which its scenarios kill and restart."""
-    devstack = DevStack(log=lambda line: print(line, file=sys.stderr))
-    endpoints = devstack.start()
-    try:
-        asyncio.run(_migrate_durably(endpoints.database_url))
+    with running_stack(own=True, durable=True) as devstack:
         yield devstack
-    finally:
-        devstack.stop()
 
 
 def table(results: list[Result]) -> str:

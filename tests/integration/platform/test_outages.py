@@ -9,7 +9,6 @@ below are far above what a healthy recovery takes.
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import time
 import urllib.error
@@ -29,10 +28,11 @@ from punchcard_platform.settings import Settings
 from punchcard_returns.handler import ReturnHandler
 from punchcard_returns.waiting import PendingReturnResolver
 
-from tests.conftest import _migrate, make_settings
+from tests.conftest import make_settings
 from tests.documents import encode, receipt_document, return_document
 from tests.helpers import eventually, produce, unique_id
 from tests.integration.returns.support import send_returns, store_sales
+from tests.stacks import running_stack
 
 T = TypeVar("T")
 
@@ -43,19 +43,8 @@ RECOVERY_DEADLINE = 90.0
 @pytest.fixture(scope="module")
 def own_stack() -> Iterator[DevStack]:
     """A Kafka and a PostgreSQL that only this module uses (and crashes)."""
-    saved = {
-        name: os.environ.pop(name)
-        for name in ("PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS", "PUNCHCARD_DATABASE_URL")
-        if name in os.environ
-    }
-    devstack = DevStack(log=lambda line: print(line, file=sys.stderr))
-    try:
-        endpoints = devstack.start()
-        asyncio.run(_migrate(endpoints.database_url))
+    with running_stack(own=True) as devstack:
         yield devstack
-    finally:
-        devstack.stop()
-        os.environ.update(saved)
 
 
 def _endpoints(devstack: DevStack) -> Endpoints:
@@ -122,6 +111,21 @@ async def _all_stored_and_published(settings: Settings, transaction_nos: list[st
         if not await _stored_and_published(settings, transaction_no):
             return False
     return True
+
+
+async def _until_stored_and_published(settings: Settings, transaction_no: str, what: str) -> None:
+    await eventually(
+        lambda: _stored_and_published(settings, transaction_no),
+        timeout=RECOVERY_DEADLINE,
+        what=what,
+        interval=0.2,
+    )
+
+
+async def _until_ready(service: ServiceProcess) -> None:
+    await eventually(
+        lambda: _ready_is(service, 200), timeout=RECOVERY_DEADLINE, what="ready", interval=0.2
+    )
 
 
 async def _queue_output_event(settings: Settings) -> None:
@@ -203,15 +207,10 @@ async def test_a_consumer_started_while_the_database_and_broker_are_down_waits_t
 
         own_stack.kafka.restart()  # from this thread: see _ensure_running
         answered = time.monotonic()
-        await eventually(
-            lambda: _ready_is(service, 200), timeout=RECOVERY_DEADLINE, what="ready", interval=0.2
-        )
+        await _until_ready(service)
         transaction_no = await _send_sale(settings)
-        await eventually(
-            lambda: _stored_and_published(settings, transaction_no),
-            timeout=RECOVERY_DEADLINE,
-            what="the sale stored and its events published",
-            interval=0.2,
+        await _until_stored_and_published(
+            settings, transaction_no, "the sale stored and its events published"
         )
         _report("start-up wait", time.monotonic() - answered)
         assert service.running
@@ -230,10 +229,8 @@ async def test_a_broker_restart_under_a_running_consumer_is_ridden_out(
     service = await _start(settings, tmp_path, "receipt-consumer")
     try:
         first = await _send_sale(settings)
-        await eventually(
-            lambda: _stored_and_published(settings, first), timeout=RECOVERY_DEADLINE, what="first"
-        )
-        await eventually(lambda: _ready_is(service, 200), timeout=RECOVERY_DEADLINE, what="ready")
+        await _until_stored_and_published(settings, first, "first")
+        await _until_ready(service)
 
         own_stack.kafka.kill()
         await eventually(
@@ -242,14 +239,11 @@ async def test_a_broker_restart_under_a_running_consumer_is_ridden_out(
         own_stack.kafka.restart()  # from this thread: see _ensure_running
         answered = time.monotonic()
         second = await _send_sale(settings)
-        await eventually(
-            lambda: _stored_and_published(settings, second),
-            timeout=RECOVERY_DEADLINE,
-            what="a sale after the restart stored and published",
-            interval=0.2,
+        await _until_stored_and_published(
+            settings, second, "a sale after the restart stored and published"
         )
         _report("broker restart", time.monotonic() - answered)
-        await eventually(lambda: _ready_is(service, 200), timeout=RECOVERY_DEADLINE, what="ready")
+        await _until_ready(service)
         assert service.running
     finally:
         assert service.terminate() == 0, service.log_tail()
@@ -265,9 +259,7 @@ async def test_a_database_restart_under_a_running_consumer_is_ridden_out(
     service = await _start(settings, tmp_path, "receipt-consumer")
     try:
         first = await _send_sale(settings)
-        await eventually(
-            lambda: _stored_and_published(settings, first), timeout=RECOVERY_DEADLINE, what="first"
-        )
+        await _until_stored_and_published(settings, first, "first")
         own_stack.postgres.stop_immediate()
         await eventually(
             lambda: _ready_is(service, 503), timeout=RECOVERY_DEADLINE, what="not ready"
@@ -276,14 +268,11 @@ async def test_a_database_restart_under_a_running_consumer_is_ridden_out(
         second = await _send_sale(settings)
         own_stack.postgres.restart()  # from this thread: see _ensure_running
         answered = time.monotonic()
-        await eventually(
-            lambda: _stored_and_published(settings, second),
-            timeout=RECOVERY_DEADLINE,
-            what="the sale sent during the outage stored and published",
-            interval=0.2,
+        await _until_stored_and_published(
+            settings, second, "the sale sent during the outage stored and published"
         )
         _report("database restart", time.monotonic() - answered)
-        await eventually(lambda: _ready_is(service, 200), timeout=RECOVERY_DEADLINE, what="ready")
+        await _until_ready(service)
         assert service.running
     finally:
         assert service.terminate() == 0, service.log_tail()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any
 
 from punchcard_coupon_query.queries import fetch_return_status
 from punchcard_platform.db import Connection, Database
@@ -38,6 +39,15 @@ async def _finished_or_blocked_by(task: asyncio.Task[None], db: Database, holder
     return waiting > 0
 
 
+async def _assert_first_accepted_second_rejected(
+    db: Database, tx: str, first: dict[str, Any], second: dict[str, Any]
+) -> None:
+    assert await return_states(db, tx) == [
+        (first["event_id"], "accepted", None),
+        (second["event_id"], "rejected", "already_returned"),
+    ]
+
+
 def _pid(conn: Connection) -> int:
     return conn.get_server_pid()
 
@@ -65,10 +75,7 @@ async def test_a_second_return_arriving_while_a_resolver_holds_the_first_does_no
         await apply_pending(resolver, [p for p in due if p.transaction_no == tx], settings.topics)
     await asyncio.wait_for(batch, 60)
 
-    assert await return_states(db, tx) == [
-        (first["event_id"], "accepted", None),
-        (second["event_id"], "rejected", "already_returned"),
-    ]
+    await _assert_first_accepted_second_rejected(db, tx, first, second)
     assert await receipt_return(db, tx) == first["event_id"]
 
 
@@ -95,10 +102,7 @@ async def test_two_resolvers_sweeping_at_once_apply_the_first_return_of_a_sale(
         await apply_pending(sweeping, held, settings.topics)
     await PendingReturnResolver(settings, db).resolve_due()
 
-    assert await return_states(db, tx) == [
-        (first["event_id"], "accepted", None),
-        (second["event_id"], "rejected", "already_returned"),
-    ]
+    await _assert_first_accepted_second_rejected(db, tx, first, second)
 
 
 async def test_a_rejection_decided_after_the_acceptance_is_the_latest_outcome(
