@@ -722,6 +722,15 @@ def _coupon_list(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
+_SHARES = (
+    ("anonymous_share", "of sales, without a customer"),
+    ("return_share", "of sales, returned later"),
+    ("repeat_return_share", "of returns, sent again (the desk must see already_returned)"),
+    ("early_return_share", "of returns, sent before their sale"),
+)
+"""The mix's options: a field of ``SimulationOptions`` each, and what it is a share of."""
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``punchcard simulate``; defaults are those of ``SimulationOptions``."""
     defaults = SimulationOptions()
@@ -764,30 +773,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--run-tag", default=None, help="part of every transaction_no (default: random per run)"
     )
     mix = parser.add_argument_group("the mix (shares between 0 and 1)")
-    mix.add_argument(
-        "--anonymous-share",
-        type=_share,
-        default=defaults.anonymous_share,
-        help="of sales, without a customer",
-    )
-    mix.add_argument(
-        "--return-share",
-        type=_share,
-        default=defaults.return_share,
-        help="of sales, returned later",
-    )
-    mix.add_argument(
-        "--repeat-return-share",
-        type=_share,
-        default=defaults.repeat_return_share,
-        help="of returns, sent again (the desk must see already_returned)",
-    )
-    mix.add_argument(
-        "--early-return-share",
-        type=_share,
-        default=defaults.early_return_share,
-        help="of returns, sent before their sale",
-    )
+    for share, meaning in _SHARES:
+        mix.add_argument(
+            f"--{share.replace('_', '-')}",
+            type=_share,
+            default=getattr(defaults, share),
+            help=meaning,
+        )
     parser.add_argument(
         "--seed", type=int, default=None, help="seed of the generator, for a reproducible stream"
     )
