@@ -88,5 +88,34 @@ async def test_a_restarted_consumer_starts_after_the_last_committed_batch(
     assert sorted(first.applied) == sorted(f"r{i}".encode() for i in range(30))
 
 
+class SlowHandler(RecordingHandler):
+    """Applies after a short wait, as a database would, so the next batch is fetched ahead."""
+
+    async def apply(self, batch: list[Decoded[bytes]]) -> list[DeadLetter]:
+        await asyncio.sleep(0.02)  # stands for the transaction's round trips, not a wait
+        return await super().apply(batch)
+
+
+async def test_consumers_joining_and_leaving_while_batches_are_fetched_ahead_lose_no_record(
+    settings: Settings,
+) -> None:
+    """A batch fetched ahead of a rebalance is dropped and fetched again, never skipped."""
+    topic = settings.topics.receipts
+    group = settings.consumer_group("ahead")
+    small = settings.model_copy(update={"batch_max_records": 20})
+    values = [f"a{i}".encode() for i in range(3000)]
+    await produce(settings, topic, [(str(i).encode(), v) for i, v in enumerate(values)])
+    first, second = SlowHandler(), SlowHandler()
+
+    def applied() -> set[bytes]:
+        return set(first.applied) | set(second.applied)
+
+    async with running(ConsumerLoop(small, handler=first, topic=topic, group_id=group)):
+        await eventually(lambda: _true(len(first.applied) >= 200), what="first consumer going")
+        async with running(ConsumerLoop(small, handler=second, topic=topic, group_id=group)):
+            await eventually(lambda: _true(len(second.applied) >= 100), what="second joined")
+        await eventually(lambda: _true(applied() == set(values)), what="every record applied")
+
+
 async def _true(value: bool) -> bool:
     return value
