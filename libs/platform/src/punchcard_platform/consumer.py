@@ -273,13 +273,24 @@ class ConsumerLoop(Generic[T]):
                         self._rewind(consumer, batch)
                         batch = None
                         continue
+                    following = asyncio.ensure_future(self._fetch(consumer, listener))
                     try:
-                        batch = await self._process(consumer, dead_letters, listener, batch)
-                    except StopRequestedError:
-                        log.info(
-                            "stopping with a batch abandoned uncommitted", service=self._service
-                        )
+                        await self._process(consumer, dead_letters, batch)
+                    except BaseException as exc:
+                        following.cancel()
+                        await asyncio.gather(following, return_exceptions=True)
+                        if isinstance(exc, StopRequestedError):
+                            log.info(
+                                "stopping with a batch abandoned uncommitted",
+                                service=self._service,
+                            )
                         raise
+                # Awaited only once the lock is released: from the moment a rebalance begins,
+                # aiokafka's getmany waits for the new assignment (whatever its timeout), the
+                # new assignment waits for on_partitions_revoked, and that waits for this lock.
+                # Awaiting the fetch ahead under the lock stalled the whole group until the
+                # rebalance timed out.
+                batch = await following
         finally:
             watchdog.cancel()
             await asyncio.gather(watchdog, return_exceptions=True)
@@ -402,31 +413,18 @@ class ConsumerLoop(Generic[T]):
                     continue
 
     async def _process(
-        self,
-        consumer: AIOKafkaConsumer,
-        dead_letters: DeadLetterWriter,
-        listener: _WaitForBatchOnRevoke,
-        batch: _Batch[T],
-    ) -> _Batch[T] | None:
-        """Apply and commit ``batch``; return the next one, fetched and decoded meanwhile."""
+        self, consumer: AIOKafkaConsumer, dead_letters: DeadLetterWriter, batch: _Batch[T]
+    ) -> None:
+        """Apply ``batch``, write its dead letters, commit its offsets."""
         started = time.perf_counter()
-        following = asyncio.ensure_future(self._fetch(consumer, listener))
-        try:
-            rejected = batch.rejected + await self._apply(batch.decoded)
-            await self._retry_until_done("write dead letters", lambda: dead_letters.write(rejected))
-            offsets = {
-                tp: records[-1].offset + 1 for tp, records in batch.batches.items() if records
-            }
-            await self._commit(consumer, offsets)
-        except BaseException:
-            following.cancel()
-            await asyncio.gather(following, return_exceptions=True)
-            raise
+        rejected = batch.rejected + await self._apply(batch.decoded)
+        await self._retry_until_done("write dead letters", lambda: dead_letters.write(rejected))
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.batches.items() if records}
+        await self._commit(consumer, offsets)
         self.batches_applied += 1
         self._observe(
             consumer, batch.records, len(rejected), offsets, time.perf_counter() - started
         )
-        return await following
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         """Commit, each attempt bounded in time; never leave a batch silently uncommitted.
