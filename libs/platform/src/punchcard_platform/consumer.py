@@ -6,6 +6,13 @@ and wait for their acknowledgement; then commit offsets per partition. A crash a
 point before the commit means the batch comes again, and handlers are idempotent, so
 nothing is lost and nothing is doubled (DESIGN.md, "Guarantees").
 
+While a batch's transaction waits on PostgreSQL, the next batch is fetched and decoded
+(plain asyncio, in chunks that yield to the transaction: decoding is CPU that would
+otherwise follow the wait instead of filling it). That next batch is only fetched and
+decoded, nothing of it is written or committed before its own turn; it is dropped
+uncommitted on stop or when the consumer is made anew, and dropped with the fetch
+positions moved back to its first records when a rebalance happened since its fetch.
+
 Failures while applying: the database being unreachable is waited out (the records are
 not at fault); deadlocks and serialisation failures are retried; anything else is
 retried once and then the batch is split in halves until the record that keeps failing
@@ -26,12 +33,13 @@ import asyncio
 import random
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.abc import ConsumerRebalanceListener
-from aiokafka.errors import CommitFailedError, KafkaError
+from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Gauge
 from punchcard_contract import DeadLetterReason, InvalidEventError
 
@@ -71,6 +79,8 @@ _STALL_SECONDS = 30.0
 """No record for this long although the broker holds records past our position: remake."""
 _REFUSED_FOR_SECONDS = 30.0
 """A broker that accepts TCP but refuses the client this long is a configuration error."""
+_DECODE_CHUNK = 100
+"""Records decoded between two yields, so a transaction's replies are not kept waiting."""
 
 
 class StopRequestedError(Exception):
@@ -82,22 +92,41 @@ class _RejoinError(Exception):
 
 
 class _WaitForBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Lets the batch in flight finish and commit before its partitions move elsewhere."""
+    """Lets the batch in flight finish and commit before its partitions move elsewhere.
+
+    ``rebalances`` counts revocations and assignments, so that a batch fetched before
+    one of them is recognised and not applied after it.
+    """
 
     def __init__(self, lock: asyncio.Lock, service: str) -> None:
         self._lock = lock
         self._service = service
+        self.rebalances = 0
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         async with self._lock:
+            self.rebalances += 1
             log.info(
                 "partitions revoked", service=self._service, partitions=sorted(map(str, revoked))
             )
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        self.rebalances += 1
         log.info(
             "partitions assigned", service=self._service, partitions=sorted(map(str, assigned))
         )
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch(Generic[T]):
+    """One ``getmany`` worth of records, decoded, not yet applied."""
+
+    batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]]
+    records: list[InboundRecord]
+    decoded: list[Decoded[T]]
+    rejected: list[DeadLetter]
+    rebalances: int
+    """The listener's count when the fetch began: another count means a rebalance since."""
 
 
 def to_inbound(record: ConsumerRecord[bytes, bytes]) -> InboundRecord:
@@ -224,27 +253,44 @@ class ConsumerLoop(Generic[T]):
 
     async def _consume(self, consumer: AIOKafkaConsumer, dead_letters: DeadLetterWriter) -> None:
         await self._wait_for_topic(consumer)
-        consumer.subscribe([self._topic], listener=_WaitForBatchOnRevoke(self._lock, self._service))
+        listener = _WaitForBatchOnRevoke(self._lock, self._service)
+        consumer.subscribe([self._topic], listener=listener)
         log.info("consuming", service=self._service, topic=self._topic, group=self._group_id)
         self._last_records = time.monotonic()
         self._rejoin_reason = None
         watchdog = asyncio.ensure_future(self._watch(consumer))
+        batch: _Batch[T] | None = None  # fetched and decoded while the previous one applied
         try:
             while not self._stop.is_set():
                 if self._rejoin_reason is not None:
                     raise _RejoinError(self._rejoin_reason)
-                batches = await self._next_batches(consumer)
-                if not batches:
-                    continue
-                self._last_records = time.monotonic()
+                if batch is None:
+                    batch = await self._fetch(consumer, listener)
+                    if batch is None:
+                        continue
                 async with self._lock:
+                    if batch.rebalances != listener.rebalances:
+                        self._rewind(consumer, batch)
+                        batch = None
+                        continue
+                    following = asyncio.ensure_future(self._fetch(consumer, listener))
                     try:
-                        await self._process(consumer, dead_letters, batches)
-                    except StopRequestedError:
-                        log.info(
-                            "stopping with a batch abandoned uncommitted", service=self._service
-                        )
+                        await self._process(consumer, dead_letters, batch)
+                    except BaseException as exc:
+                        following.cancel()
+                        await asyncio.gather(following, return_exceptions=True)
+                        if isinstance(exc, StopRequestedError):
+                            log.info(
+                                "stopping with a batch abandoned uncommitted",
+                                service=self._service,
+                            )
                         raise
+                # Awaited only once the lock is released: from the moment a rebalance begins,
+                # aiokafka's getmany waits for the new assignment (whatever its timeout), the
+                # new assignment waits for on_partitions_revoked, and that waits for this lock.
+                # Awaiting the fetch ahead under the lock stalled the whole group until the
+                # rebalance timed out.
+                batch = await following
         finally:
             watchdog.cancel()
             await asyncio.gather(watchdog, return_exceptions=True)
@@ -319,29 +365,66 @@ class ConsumerLoop(Generic[T]):
             )
         )
         stopping = asyncio.ensure_future(self._stop.wait())
-        done, _ = await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        stopping.cancel()
-        if fetch not in done:
+        try:
+            done, _ = await asyncio.wait({fetch, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            # Also when cancelled: no getmany may go on moving positions behind our back.
+            stopping.cancel()
             fetch.cancel()
+        if fetch not in done:
             return {}
         result: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]] = fetch.result()
         return result
 
-    async def _process(
-        self,
-        consumer: AIOKafkaConsumer,
-        dead_letters: DeadLetterWriter,
-        batches: Mapping[TopicPartition, list[ConsumerRecord[bytes, bytes]]],
-    ) -> None:
-        started = time.perf_counter()
+    async def _fetch(
+        self, consumer: AIOKafkaConsumer, listener: _WaitForBatchOnRevoke
+    ) -> _Batch[T] | None:
+        """The next records, decoded in chunks that let a transaction in flight go on."""
+        rebalances = listener.rebalances
+        batches = await self._next_batches(consumer)
+        if not batches:
+            return None
+        self._last_records = time.monotonic()
         records = [to_inbound(r) for batch in batches.values() for r in batch]
-        decoded, rejected = self._decode(records)
-        rejected += await self._apply(decoded)
+        decoded: list[Decoded[T]] = []
+        rejected: list[DeadLetter] = []
+        for start in range(0, len(records), _DECODE_CHUNK):
+            if start:
+                await asyncio.sleep(0)
+            self._decode(records[start : start + _DECODE_CHUNK], decoded, rejected)
+        return _Batch(batches, records, decoded, rejected, rebalances)
+
+    def _rewind(self, consumer: AIOKafkaConsumer, batch: _Batch[T]) -> None:
+        """Drop a batch fetched before a rebalance, and fetch its records again if still ours.
+
+        A rebalance makes aiokafka (0.14) start every assigned partition afresh from the
+        committed offset, but the fetch may have run after the new assignment and moved its
+        positions past these records: seek back to the first of them. That is the committed
+        offset (every earlier batch committed, or the consumer was made anew), or if the
+        partition was someone else's meanwhile, at worst records come again and change nothing.
+        """
+        log.info("dropping a batch fetched before a rebalance", service=self._service)
+        assigned = consumer.assignment()
+        for tp, records in batch.batches.items():
+            if records and tp in assigned:
+                try:
+                    consumer.seek(tp, records[0].offset)
+                except IllegalStateError:  # revoked meanwhile: its next owner starts anew
+                    continue
+
+    async def _process(
+        self, consumer: AIOKafkaConsumer, dead_letters: DeadLetterWriter, batch: _Batch[T]
+    ) -> None:
+        """Apply ``batch``, write its dead letters, commit its offsets."""
+        started = time.perf_counter()
+        rejected = batch.rejected + await self._apply(batch.decoded)
         await self._retry_until_done("write dead letters", lambda: dead_letters.write(rejected))
-        offsets = {tp: batch[-1].offset + 1 for tp, batch in batches.items() if batch}
+        offsets = {tp: records[-1].offset + 1 for tp, records in batch.batches.items() if records}
         await self._commit(consumer, offsets)
         self.batches_applied += 1
-        self._observe(consumer, records, len(rejected), offsets, time.perf_counter() - started)
+        self._observe(
+            consumer, batch.records, len(rejected), offsets, time.perf_counter() - started
+        )
 
     async def _commit(self, consumer: AIOKafkaConsumer, offsets: dict[TopicPartition, int]) -> None:
         """Commit, each attempt bounded in time; never leave a batch silently uncommitted.
@@ -375,16 +458,16 @@ class ConsumerLoop(Generic[T]):
                 return
 
     def _decode(
-        self, records: Sequence[InboundRecord]
-    ) -> tuple[list[Decoded[T]], list[DeadLetter]]:
-        decoded: list[Decoded[T]] = []
-        rejected: list[DeadLetter] = []
+        self,
+        records: Sequence[InboundRecord],
+        decoded: list[Decoded[T]],
+        rejected: list[DeadLetter],
+    ) -> None:
         for record in records:
             try:
                 decoded.append(Decoded(record, self._handler.decode(record)))
             except InvalidEventError as exc:
                 rejected.append(DeadLetter(record, exc.reason, exc.detail))
-        return decoded, rejected
 
     async def _apply(self, items: list[Decoded[T]]) -> list[DeadLetter]:
         """Apply with retries; isolate and dead-letter a record that keeps failing."""
