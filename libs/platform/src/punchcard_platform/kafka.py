@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import ssl
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import structlog
@@ -69,7 +69,7 @@ def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
     options: dict[str, Any] = {
         "enable_idempotence": True,
         "acks": "all",
-        "linger_ms": 5,
+        "linger_ms": 0,
         "max_request_size": MAX_MESSAGE_BYTES,
         # A request to a broker that went away fails after this, not 40 s later.
         "request_timeout_ms": int(settings.kafka_request_timeout_seconds * 1000),
@@ -263,9 +263,17 @@ def make_consumer(
 
 
 async def create_topics(
-    settings: Settings, names: list[str], *, partitions: int | None = None, timeout: float = 30.0
+    settings: Settings,
+    names: list[str],
+    *,
+    partitions: int | None = None,
+    timeout: float = 30.0,
+    configs: Mapping[str, str] | None = None,
 ) -> list[str]:
-    """Create the topics that do not exist yet; return those created now."""
+    """Create the topics that do not exist yet; return those created now.
+
+    ``configs`` adds topic settings (a benchmark asks for broker append timestamps).
+    """
     admin = AIOKafkaAdminClient(
         **_connection_options(settings), request_timeout_ms=int(timeout * 1000)
     )
@@ -295,7 +303,7 @@ async def create_topics(
                 name,
                 num_partitions=count,
                 replication_factor=settings.topic_replication_factor,
-                topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES)},
+                topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES), **(configs or {})},
             )
             for name in wanted
         ]
