@@ -394,9 +394,10 @@ async def _latency(ctx: Context, settings: Settings, sales: list[_Sale]) -> dict
         "outcome_latency": outcome,
         "broker_latency": broker,
         "stages": stages,
-        "definition": "from each return's scheduled send (aiokafka producer, acks=all, "
-        "linger 5 ms) to the moment its record was fetched here: the ReturnOutcomeEvent "
-        "on the outcomes topic (outcome), or the return itself on the returns topic (broker)",
+        "definition": "from each return's scheduled send (aiokafka producer with Punchcard's "
+        "settings: acks=all, idempotent, linger 0 ms) to the moment its record was fetched "
+        "here: the ReturnOutcomeEvent on the outcomes topic (outcome), or the return itself "
+        "on the returns topic (broker)",
         "service": "punchcard serve returns (process: loop + relay + resolver)",
         "exit_code": code,
         "log": str(ctx.out / "returns.log"),
