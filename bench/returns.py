@@ -22,9 +22,12 @@ import asyncio
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from functools import partial
+from pathlib import Path
 from random import Random
 from typing import Any
 
+import asyncpg
 import orjson
 from aiokafka import TopicPartition
 from punchcard_contract import ParsedReceipt, ParsedReturn
@@ -32,7 +35,7 @@ from punchcard_devstack import ServiceProcess
 from punchcard_devstack.processes import free_port
 from punchcard_platform.consumer import ConsumerLoop
 from punchcard_platform.db import Database
-from punchcard_platform.kafka import make_consumer, make_producer
+from punchcard_platform.kafka import create_topics, make_consumer, make_producer
 from punchcard_platform.records import Decoded, InboundRecord
 from punchcard_platform.relay import OutboxRelay
 from punchcard_platform.settings import Settings, TopicNames
@@ -279,19 +282,45 @@ async def _latency(ctx: Context, settings: Settings, sales: list[_Sale]) -> dict
         return_outcomes=f"punchcard.return-outcomes.v1.{tail}",
     )
     live = settings.model_copy(update={"topics": topics, "consumer_group_prefix": tail})
+    # The broker stamps each return as it appends it (LogAppendTime): that splits the
+    # producer's side of the delay from the consumers'. Outcomes keep CreateTime, the
+    # moment the relay handed each one to its producer.
+    await create_topics(
+        live,
+        [topics.returns],
+        partitions=PARTITIONS,
+        configs={"message.timestamp.type": "LogAppendTime"},
+    )
     await create_all_topics(live)
     env = {**live.environment(), "PUNCHCARD_LOG_FORMAT": "json", "PUNCHCARD_LOG_LEVEL": "INFO"}
     service = ServiceProcess("returns", env=env, port=free_port(), log_file=ctx.out / "returns.log")
+    # perf_counter + this = wall clock, the clock of Kafka's timestamps and PostgreSQL's.
+    wall_offset = time.time() - time.perf_counter()
     service.start()
     sent: dict[str, float] = {}
+    called: dict[str, float] = {}
+    acked: dict[str, float] = {}
     outcome_at: dict[str, float] = {}
     hop_at: dict[str, float] = {}
+    # Kafka timestamps (wall clock, ms) of each record as read: the return's broker append
+    # time, the outcome's relay send time.
+    appended: dict[str, float] = {}
+    relayed: dict[str, float] = {}
     stop = asyncio.Event()
     readers = [
         asyncio.ensure_future(
-            _read(live, topics.return_outcomes, "return_event_id", outcome_at, stop)
+            _read(
+                live,
+                topics.return_outcomes,
+                "return_event_id",
+                outcome_at,
+                stamps=relayed,
+                stop=stop,
+            )
         ),
-        asyncio.ensure_future(_read(live, topics.returns, "event_id", hop_at, stop)),
+        asyncio.ensure_future(
+            _read(live, topics.returns, "event_id", hop_at, stamps=appended, stop=stop)
+        ),
     ]
     producer = make_producer(live)
     await producer.start()
@@ -318,12 +347,14 @@ async def _latency(ctx: Context, settings: Settings, sales: list[_Sale]) -> dict
             delay = scheduled - time.perf_counter()
             if delay > 0:
                 await asyncio.sleep(delay)
-            sent[d["event_id"]] = scheduled
-            futures.append(
-                await producer.send(
-                    topics.returns, key=d["transaction_no"].encode(), value=orjson.dumps(d)
-                )
+            event_id = d["event_id"]
+            sent[event_id] = scheduled
+            called[event_id] = time.perf_counter()
+            future = await producer.send(
+                topics.returns, key=d["transaction_no"].encode(), value=orjson.dumps(d)
             )
+            future.add_done_callback(partial(_note_time, acked, event_id))
+            futures.append(future)
         await asyncio.gather(*futures)
         await _until(lambda: all(e in outcome_at for e in sent), 120, "every outcome")
         await _until(lambda: all(e in hop_at for e in sent), 30, "every raw read")
@@ -334,29 +365,128 @@ async def _latency(ctx: Context, settings: Settings, sales: list[_Sale]) -> dict
         code = await asyncio.to_thread(service.terminate)
     outcome = latency_summary([outcome_at[e] - t for e, t in sent.items()])
     broker = latency_summary([hop_at[e] - t for e, t in sent.items()])
+    marks = {
+        "scheduled": sent,
+        "send_called": called,
+        "acked": acked,
+        "return_appended": {e: t - wall_offset for e, t in appended.items()},
+        "return_read_raw": hop_at,
+        "outcome_relayed": {e: t - wall_offset for e, t in relayed.items()},
+        "outcome_read": outcome_at,
+        **await _service_marks(live, list(sent), wall_offset),
+    }
+    stages = _stages(marks, list(sent))
+    _write_marks(ctx.out / "returns-latency-marks.csv", marks, list(sent))
     say(
         f"returns: outcome latency p50 {outcome['p50_ms']:.1f} ms, p99 {outcome['p99_ms']:.1f} ms; "
         f"broker hop p50 {broker['p50_ms']:.1f} ms, p99 {broker['p99_ms']:.1f} ms"
     )
+    for name, _, _ in _STAGES:
+        stage = stages[name]
+        say(
+            f"returns:   {name:22s} p50 {stage['p50_ms']:7.1f}  p99 {stage['p99_ms']:7.1f}  "
+            f"slowest 1% mean {stage['slowest_1pct_mean_ms']:7.1f} ms"
+        )
     return {
         "rate_per_second": sizes.return_rate,
         "seconds": sizes.return_seconds,
         "returns": len(sent),
         "outcome_latency": outcome,
         "broker_latency": broker,
-        "definition": "from each return's scheduled send (aiokafka producer, acks=all, "
-        "linger 5 ms) to the moment its record was fetched here: the ReturnOutcomeEvent "
-        "on the outcomes topic (outcome), or the return itself on the returns topic (broker)",
+        "stages": stages,
+        "definition": "from each return's scheduled send (aiokafka producer with Punchcard's "
+        "settings: acks=all, idempotent, linger 0 ms) to the moment its record was fetched "
+        "here: the ReturnOutcomeEvent on the outcomes topic (outcome), or the return itself "
+        "on the returns topic (broker)",
         "service": "punchcard serve returns (process: loop + relay + resolver)",
         "exit_code": code,
         "log": str(ctx.out / "returns.log"),
     }
 
 
+_STAGES = (
+    ("send_late", "scheduled", "send_called"),
+    ("producer_to_append", "send_called", "return_appended"),
+    ("append_to_ack", "return_appended", "acked"),
+    ("append_to_raw_read", "return_appended", "return_read_raw"),
+    ("append_to_transaction", "return_appended", "transaction_began"),
+    ("transaction", "transaction_began", "decided"),
+    ("decided_to_relayed", "decided", "outcome_relayed"),
+    ("relayed_to_read", "outcome_relayed", "outcome_read"),
+)
+
+
+def _stages(marks: dict[str, dict[str, float]], events: list[str]) -> dict[str, Any]:
+    """Each stage's delay over every return, and its mean over the slowest 1% of outcomes.
+
+    Marks come from three clocks on one machine (perf_counter, Kafka's millisecond
+    timestamps, PostgreSQL's now() and clock_timestamp()), so a stage can be off by a
+    millisecond or two; the slowest outcomes' means show where their time went.
+    """
+    complete = [e for e in events if all(e in m for m in marks.values())]
+    slowest = sorted(complete, key=lambda e: marks["outcome_read"][e] - marks["scheduled"][e])
+    tail = slowest[-max(1, len(slowest) // 100) :]
+    result: dict[str, Any] = {"events_with_every_mark": len(complete)}
+    for name, start, end in _STAGES:
+        delays = [marks[end][e] - marks[start][e] for e in complete]
+        tail_delays = [marks[end][e] - marks[start][e] for e in tail]
+        result[name] = {
+            **latency_summary(delays),
+            "slowest_1pct_mean_ms": round(sum(tail_delays) / len(tail_delays) * 1000, 3),
+        }
+    return result
+
+
+def _write_marks(path: Path, marks: dict[str, dict[str, float]], events: list[str]) -> None:
+    """Every return's marks, in ms after the first scheduled send, to look at a tail closely."""
+    origin = min(marks["scheduled"].values())
+    names = list(marks)
+    lines = [",".join(["event_id", *names])]
+    for event in events:
+        cells = [
+            f"{(marks[n][event] - origin) * 1000:.2f}" if event in marks[n] else "" for n in names
+        ]
+        lines.append(",".join([event, *cells]))
+    path.write_text("\n".join(lines) + "\n")
+
+
+async def _service_marks(
+    settings: Settings, events: list[str], wall_offset: float
+) -> dict[str, dict[str, float]]:
+    """When the service's transaction for each return began, and when it decided it."""
+    conn = await asyncpg.connect(settings.database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT event_id, extract(epoch FROM received_at)::float8, "
+            "extract(epoch FROM decided_at)::float8 FROM return_events "
+            "WHERE event_id = ANY($1::text[])",
+            events,
+        )
+    finally:
+        await conn.close()
+    return {
+        "transaction_began": {r[0]: r[1] - wall_offset for r in rows},
+        "decided": {r[0]: r[2] - wall_offset for r in rows if r[2] is not None},
+    }
+
+
+def _note_time(times: dict[str, float], key: str, _: object) -> None:
+    times[key] = time.perf_counter()
+
+
 async def _read(
-    settings: Settings, topic: str, field: str, seen: dict[str, float], stop: asyncio.Event
+    settings: Settings,
+    topic: str,
+    field: str,
+    seen: dict[str, float],
+    *,
+    stamps: dict[str, float],
+    stop: asyncio.Event,
 ) -> None:
-    """Note when each record (by a JSON field) arrives on ``topic``, until ``stop``."""
+    """Note when each record (by a JSON field) arrives on ``topic``, until ``stop``.
+
+    ``stamps`` gets each record's Kafka timestamp, in wall-clock seconds.
+    """
     consumer = make_consumer(
         settings, group_id=f"{settings.consumer_group_prefix}.reader.{suffix()}"
     )
@@ -370,6 +500,7 @@ async def _read(
                 for record in records:
                     key = orjson.loads(record.value)[field]
                     seen.setdefault(key, now)
+                    stamps.setdefault(key, record.timestamp / 1000)
     finally:
         await consumer.stop()
 

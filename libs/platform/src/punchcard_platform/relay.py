@@ -114,16 +114,12 @@ class OutboxRelay:
         rows = [r for r in rows if r["topic"] not in missing]
         if not rows:
             return 0
-        futures = [
-            await producer.send(
-                topic,
-                key=key.encode(),
-                value=payload,
-                headers=[("punchcard.event_id", event_id.encode())],
-            )
-            for _, topic, key, event_id, payload in rows
-        ]
-        await producer.wait_all(futures)
+        await producer.send_all(
+            [
+                (topic, key.encode(), payload, [("punchcard.event_id", event_id.encode())])
+                for _, topic, key, event_id, payload in rows
+            ]
+        )
         await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r[0] for r in rows])
         per_topic: dict[str, int] = {}
         for row in rows:
