@@ -144,6 +144,10 @@ class _TermsCache:
     def get(self, coupon_id: str, version: str) -> CouponTerms | None:
         return self._terms.get((coupon_id, version))
 
+    def versions(self) -> dict[tuple[str, str], CouponTerms]:
+        """The held terms by ``(coupon_id, version)``, to read (not to change) in a hot loop."""
+        return self._terms
+
     def put(self, coupon_id: str, version: str, terms: CouponTerms) -> None:
         if (
             len(self._terms) >= self._MAX_ENTRIES
@@ -191,18 +195,28 @@ async def fetch_many_customer_coupons(
     # Positions of _CUSTOMERS_COUPONS' columns: customer_id, coupon_id, version, uses_made,
     # issued.
     rows = await conn.fetch(_CUSTOMERS_COUPONS, customer_ids)
-    get = _terms_cache.get
-    missing = list({row[1] for row in rows if get(row[1], row[2]) is None})
-    fetched: dict[str, CouponTerms] = {}
-    if missing:
-        for found in await conn.fetch(_COUPON_TERMS, missing):
-            terms = fetched[found["coupon_id"]] = _terms(found)
-            _terms_cache.put(found["coupon_id"], found["version"], terms)
+    # One pass over the rows with the terms already held: this loop runs for every coupon
+    # of every customer under load, so it looks terms up in the dict itself.
+    known = _terms_cache.versions()
     lists: dict[str, list[CouponCandidate]] = {customer_id: [] for customer_id in customer_ids}
     for customer_id, coupon_id, version, uses_made, issued in rows:
-        known = get(coupon_id, version) or fetched.get(coupon_id)
-        if known is not None:  # None only if the coupon row vanished in between
-            lists[customer_id].append((known, uses_made, issued))
+        terms = known.get((coupon_id, version))
+        if terms is None:
+            break
+        lists[customer_id].append((terms, uses_made, issued))
+    else:
+        return lists
+    # A coupon version this process has not seen: fetch its terms, then start again.
+    missing = list({row[1] for row in rows if (row[1], row[2]) not in known})
+    fetched: dict[str, CouponTerms] = {}
+    for found in await conn.fetch(_COUPON_TERMS, missing):
+        terms = fetched[found["coupon_id"]] = _terms(found)
+        _terms_cache.put(found["coupon_id"], found["version"], terms)
+    lists = {customer_id: [] for customer_id in customer_ids}
+    for customer_id, coupon_id, version, uses_made, issued in rows:
+        found_terms = _terms_cache.get(coupon_id, version) or fetched.get(coupon_id)
+        if found_terms is not None:  # None only if the coupon row vanished in between
+            lists[customer_id].append((found_terms, uses_made, issued))
     return lists
 
 
