@@ -364,6 +364,45 @@ def _service_cpu_seconds(pid: int | None) -> float:
     return _cpu_seconds(pid) + sum(_cpu_seconds(child) for child in _children(pid))
 
 
+async def _backend_pids(url: str) -> list[int]:
+    """The PostgreSQL backends serving the database now, but for this query's own.
+
+    Called once the service is up: its pools are opened full, so these are its
+    connections for the whole run, and their CPU is what PostgreSQL spends on it.
+    None of them when PostgreSQL runs elsewhere (its process ids mean nothing here).
+    """
+    if urlsplit(url).hostname not in (None, "", "localhost", "127.0.0.1", "::1"):
+        return []
+    conn = await asyncpg.connect(url)
+    try:
+        rows = await conn.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [int(row["pid"]) for row in rows]
+
+
+def _backends_cpu_seconds(pids: list[int]) -> float | None:
+    """CPU seconds of these PostgreSQL backends; None when PostgreSQL is not on this machine."""
+    if not pids:
+        return None
+    total = 0.0
+    for pid in pids:
+        try:
+            total += _cpu_seconds(pid)
+        except OSError:
+            return None
+    return total
+
+
+def _per_request_ms(before: float | None, after: float | None, sent: float) -> float | None:
+    if before is None or after is None:
+        return None
+    return round((after - before) / sent * 1000, 3)
+
+
 def _own_cpu_seconds() -> float:
     times = os.times()
     return times.user + times.system
@@ -393,9 +432,10 @@ async def _drive_service(
             return f"/v1/customers/{customers[i % len(customers)]}/coupons"
 
         headers = {"Authorization": f"Bearer {key}"}
-        fixed = await _fixed_rate(service, path, headers, sizes)
+        backends = await _backend_pids(url)
+        fixed = await _fixed_rate(service, path, headers, sizes, backends)
         fixed["workers"] = settings.http_workers
-        sweep = await _sweep(service, path, headers, sizes)
+        sweep = await _sweep(service, path, headers, sizes, backends)
         sweep["workers"] = settings.http_workers
     finally:
         code = await asyncio.to_thread(service.terminate)
@@ -405,13 +445,18 @@ async def _drive_service(
 
 
 async def _fixed_rate(
-    service: ServiceProcess, path: Callable[[int], str], headers: dict[str, str], sizes: Sizes
+    service: ServiceProcess,
+    path: Callable[[int], str],
+    headers: dict[str, str],
+    sizes: Sizes,
+    backends: list[int],
 ) -> dict[str, Any]:
     say(
         f"query: coupon-query (process) at {sizes.query_rate:g} req/s open-loop for "
         f"{sizes.query_seconds:g}s after {sizes.query_warmup_seconds:g}s warm-up"
     )
     cpu_before = _service_cpu_seconds(service.pid), _own_cpu_seconds()
+    pg_before = _backends_cpu_seconds(backends)
     machine_before = _machine_cpu()
     result = await open_loop(
         "127.0.0.1",
@@ -423,6 +468,7 @@ async def _fixed_rate(
         warmup_seconds=sizes.query_warmup_seconds,
     )
     cpu_after = _service_cpu_seconds(service.pid), _own_cpu_seconds()
+    pg_after = _backends_cpu_seconds(backends)
     machine_after = _machine_cpu()
     span = result.last_done - result.first_send
     achieved = result.ok / span if span > 0 else 0.0
@@ -461,6 +507,7 @@ async def _fixed_rate(
         "cpu_ms_per_request": {
             "coupon_query_processes": round(service_cpu * window / sent * 1000, 3),
             "load_generator": round(bench_cpu * window / sent * 1000, 3),
+            "postgresql_backends_of_the_service": _per_request_ms(pg_before, pg_after, sent),
         },
         "connections_opened": result.connections,
     }
@@ -472,7 +519,11 @@ def _sweep_timing(sizes: Sizes) -> tuple[float, float]:
 
 
 async def _sweep(
-    service: ServiceProcess, path: Callable[[int], str], headers: dict[str, str], sizes: Sizes
+    service: ServiceProcess,
+    path: Callable[[int], str],
+    headers: dict[str, str],
+    sizes: Sizes,
+    backends: list[int],
 ) -> dict[str, Any]:
     """Offer more and more until p99 passes the limit or errors appear, then refine once.
 
@@ -490,7 +541,13 @@ async def _sweep(
         """Run a step at ``rate``, and once more if it fails (one noisy step is not a verdict)."""
         for _ in range(2):
             step = await _sweep_step(
-                service, path=path, headers=headers, rate=rate, seconds=seconds, warmup=warmup
+                service,
+                path=path,
+                headers=headers,
+                rate=rate,
+                seconds=seconds,
+                warmup=warmup,
+                backends=backends,
             )
             steps.append(step)
             say(
@@ -498,6 +555,7 @@ async def _sweep(
                 f"p50 {step['p50_ms']:6.2f} ms, p99 {step['p99_ms']:7.2f} ms, "
                 f"service {step['service_cpu_ms_per_request']:.3f} ms CPU/req, "
                 f"generator {step['generator_cpu_ms_per_request']:.3f} ms CPU/req, "
+                f"PostgreSQL {step['postgresql_cpu_ms_per_request'] or 0:.3f} ms CPU/req, "
                 f"send lag p99 {step['send_lag_p99_ms']:.2f} ms"
                 + ("" if step["held"] else f"  -> not held ({step['why_not']})")
             )
@@ -537,8 +595,10 @@ async def _sweep_step(
     rate: float,
     seconds: float,
     warmup: float,
+    backends: list[int],
 ) -> dict[str, Any]:
     cpu_before = _service_cpu_seconds(service.pid), _own_cpu_seconds()
+    pg_before = _backends_cpu_seconds(backends)
     machine_before = _machine_cpu()
     result = await open_loop(
         "127.0.0.1",
@@ -550,6 +610,7 @@ async def _sweep_step(
         warmup_seconds=warmup,
     )
     cpu_after = _service_cpu_seconds(service.pid), _own_cpu_seconds()
+    pg_after = _backends_cpu_seconds(backends)
     machine_after = _machine_cpu()
     sent = max(1.0, (seconds + warmup) * rate)
     span = result.last_done - result.first_send
@@ -578,6 +639,7 @@ async def _sweep_step(
         "statuses": {str(k): v for k, v in result.statuses.items()},
         "service_cpu_ms_per_request": round((cpu_after[0] - cpu_before[0]) / sent * 1000, 3),
         "generator_cpu_ms_per_request": round((cpu_after[1] - cpu_before[1]) / sent * 1000, 3),
+        "postgresql_cpu_ms_per_request": _per_request_ms(pg_before, pg_after, sent),
         "send_lag_p99_ms": lag["p99_ms"],
         "machine_busy_share": _busy_share(machine_before, machine_after),
         "connections_opened": result.connections,

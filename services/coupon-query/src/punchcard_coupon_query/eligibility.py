@@ -59,9 +59,14 @@ class CouponTerms:
     store_ids: frozenset[str] | None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Eligibility:
-    """The answer for one coupon, one customer, one moment and (maybe) one store."""
+    """The answer for one coupon, one customer, one moment and (maybe) one store.
+
+    Made by ``evaluate`` and never changed afterwards. Not a frozen dataclass: the list
+    route makes one per coupon per request, and a frozen one costs three times as much
+    to make (0.55 against 0.15 µs).
+    """
 
     coupon: CouponTerms
     uses_made: int

@@ -45,10 +45,11 @@ CouponCandidate = tuple[CouponTerms, int, bool]
 # targeting question answered by one primary-key probe of coupon_targets per coupon
 # (never a scan of a 100,000-customer list). Inactive coupons and coupons issued to
 # other customers are never listed, so they are not fetched. The coupons' terms are
-# not fetched either: each row names its coupon's row version (xmin), whose terms
-# the process already holds (_TermsCache), or fetches once with _COUPON_TERMS.
+# not fetched either: each row names its coupon's row version (coupon_id and xmin in
+# one string, so the client decodes and hashes one value per row), whose terms the
+# process already holds (_TermsCache), or fetches once with _COUPON_TERMS.
 _CUSTOMER_COUPONS = """
-    SELECT c.coupon_id, c.xmin::text AS version, COALESCE(u.uses_made, 0) AS uses_made,
+    SELECT c.coupon_id || ' ' || c.xmin AS version, COALESCE(u.uses_made, 0) AS uses_made,
            a.issued
     FROM coupons AS c
     LEFT JOIN coupon_usage AS u ON u.customer_id = $1 AND u.coupon_id = c.coupon_id
@@ -66,13 +67,14 @@ _CUSTOMER_COUPONS = """
 # together (fastpath.CouponListBatcher), in one round trip and one statement execution.
 # PostgreSQL runs the statement above once per customer (less its ORDER BY): OFFSET 0
 # keeps the planner from merging it into one join over all of them, where it would hash
-# whole tables (coupon_targets) instead of probing their primary keys.
+# whole tables (coupon_targets) instead of probing their primary keys. Rows name their
+# customer by position in $1 (a small integer, not a string to decode per row).
 _CUSTOMERS_COUPONS = """
-    SELECT q.customer_id, l.coupon_id, l.version, l.uses_made, l.issued
-    FROM unnest($1::text[]) AS q(customer_id)
+    SELECT q.n, l.version, l.uses_made, l.issued
+    FROM unnest($1::text[]) WITH ORDINALITY AS q(customer_id, n)
     CROSS JOIN LATERAL (
-        SELECT c.coupon_id, c.xmin::text AS version, COALESCE(u.uses_made, 0) AS uses_made,
-               a.issued
+        SELECT c.coupon_id, c.coupon_id || ' ' || c.xmin AS version,
+               COALESCE(u.uses_made, 0) AS uses_made, a.issued
         FROM coupons AS c
         LEFT JOIN coupon_usage AS u
             ON u.customer_id = q.customer_id AND u.coupon_id = c.coupon_id
@@ -90,7 +92,7 @@ _CUSTOMERS_COUPONS = """
 
 _COUPON_TERMS = """
     SELECT c.coupon_id, c.name, c.description, c.uses_permitted, c.valid_from, c.valid_until,
-           c.active, c.targeted, c.store_ids, c.xmin::text AS version
+           c.active, c.targeted, c.store_ids, c.coupon_id || ' ' || c.xmin AS version
     FROM coupons AS c
     WHERE c.coupon_id = ANY($1::text[])
 """
@@ -127,31 +129,36 @@ def _terms(row: asyncpg.Record) -> CouponTerms:
 class _TermsCache:
     """Each coupon row version's ``CouponTerms``, fetched and built once per process.
 
-    A row version is named by ``(coupon_id, xmin)``: PostgreSQL gives every new version
-    of a row (an update by the admin API) a new ``xmin``, so a changed coupon is never
-    answered from here. ``xmin`` values come round again only after 2^32 transactions;
-    the cache starts over every ``_MAX_AGE_SECONDS`` and when it grows past
-    ``_MAX_ENTRIES``, far sooner than that.
+    A row version is named by ``"<coupon_id> <xmin>"`` (identifiers hold no space):
+    PostgreSQL gives every new version of a row (an update by the admin API) a new
+    ``xmin``, so a changed coupon is never answered from here. ``xmin`` values come
+    round again only after 2^32 transactions; the cache starts over every
+    ``_MAX_AGE_SECONDS`` and when it grows past ``_MAX_ENTRIES``, far sooner than that.
     """
 
     _MAX_ENTRIES = 10_000
     _MAX_AGE_SECONDS = 600.0
 
     def __init__(self) -> None:
-        self._terms: dict[tuple[str, str], CouponTerms] = {}
+        self._terms: dict[str, CouponTerms] = {}
         self._started = time.monotonic()
 
-    def get(self, coupon_id: str, version: str) -> CouponTerms | None:
-        return self._terms.get((coupon_id, version))
+    def versions(self) -> dict[str, CouponTerms]:
+        """The held terms by version, to read (not to change) while a request is answered.
 
-    def put(self, coupon_id: str, version: str, terms: CouponTerms) -> None:
+        Starting over swaps in a new dict, so a request still reading the old one
+        (across an await) keeps every entry it counted on.
+        """
         if (
             len(self._terms) >= self._MAX_ENTRIES
             or time.monotonic() - self._started > self._MAX_AGE_SECONDS
         ):
-            self._terms.clear()
+            self._terms = {}
             self._started = time.monotonic()
-        self._terms[(coupon_id, version)] = terms
+        return self._terms
+
+    def put(self, version: str, terms: CouponTerms) -> None:
+        self._terms[version] = terms
 
 
 _terms_cache = _TermsCache()
@@ -164,21 +171,34 @@ async def fetch_customer_coupons(conn: Connection, customer_id: str) -> list[Cou
     coupon changed between the two queries, the newer terms are the ones answered:
     both are committed states, and the rule re-checks ``active`` on them.
     """
-    # Positions of _CUSTOMER_COUPONS' columns: coupon_id, version, uses_made, issued.
+    # Positions of _CUSTOMER_COUPONS' columns: version, uses_made, issued.
     rows = await conn.fetch(_CUSTOMER_COUPONS, customer_id)
-    get = _terms_cache.get
-    missing = [row[0] for row in rows if get(row[0], row[1]) is None]
+    known = _terms_cache.versions()
     fetched: dict[str, CouponTerms] = {}
-    if missing:
-        for found in await conn.fetch(_COUPON_TERMS, missing):
-            terms = fetched[found["coupon_id"]] = _terms(found)
-            _terms_cache.put(found["coupon_id"], found["version"], terms)
+    if any(row[0] not in known for row in rows):
+        fetched = await _fetch_terms(conn, {row[0] for row in rows if row[0] not in known})
     candidates: list[CouponCandidate] = []
-    for coupon_id, version, uses_made, issued in rows:
-        known = get(coupon_id, version) or fetched.get(coupon_id)
-        if known is not None:  # None only if the coupon row vanished in between
-            candidates.append((known, uses_made, issued))
+    for version, uses_made, issued in rows:
+        terms = known.get(version) or fetched.get(version)
+        if terms is not None:  # None only if the coupon row vanished in between
+            candidates.append((terms, uses_made, issued))
     return candidates
+
+
+async def _fetch_terms(conn: Connection, versions: set[str]) -> dict[str, CouponTerms]:
+    """Fetch, hold and return the terms of these coupon row versions, by version.
+
+    A version that is no longer the coupon's gets the current one's terms: both are
+    committed states, and the rule re-checks ``active`` on them. A coupon row that
+    vanished meanwhile is left out.
+    """
+    coupon_ids = {version.partition(" ")[0]: version for version in versions}
+    fetched: dict[str, CouponTerms] = {}
+    for found in await conn.fetch(_COUPON_TERMS, list(coupon_ids)):
+        terms = fetched[found["version"]] = _terms(found)
+        fetched[coupon_ids[found["coupon_id"]]] = terms  # for this answer only
+        _terms_cache.put(found["version"], terms)
+    return fetched
 
 
 async def fetch_many_customer_coupons(
@@ -188,22 +208,21 @@ async def fetch_many_customer_coupons(
 
     Every customer asked for has a list in the answer, empty if nothing is shown to them.
     """
-    # Positions of _CUSTOMERS_COUPONS' columns: customer_id, coupon_id, version, uses_made,
-    # issued.
+    # Positions of _CUSTOMERS_COUPONS' columns: customer's position in customer_ids (from
+    # 1), version, uses_made, issued.
     rows = await conn.fetch(_CUSTOMERS_COUPONS, customer_ids)
-    get = _terms_cache.get
-    missing = list({row[1] for row in rows if get(row[1], row[2]) is None})
+    # This loop runs for every coupon of every customer under load, so it looks terms up
+    # in the dict itself.
+    known = _terms_cache.versions()
     fetched: dict[str, CouponTerms] = {}
-    if missing:
-        for found in await conn.fetch(_COUPON_TERMS, missing):
-            terms = fetched[found["coupon_id"]] = _terms(found)
-            _terms_cache.put(found["coupon_id"], found["version"], terms)
-    lists: dict[str, list[CouponCandidate]] = {customer_id: [] for customer_id in customer_ids}
-    for customer_id, coupon_id, version, uses_made, issued in rows:
-        known = get(coupon_id, version) or fetched.get(coupon_id)
-        if known is not None:  # None only if the coupon row vanished in between
-            lists[customer_id].append((known, uses_made, issued))
-    return lists
+    if any(row[1] not in known for row in rows):
+        fetched = await _fetch_terms(conn, {row[1] for row in rows if row[1] not in known})
+    lists: list[list[CouponCandidate]] = [[] for _ in customer_ids]
+    for n, version, uses_made, issued in rows:
+        terms = known.get(version) or fetched.get(version)
+        if terms is not None:  # None only if the coupon row vanished in between
+            lists[n - 1].append((terms, uses_made, issued))
+    return dict(zip(customer_ids, lists, strict=True))
 
 
 async def fetch_customer_coupon(
