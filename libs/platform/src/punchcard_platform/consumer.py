@@ -288,8 +288,8 @@ class ConsumerLoop(Generic[T]):
                 # Awaited only once the lock is released: from the moment a rebalance begins,
                 # aiokafka's getmany waits for the new assignment (whatever its timeout), the
                 # new assignment waits for on_partitions_revoked, and that waits for this lock.
-                # Awaiting the fetch ahead under the lock stalled the whole group until the
-                # rebalance timed out.
+                # Awaited under the lock, the fetch ahead held the group's rebalance until its
+                # timeout, and this member stayed stuck after the group evicted it.
                 batch = await following
         finally:
             watchdog.cancel()
