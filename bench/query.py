@@ -13,6 +13,7 @@ offered rate (its latency at that load).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import tempfile
@@ -364,15 +365,16 @@ def _service_cpu_seconds(pid: int | None) -> float:
     return _cpu_seconds(pid) + sum(_cpu_seconds(child) for child in _children(pid))
 
 
-async def _backend_pids(url: str) -> list[int]:
-    """The PostgreSQL backends serving the database now, but for this query's own.
+async def _backends_cpu(url: str) -> dict[int, float] | None:
+    """CPU seconds so far of each PostgreSQL backend serving the database, but this one.
 
-    Called once the service is up: its pools are opened full, so these are its
-    connections for the whole run, and their CPU is what PostgreSQL spends on it.
-    None of them when PostgreSQL runs elsewhere (its process ids mean nothing here).
+    Read right before and after each measured run: the service's pools are open
+    throughout, so the backends present at both readings are its connections, and
+    their CPU is what PostgreSQL spends on it. None when PostgreSQL runs elsewhere
+    (its process ids mean nothing here).
     """
     if urlsplit(url).hostname not in (None, "", "localhost", "127.0.0.1", "::1"):
-        return []
+        return None
     conn = await asyncpg.connect(url)
     try:
         rows = await conn.fetch(
@@ -381,26 +383,26 @@ async def _backend_pids(url: str) -> list[int]:
         )
     finally:
         await conn.close()
-    return [int(row["pid"]) for row in rows]
+    seconds: dict[int, float] = {}
+    for row in rows:
+        with contextlib.suppress(OSError):  # a backend that has just ended
+            seconds[int(row["pid"])] = _cpu_seconds(int(row["pid"]))
+    return seconds
 
 
-def _backends_cpu_seconds(pids: list[int]) -> float | None:
-    """CPU seconds of these PostgreSQL backends; None when PostgreSQL is not on this machine."""
-    if not pids:
+def _backends_cpu_after(before: dict[int, float] | None) -> float | None:
+    """CPU seconds the backends read in ``before`` have used since (ended ones left out)."""
+    if before is None:
         return None
-    total = 0.0
-    for pid in pids:
-        try:
-            total += _cpu_seconds(pid)
-        except OSError:
-            return None
-    return total
+    used = 0.0
+    for pid, seconds in before.items():
+        with contextlib.suppress(OSError):
+            used += _cpu_seconds(pid) - seconds
+    return used
 
 
-def _per_request_ms(before: float | None, after: float | None, sent: float) -> float | None:
-    if before is None or after is None:
-        return None
-    return round((after - before) / sent * 1000, 3)
+def _per_request_ms(used: float | None, sent: float) -> float | None:
+    return None if used is None else round(used / sent * 1000, 3)
 
 
 def _own_cpu_seconds() -> float:
@@ -432,10 +434,9 @@ async def _drive_service(
             return f"/v1/customers/{customers[i % len(customers)]}/coupons"
 
         headers = {"Authorization": f"Bearer {key}"}
-        backends = await _backend_pids(url)
-        fixed = await _fixed_rate(service, path, headers, sizes, backends)
+        fixed = await _fixed_rate(service, path, headers, sizes, url)
         fixed["workers"] = settings.http_workers
-        sweep = await _sweep(service, path, headers, sizes, backends)
+        sweep = await _sweep(service, path, headers, sizes, url)
         sweep["workers"] = settings.http_workers
     finally:
         code = await asyncio.to_thread(service.terminate)
@@ -449,14 +450,14 @@ async def _fixed_rate(
     path: Callable[[int], str],
     headers: dict[str, str],
     sizes: Sizes,
-    backends: list[int],
+    url: str,
 ) -> dict[str, Any]:
     say(
         f"query: coupon-query (process) at {sizes.query_rate:g} req/s open-loop for "
         f"{sizes.query_seconds:g}s after {sizes.query_warmup_seconds:g}s warm-up"
     )
     cpu_before = _service_cpu_seconds(service.pid), _own_cpu_seconds()
-    pg_before = _backends_cpu_seconds(backends)
+    pg_before = await _backends_cpu(url)
     machine_before = _machine_cpu()
     result = await open_loop(
         "127.0.0.1",
@@ -468,7 +469,7 @@ async def _fixed_rate(
         warmup_seconds=sizes.query_warmup_seconds,
     )
     cpu_after = _service_cpu_seconds(service.pid), _own_cpu_seconds()
-    pg_after = _backends_cpu_seconds(backends)
+    pg_used = _backends_cpu_after(pg_before)
     machine_after = _machine_cpu()
     span = result.last_done - result.first_send
     achieved = result.ok / span if span > 0 else 0.0
@@ -507,7 +508,7 @@ async def _fixed_rate(
         "cpu_ms_per_request": {
             "coupon_query_processes": round(service_cpu * window / sent * 1000, 3),
             "load_generator": round(bench_cpu * window / sent * 1000, 3),
-            "postgresql_backends_of_the_service": _per_request_ms(pg_before, pg_after, sent),
+            "postgresql_backends_of_the_service": _per_request_ms(pg_used, sent),
         },
         "connections_opened": result.connections,
     }
@@ -523,7 +524,7 @@ async def _sweep(
     path: Callable[[int], str],
     headers: dict[str, str],
     sizes: Sizes,
-    backends: list[int],
+    url: str,
 ) -> dict[str, Any]:
     """Offer more and more until p99 passes the limit or errors appear, then refine once.
 
@@ -547,7 +548,7 @@ async def _sweep(
                 rate=rate,
                 seconds=seconds,
                 warmup=warmup,
-                backends=backends,
+                url=url,
             )
             steps.append(step)
             say(
@@ -595,10 +596,10 @@ async def _sweep_step(
     rate: float,
     seconds: float,
     warmup: float,
-    backends: list[int],
+    url: str,
 ) -> dict[str, Any]:
     cpu_before = _service_cpu_seconds(service.pid), _own_cpu_seconds()
-    pg_before = _backends_cpu_seconds(backends)
+    pg_before = await _backends_cpu(url)
     machine_before = _machine_cpu()
     result = await open_loop(
         "127.0.0.1",
@@ -610,7 +611,7 @@ async def _sweep_step(
         warmup_seconds=warmup,
     )
     cpu_after = _service_cpu_seconds(service.pid), _own_cpu_seconds()
-    pg_after = _backends_cpu_seconds(backends)
+    pg_used = _backends_cpu_after(pg_before)
     machine_after = _machine_cpu()
     sent = max(1.0, (seconds + warmup) * rate)
     span = result.last_done - result.first_send
@@ -639,7 +640,7 @@ async def _sweep_step(
         "statuses": {str(k): v for k, v in result.statuses.items()},
         "service_cpu_ms_per_request": round((cpu_after[0] - cpu_before[0]) / sent * 1000, 3),
         "generator_cpu_ms_per_request": round((cpu_after[1] - cpu_before[1]) / sent * 1000, 3),
-        "postgresql_cpu_ms_per_request": _per_request_ms(pg_before, pg_after, sent),
+        "postgresql_cpu_ms_per_request": _per_request_ms(pg_used, sent),
         "send_lag_p99_ms": lag["p99_ms"],
         "machine_busy_share": _busy_share(machine_before, machine_after),
         "connections_opened": result.connections,
