@@ -273,6 +273,21 @@ class TimedHandler(Generic[T]):
         return [(round(t - self.started, 4), n) for t, n in self.samples]
 
 
+async def settle(url: str, *tables: str) -> None:
+    """VACUUM ANALYZE (``tables``, or the whole database), CHECKPOINT and sync.
+
+    What an earlier phase wrote is then on disk and its statistics are fresh, so no
+    checkpoint, autovacuum or kernel writeback of it lands in the window measured next.
+    """
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(f"VACUUM (ANALYZE) {', '.join(tables)}")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
+    await asyncio.to_thread(os.sync)
+
+
 async def wait_or_fail(event: asyncio.Event, timeout: float, what: str) -> None:
     """Wait for a phase to finish, or fail the benchmark saying which one hung."""
     try:

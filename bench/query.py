@@ -32,7 +32,7 @@ from punchcard_devstack.postgres import find_postgres_bindir
 from punchcard_devstack.processes import free_port
 from punchcard_platform.db import Database
 
-from bench.common import Context, Sizes, latency_summary, percentile, ratio, say
+from bench.common import Context, Sizes, latency_summary, percentile, ratio, say, settle
 from bench.http_load import open_loop
 
 _CUSTOMER_DIGITS = 7
@@ -145,13 +145,9 @@ async def _load(url: str, sizes: Sizes) -> dict[str, Any]:
 
     await asyncio.gather(part(1, half), part(half + 1, sizes.customers))
     loaded = time.perf_counter() - began
+    await settle(url, "coupons", "coupon_targets", "coupon_usage")
     conn = await asyncpg.connect(url)
     try:
-        await conn.execute("VACUUM (ANALYZE) coupons, coupon_targets, coupon_usage")
-        # Write the load out now, so no checkpoint or kernel writeback of it lands in a
-        # measured window.
-        await conn.execute("CHECKPOINT")
-        await asyncio.to_thread(os.sync)
         usage_rows = int(await conn.fetchval("SELECT count(*) FROM coupon_usage"))
         target_rows = int(await conn.fetchval("SELECT count(*) FROM coupon_targets"))
         size = await conn.fetchval("SELECT pg_size_pretty(pg_total_relation_size('coupon_usage'))")

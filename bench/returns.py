@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -29,7 +30,7 @@ from typing import Any
 
 import asyncpg
 import orjson
-from aiokafka import TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 from punchcard_contract import ParsedReceipt, ParsedReturn
 from punchcard_devstack import ServiceProcess
 from punchcard_devstack.processes import free_port
@@ -52,13 +53,16 @@ from bench.common import (
     ratio,
     raw_consume,
     say,
+    settle,
     suffix,
     wait_or_fail,
 )
 from punchcard.simulator import FleetModel, SimulationOptions
 
 _STORE_BATCH = 1000
-_WARMUP_RETURNS = 20
+_WARMUP_SECONDS = 2.0
+"""Returns sent at the measured rate, untimed, before the timed ones: the broker's JIT, the
+new topics and the service's first batches settle before anything is measured."""
 
 
 class _Sale:
@@ -86,13 +90,15 @@ async def run(ctx: Context) -> dict[str, Any]:
     """Store the sales, then measure throughput in-process and latency against a process."""
     k = ctx.sizes.returns
     steady = int(ctx.sizes.return_rate * ctx.sizes.return_seconds)
+    warmup = int(ctx.sizes.return_rate * _WARMUP_SECONDS)
     async with ctx.database("returns") as url:
         settings = ctx.settings(url, "returns")
         await create_all_topics(settings)
-        sales, stored = await _store_receipts(settings, 2 * k + _WARMUP_RETURNS + steady)
+        sales, stored = await _store_receipts(settings, 2 * k + warmup + steady)
         throughput = await _throughput(settings, sales[:k])
         ceiling = await _postgres_ceiling(settings, sales[k : 2 * k])
-        latency = await _latency(ctx, settings, sales[2 * k :])
+        await settle(url)  # the throughput runs' writes stay out of the latency window
+        latency = await _latency(ctx, settings, sales[2 * k :], warmup)
     return {
         "returns": k,
         "receipts_stored_first": stored,
@@ -271,7 +277,9 @@ async def _postgres_ceiling(settings: Settings, sales: list[_Sale]) -> dict[str,
     }
 
 
-async def _latency(ctx: Context, settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
+async def _latency(
+    ctx: Context, settings: Settings, sales: list[_Sale], warmup_count: int
+) -> dict[str, Any]:
     sizes = ctx.sizes
     tail = f"{settings.consumer_group_prefix}-latency"
     topics = TopicNames(
@@ -327,12 +335,12 @@ async def _latency(ctx: Context, settings: Settings, sales: list[_Sale]) -> dict
     try:
         await asyncio.to_thread(service.wait_healthy, 60.0)
         documents = [_return_document(s) for s in sales]
-        warmup, steady = documents[:_WARMUP_RETURNS], documents[_WARMUP_RETURNS:]
-        say(f"returns: returns service (process) up; warming up with {len(warmup)} returns")
-        for d in warmup:
-            await producer.send_and_wait(
-                topics.returns, key=d["transaction_no"].encode(), value=orjson.dumps(d)
-            )
+        warmup, steady = documents[:warmup_count], documents[warmup_count:]
+        say(
+            f"returns: returns service (process) up; warming up with {len(warmup)} returns "
+            f"at {sizes.return_rate:g}/s"
+        )
+        await asyncio.gather(*await _paced(producer, topics.returns, warmup, sizes.return_rate))
         await _until(
             lambda: all(d["event_id"] in outcome_at for d in warmup), 90, "warm-up outcomes"
         )
@@ -340,21 +348,13 @@ async def _latency(ctx: Context, settings: Settings, sales: list[_Sale]) -> dict
             f"returns: publishing {len(steady):,} returns at {sizes.return_rate:g}/s "
             "and timing their outcomes"
         )
-        start = time.perf_counter() + 0.05
-        futures = []
-        for index, d in enumerate(steady):
-            scheduled = start + index / sizes.return_rate
-            delay = scheduled - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            event_id = d["event_id"]
+
+        def timed(event_id: str, scheduled: float, future: asyncio.Future[Any]) -> None:
             sent[event_id] = scheduled
             called[event_id] = time.perf_counter()
-            future = await producer.send(
-                topics.returns, key=d["transaction_no"].encode(), value=orjson.dumps(d)
-            )
             future.add_done_callback(partial(_note_time, acked, event_id))
-            futures.append(future)
+
+        futures = await _paced(producer, topics.returns, steady, sizes.return_rate, timed)
         await asyncio.gather(*futures)
         await _until(lambda: all(e in outcome_at for e in sent), 120, "every outcome")
         await _until(lambda: all(e in hop_at for e in sent), 30, "every raw read")
@@ -472,6 +472,28 @@ async def _service_marks(
 
 def _note_time(times: dict[str, float], key: str, _: object) -> None:
     times[key] = time.perf_counter()
+
+
+async def _paced(
+    producer: AIOKafkaProducer,
+    topic: str,
+    documents: list[dict[str, Any]],
+    rate: float,
+    on_send: Callable[[str, float, asyncio.Future[Any]], None] | None = None,
+) -> list[asyncio.Future[Any]]:
+    """Send ``documents`` open loop at ``rate``; each one's future of its acknowledgement."""
+    start = time.perf_counter() + 0.05
+    futures: list[asyncio.Future[Any]] = []
+    for index, d in enumerate(documents):
+        scheduled = start + index / rate
+        delay = scheduled - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        future = await producer.send(topic, key=d["transaction_no"].encode(), value=orjson.dumps(d))
+        if on_send is not None:
+            on_send(d["event_id"], scheduled, future)
+        futures.append(future)
+    return futures
 
 
 async def _read(
