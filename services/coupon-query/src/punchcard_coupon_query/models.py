@@ -196,8 +196,8 @@ class Eligibility(BaseModel):
         )
 
 
-def _eligibility_fields(decision: EligibilityDecision) -> dict[str, Any]:
-    coupon = decision.coupon
+def _terms_fields(coupon: CouponTerms) -> dict[str, Any]:
+    """The first six fields of an Eligibility: the coupon's own terms."""
     return {
         "coupon_id": coupon.coupon_id,
         "name": coupon.name,
@@ -205,6 +205,12 @@ def _eligibility_fields(decision: EligibilityDecision) -> dict[str, Any]:
         "uses_permitted": coupon.uses_permitted,
         "valid_from": coupon.valid_from,
         "valid_until": coupon.valid_until,
+    }
+
+
+def _eligibility_fields(decision: EligibilityDecision) -> dict[str, Any]:
+    return {
+        **_terms_fields(decision.coupon),
         "uses_made": decision.uses_made,
         "uses_remaining": decision.uses_remaining,
         "eligible": decision.reason is None,
@@ -240,17 +246,7 @@ def _terms_json(coupon: CouponTerms) -> bytes:
         return entry[1]
     if len(_TERMS_JSON) >= _TERMS_JSON_MAX:
         _TERMS_JSON.clear()
-    text = orjson.dumps(
-        {
-            "coupon_id": coupon.coupon_id,
-            "name": coupon.name,
-            "description": coupon.description,
-            "uses_permitted": coupon.uses_permitted,
-            "valid_from": coupon.valid_from,
-            "valid_until": coupon.valid_until,
-        },
-        option=_JSON_OPTIONS,
-    )
+    text = orjson.dumps(_terms_fields(coupon), option=_JSON_OPTIONS)
     prefix = text[:-1] + b","  # the object left open after valid_until
     _TERMS_JSON[id(coupon)] = (coupon, prefix)
     return prefix
