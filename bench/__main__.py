@@ -30,8 +30,8 @@ from bench.common import Context, Sizes, machine, say
 
 _BENCHMARKS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "ingest": ingest.run,
-    "coupon_query": query.run,
     "returns": returns.run,
+    "coupon_query": query.run,
 }
 
 
