@@ -42,6 +42,7 @@ from bench.common import (
     PARTITIONS,
     Context,
     TimedHandler,
+    apply_in_batches,
     create_all_topics,
     ratio,
     raw_consume,
@@ -314,21 +315,15 @@ async def _postgres_ceiling(settings: Settings, n: int) -> dict[str, Any]:
         except InvalidEventError:
             continue
     size = settings.batch_max_records
-    batches = [decoded[i : i + size] for i in range(0, len(decoded), size)]
     try:
-        began = time.perf_counter()
-        cpu_began = time.process_time()
-        for batch in batches:
-            await handler.apply(batch)
-        seconds = time.perf_counter() - began
-        cpu = time.process_time() - cpu_began
+        seconds, cpu, batches = await apply_in_batches(handler.apply, decoded, size)
     finally:
         await db.close()
     rate = len(decoded) / seconds if seconds > 0 else 0.0
     say(f"ingest: PostgreSQL ceiling {len(decoded):,} receipts in {seconds:.2f}s ({rate:,.0f}/s)")
     return {
         "receipts": len(decoded),
-        "batches": len(batches),
+        "batches": batches,
         "batch_size": size,
         "seconds": round(seconds, 4),
         "receipts_per_second": round(rate, 1),

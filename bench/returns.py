@@ -48,6 +48,7 @@ from bench.common import (
     PARTITIONS,
     Context,
     TimedHandler,
+    apply_in_batches,
     create_all_topics,
     latency_summary,
     ratio,
@@ -259,10 +260,7 @@ async def _postgres_ceiling(settings: Settings, sales: list[_Sale]) -> dict[str,
     decoded = [Decoded(record, handler.decode(record)) for record in records]
     size = settings.batch_max_records
     try:
-        began = time.perf_counter()
-        for i in range(0, len(decoded), size):
-            await handler.apply(decoded[i : i + size])
-        seconds = time.perf_counter() - began
+        seconds, _, _ = await apply_in_batches(handler.apply, decoded, size)
     finally:
         await db.close()
     rate = len(decoded) / seconds if seconds > 0 else 0.0

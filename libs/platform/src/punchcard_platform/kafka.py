@@ -116,26 +116,6 @@ class ResilientProducer:
         if self._closing:
             await asyncio.gather(*self._closing, return_exceptions=True)
 
-    async def send(
-        self,
-        topic: str,
-        *,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Sequence[tuple[str, bytes]] | None = None,
-    ) -> asyncio.Future[Any]:
-        """Queue one record and return the future of its acknowledgement (see ``wait_all``)."""
-        producer = await self._ready()
-        try:
-            future: asyncio.Future[Any] = await asyncio.wait_for(
-                producer.send(topic, key=key, value=value, headers=list(headers or ())),
-                self._timeout,
-            )
-        except (TimeoutError, KafkaError) as exc:
-            self._discard(producer, exc)
-            raise _as_kafka_error(exc, "queueing a record") from exc
-        return future
-
     async def wait_all(self, futures: Iterable[asyncio.Future[Any]]) -> None:
         """Wait for every acknowledgement, at most the send timeout; raise if any is missing."""
         pending = list(futures)
@@ -159,7 +139,8 @@ class ResilientProducer:
 
         All are queued before the producer's sender runs again, so with ``linger_ms=0``
         they leave in as few requests as the batch size allows, instead of the first one
-        going alone and the rest trickling after it. Bounded like ``send``.
+        going alone and the rest trickling after it. Bounded in time; a failure drops the
+        producer, as everywhere here.
         """
         producer = await self._ready()
 
