@@ -100,6 +100,8 @@ class DevStack:
         for server in (self.kafka, self.postgres):
             if server is not None:
                 server.stop()
+        if self.kafka is not None:
+            self.kafka.remove_data()
         self.kafka = self.postgres = None
         if self._own_workdir:
             shutil.rmtree(self.workdir, ignore_errors=True)
