@@ -343,6 +343,8 @@ _SWEEP_GROWTH = 1.25
 _SWEEP_P99_LIMIT_MS = 20.0
 _SWEEP_MAX_RPS = 50_000.0
 _SWEEP_PAUSE_SECONDS = 0.5
+_SWEEP_REFINEMENTS = 3
+_SWEEP_RESOLUTION = 0.04
 
 
 def _children(pid: int) -> list[int]:
@@ -522,7 +524,7 @@ async def _sweep(
     sizes: Sizes,
     url: str,
 ) -> dict[str, Any]:
-    """Offer more and more until p99 passes the limit or errors appear, then refine once.
+    """Offer more and more until p99 passes the limit or errors appear, then narrow it down.
 
     A failing step is run once more before the sweep stops, so one noisy step does not
     end it.
@@ -564,10 +566,20 @@ async def _sweep(
     rate, last_held = sizes.query_rate, 0.0
     while rate <= _SWEEP_MAX_RPS and await holds(rate):
         last_held, rate = rate, _nice_rate(rate * _SWEEP_GROWTH)
-    # One step between the last rate that held and the first that did not.
-    middle = _nice_rate((last_held + rate) / 2)
-    if last_held and last_held < middle < rate <= _SWEEP_MAX_RPS:
-        await holds(middle)
+    # Halve the gap between the last rate that held and the first that did not, until
+    # the two are within _SWEEP_RESOLUTION of each other: a 25% step alone would report
+    # a limit up to a fifth below the real one.
+    failed = rate
+    for _ in range(_SWEEP_REFINEMENTS):
+        middle = _nice_rate((last_held + failed) / 2)
+        if not (last_held and last_held < middle < failed <= _SWEEP_MAX_RPS):
+            break
+        if failed - last_held <= _SWEEP_RESOLUTION * last_held:
+            break
+        if await holds(middle):
+            last_held = middle
+        else:
+            failed = middle
     held = [s for s in steps if s["held"]]
     best = max(held, key=lambda s: s["offered_rps"]) if held else None
     return {
@@ -578,7 +590,8 @@ async def _sweep(
         "rule": "a step holds when p99 (from the scheduled send time) <= the limit, no "
         "errors, only 200s, and at least 95% of the offered rate was achieved; a failing "
         "step is run once more; the sweep stops at the first rate failing twice, then "
-        "tries once halfway between it and the last rate that held",
+        f"halves the gap between it and the last rate that held (at most "
+        f"{_SWEEP_REFINEMENTS} times, until within {_SWEEP_RESOLUTION:.0%})",
         "max_rps_at_p99_limit": best["offered_rps"] if best else 0.0,
         "steps": steps,
     }
