@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from punchcard_coupon_query import queries
 from punchcard_devstack import Endpoints
 from punchcard_platform.db import Database
 
@@ -17,6 +18,23 @@ async def test_pooled_connections_commit_durably_even_where_the_server_would_not
         # Twice: the pool resets a session's settings when a connection comes back to it.
         for _ in range(2):
             async with db.connection() as conn:
+                assert await conn.fetchval("SHOW synchronous_commit") == "on"
+    finally:
+        await db.close()
+
+
+async def test_a_pools_session_settings_hold_beside_durable_commits(stack: Endpoints) -> None:
+    """coupon-query's sessions plan statements once (generic plans), and still commit
+    durably on a server whose default is synchronous_commit=off."""
+    separator = "&" if "?" in stack.database_url else "?"
+    db = await Database.connect(
+        f"{stack.database_url}{separator}synchronous_commit=off",
+        server_settings=queries.SESSION_SETTINGS,
+    )
+    try:
+        for _ in range(2):
+            async with db.connection() as conn:
+                assert await conn.fetchval("SHOW plan_cache_mode") == "force_generic_plan"
                 assert await conn.fetchval("SHOW synchronous_commit") == "on"
     finally:
         await db.close()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import cast
 
@@ -36,7 +36,9 @@ _RECONNECT_BACKOFF_MAX = 1.0
 """Seconds between attempts to reach a database that is away: it is back within this."""
 
 
-async def _make_commits_durable(pool: asyncpg.Pool, url: str, command_timeout: float) -> None:
+async def _make_commits_durable(
+    pool: asyncpg.Pool, url: str, command_timeout: float, server_settings: Mapping[str, str]
+) -> None:
     """Exactly-once needs durable commits; turn ``synchronous_commit=off`` back on.
 
     Kafka offsets are committed after the database commit, so a commit acknowledged before
@@ -49,7 +51,9 @@ async def _make_commits_durable(pool: asyncpg.Pool, url: str, command_timeout: f
         setting = await conn.fetchval("SHOW synchronous_commit")
     if setting == "off":
         pool.set_connect_args(
-            url, command_timeout=command_timeout, server_settings={"synchronous_commit": "on"}
+            url,
+            command_timeout=command_timeout,
+            server_settings={**server_settings, "synchronous_commit": "on"},
         )
         await pool.expire_connections()
 
@@ -99,12 +103,15 @@ class Database:
         reset_sessions: bool = True,
         command_timeout: float = 30.0,
         acquire_timeout: float = 10.0,
+        server_settings: Mapping[str, str] | None = None,
     ) -> Database:
         """Open a pool, or raise ``DatabaseUnavailableError`` saying what to fix.
 
         ``reset_sessions=False`` skips the reset query on every release: for callers
         that never SET, LISTEN, take session advisory locks or leave cursors open.
+        ``server_settings`` are session settings every connection starts with.
         """
+        settings = dict(server_settings or {})
         try:
             pool = await asyncpg.create_pool(
                 url,
@@ -114,8 +121,9 @@ class Database:
                 timeout=timeout,
                 command_timeout=command_timeout,
                 reset=None if reset_sessions else _keep_session,
+                server_settings=settings,
             )
-            await _make_commits_durable(pool, url, command_timeout)
+            await _make_commits_durable(pool, url, command_timeout, settings)
         except (TimeoutError, OSError, asyncpg.PostgresError, ValueError) as exc:
             raise DatabaseUnavailableError(
                 f"cannot connect to PostgreSQL at {_redact(url)}: {exc}. "

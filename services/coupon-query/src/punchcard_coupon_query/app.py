@@ -17,8 +17,10 @@ import uvloop
 from fastapi import FastAPI
 from punchcard_platform.db import Database
 from punchcard_platform.health import serve_app, stop_on_signals
+from punchcard_platform.heap import freeze_startup_objects
 from punchcard_platform.settings import Settings
 
+from punchcard_coupon_query import queries
 from punchcard_coupon_query.api import (
     PROBLEM_MEDIA_TYPE,
     install_error_handlers,
@@ -118,7 +120,13 @@ async def serve_worker(settings: Settings, sock: socket.socket | None = None) ->
     # released without asyncpg's session reset: this service never changes session state.
     def connect(url: str) -> Awaitable[Database]:
         size = settings.database_pool_size
-        return Database.connect(url, max_size=size, min_size=size, reset_sessions=False)
+        return Database.connect(
+            url,
+            max_size=size,
+            min_size=size,
+            reset_sessions=False,
+            server_settings=queries.SESSION_SETTINGS,
+        )
 
     db = await connect(settings.database_url)
     reads: Database | None = None
@@ -147,6 +155,7 @@ async def serve_worker(settings: Settings, sock: socket.socket | None = None) ->
         )
         stop = asyncio.Event()
         stop_on_signals(stop)
+        freeze_startup_objects()
         await serve_app(config, stop, sockets=None if sock is None else [sock])
     finally:
         if reads is not None:

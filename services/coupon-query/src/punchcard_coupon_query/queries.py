@@ -18,6 +18,7 @@ from punchcard_coupon_query.eligibility import CouponTerms
 from punchcard_coupon_query.models import Coupon, CouponInput, LedgerEntry, ReceiptSummary
 
 __all__ = [
+    "SESSION_SETTINGS",
     "ApiKeyRecord",
     "CouponCandidate",
     "deactivate_coupon",
@@ -38,6 +39,20 @@ __all__ = [
 ]
 
 Connection = asyncpg.Connection
+
+SESSION_SETTINGS = {"plan_cache_mode": "force_generic_plan"}
+"""What every connection of this service starts with: plan each statement once.
+
+asyncpg prepares every statement, and PostgreSQL then chooses between planning it
+afresh for each execution's values (a custom plan) and one plan for any values (the
+generic plan). For _CUSTOMERS_COUPONS it never chose the generic plan: that one
+assumes ten customers in the array, so it looked dearer than a custom plan for the
+usual two to five, and every execution paid for planning. Measured on 100,000
+customers, batches of 4: 0.149 ms of backend CPU per customer with the default
+(``auto``), 0.075 ms with generic plans, against 0.105 ms for the one-customer
+statement. Every statement here looks rows up by key, so one plan serves all values.
+"""
+
 CouponCandidate = tuple[CouponTerms, int, bool]
 """A coupon's terms, the customer's uses of it, and whether it was issued to them."""
 
