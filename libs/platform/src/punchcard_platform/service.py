@@ -19,6 +19,7 @@ import structlog
 from punchcard_platform.consumer import ConsumerLoop
 from punchcard_platform.db import Database
 from punchcard_platform.health import serve_health, stop_on_signals
+from punchcard_platform.heap import freeze_startup_objects
 from punchcard_platform.records import BatchHandler
 from punchcard_platform.relay import OutboxRelay
 from punchcard_platform.settings import Settings
@@ -85,6 +86,7 @@ async def serve_consumer(
             )
             readiness.loop = loop
             relay = OutboxRelay(settings, db)
+            freeze_startup_objects()
             await _run_until_one_ends([loop.run, relay.run, *wiring.extra_tasks], stop)
     finally:
         stop.set()
