@@ -337,7 +337,7 @@ async def open_loop(
         paths = Path(folder) / "paths"
         records = Path(folder) / "records"
         paths.write_text("".join(f"{path(i)}\n" for i in range(max(1, min(total, _PATHS)))))
-        argv = [str(binary), "-t", repr(float(timeout))]
+        argv = [str(binary), "-t", repr(float(timeout)), "-k", repr(_TICK)]
         for name, value in headers.items():
             argv += ["-H", f"{name}: {value}"]
         argv += [address, str(port), repr(float(rate)), repr(float(seconds))]
