@@ -1,34 +1,57 @@
-"""An open-loop HTTP/1.1 load generator on asyncio protocols and httptools' C parser.
+"""Open-loop HTTP/1.1 load: a small C generator (bench/loadgen.c), or a Python one.
 
 Requests are scheduled at a constant rate whatever the server does, and each latency is
 measured from the request's *scheduled* send time, so a server that stalls is charged
 for every request that queued behind the stall (no coordinated omission). Keep-alive
 connections come from a pool that grows when all are busy (up to a cap; past it,
-requests wait in a queue, their clock still running).
+requests wait in a queue, their clock still running). Each request's send lag (actual
+send minus scheduled time) is kept, so a generator that falls behind shows in the
+results instead of passing for a slow server.
 
-It must cost far less CPU than the service it measures, since both share the machine:
-no task per request, no stream objects, no Python header parsing. The scheduler
-sleeps until the next request is due (at least a millisecond) and sends everything
-due; responses are parsed in C and complete in a callback. Each request's send lag
-(actual send minus scheduled time) is kept, so a generator that falls behind shows
-in the results instead of passing for a slow server.
+The generator must cost far less CPU than the service it measures, since both share the
+machine. The C generator spends a few microseconds per request; it is compiled once
+with the machine's ``cc`` into a cache folder keyed by the source's hash and run as a
+child process, which gets the request paths in a file and writes one binary record per
+measured request. Without a C compiler, the Python generator (asyncio protocols and
+httptools' C parser, several times the CPU per request) does the same job. Both report
+their own CPU time in ``LoadResult.cpu_seconds``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
+import hashlib
+import ipaddress
+import math
+import os
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import cast
+from pathlib import Path
+from typing import Literal, cast
 
 import httptools
+
+__all__ = ["LoadResult", "open_loop"]
 
 _MAX_CONNECTIONS = 512
 _REQUEST_TIMEOUT = 10.0
 _TICK = 0.001
+# The C generator gets path(i) for the first requests only and cycles through them:
+# bench/query.py's paths repeat every 100,000 requests.
+_PATHS = 100_000
+_SOURCE = Path(__file__).with_name("loadgen.c")
+# bench/loadgen.c's struct record: offset, latency, send lag (seconds), status, padding.
+_RECORD = struct.Struct("=dddii")
 
 
 @dataclass
@@ -44,6 +67,7 @@ class LoadResult:
     first_send: float = 0.0
     last_done: float = 0.0
     connections: int = 0
+    cpu_seconds: float = 0.0
 
     @property
     def ok(self) -> int:
@@ -90,10 +114,12 @@ class _Connection(asyncio.Protocol):
         request, self.request = self.request, None
         if request is None:
             return
+        # A connection the server closes goes back to no pool: a queued request sent on
+        # it would be lost with it.
         closing = not self._parser.should_keep_alive()
-        self._run.completed(self, request, self._parser.get_status_code())
         if closing:
             self._drop()
+        self._run.completed(self, request, self._parser.get_status_code(), reusable=not closing)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._fail("ConnectionResetError")
@@ -132,6 +158,10 @@ class _Run:
             self._send(self._idle.pop(), request)
             return
         self._queue.append(request)
+        self._maybe_open()
+
+    def _maybe_open(self) -> None:
+        """One more connection per queued request not yet provided for, up to the cap."""
         if len(self._all) + self._opening < _MAX_CONNECTIONS and self._opening < len(self._queue):
             self._opening += 1
             task = asyncio.ensure_future(self._open())
@@ -165,7 +195,9 @@ class _Run:
             self.result.send_lags.append(time.perf_counter() - request.scheduled)
         conn.send(request)
 
-    def completed(self, conn: _Connection, request: _Request, status: int) -> None:
+    def completed(
+        self, conn: _Connection, request: _Request, status: int, *, reusable: bool
+    ) -> None:
         done = time.perf_counter()
         self._finish()
         if request.measured:
@@ -176,7 +208,8 @@ class _Run:
                 self.result.latencies.append(latency)
                 self.result.samples.append((request.scheduled, latency))
             self.result.last_done = max(self.result.last_done, done)
-        self._ready(conn)
+        if reusable:
+            self._ready(conn)
 
     def failed(self, request: _Request, reason: str) -> None:
         self._finish()
@@ -187,6 +220,7 @@ class _Run:
         self._all.discard(conn)
         with contextlib.suppress(ValueError):
             self._idle.remove(conn)
+        self._maybe_open()
 
     def _finish(self) -> None:
         self.outstanding -= 1
@@ -208,7 +242,7 @@ class _Run:
                 conn.transport.close()
 
 
-async def open_loop(
+async def _python_open_loop(
     host: str,
     port: int,
     *,
@@ -217,11 +251,10 @@ async def open_loop(
     rate: float,
     seconds: float,
     warmup_seconds: float,
+    timeout: float,
 ) -> LoadResult:
-    """Send GET ``path(i)`` at ``rate`` per second for ``warmup + seconds``; measure the latter.
-
-    Requests of the warm-up are sent on the same schedule but left out of the result.
-    """
+    """The Python generator: asyncio protocols in this process's event loop."""
+    cpu_before = _own_cpu_seconds()
     result = LoadResult()
     run = _Run(host, port, result)
     head = f" HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(
@@ -247,10 +280,171 @@ async def open_loop(
         run.sending_finished = True
         if run.outstanding:
             try:
-                await asyncio.wait_for(run.done.wait(), _REQUEST_TIMEOUT)
+                await asyncio.wait_for(run.done.wait(), timeout)
             except TimeoutError:
                 run.time_out()
     finally:
         run.close()
     result.scheduled = total - warmup
+    result.cpu_seconds = _own_cpu_seconds() - cpu_before
     return result
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
+
+
+async def open_loop(
+    host: str,
+    port: int,
+    *,
+    path: Callable[[int], str],
+    headers: dict[str, str],
+    rate: float,
+    seconds: float,
+    warmup_seconds: float,
+    timeout: float = _REQUEST_TIMEOUT,
+    generator: Literal["auto", "c", "python"] = "auto",
+) -> LoadResult:
+    """Send GET ``path(i)`` at ``rate`` per second for ``warmup + seconds``; measure the latter.
+
+    Requests of the warm-up are sent on the same schedule but left out of the result.
+    Requests still unanswered ``timeout`` seconds after the last send count as
+    TimeoutError. The C generator asks ``path(i)`` for the first 100,000 requests only and
+    cycles through them (request i gets ``path(i % 100_000)``), so ``path`` must repeat
+    with that period, as bench/query.py's does. ``generator`` picks one for tests; "auto"
+    takes the C one when a C compiler is there.
+    """
+    binary = None if generator == "python" else await asyncio.to_thread(_compiled_generator)
+    if binary is None and generator == "c":
+        raise RuntimeError("the C load generator needs a C compiler (cc)")
+    if binary is None:
+        return await _python_open_loop(
+            host,
+            port,
+            path=path,
+            headers=headers,
+            rate=rate,
+            seconds=seconds,
+            warmup_seconds=warmup_seconds,
+            timeout=timeout,
+        )
+    address = await _ipv4_address(host, port)
+    warmup = int(warmup_seconds * rate)
+    total = warmup + int(seconds * rate)
+    with tempfile.TemporaryDirectory(prefix="punchcard-loadgen-") as folder:
+        paths = Path(folder) / "paths"
+        records = Path(folder) / "records"
+        paths.write_text("".join(f"{path(i)}\n" for i in range(max(1, min(total, _PATHS)))))
+        argv = [str(binary), "-t", repr(float(timeout)), "-k", repr(_TICK)]
+        for name, value in headers.items():
+            argv += ["-H", f"{name}: {value}"]
+        argv += [address, str(port), repr(float(rate)), repr(float(seconds))]
+        argv += [repr(float(warmup_seconds)), str(paths), str(records)]
+        summary = await _run_generator(argv)
+        data = records.read_bytes()
+    if len(data) != _RECORD.size * (total - warmup):
+        raise RuntimeError(
+            f"punchcard-loadgen wrote {len(data)} bytes for {total - warmup} records"
+        )
+    return _loaded(summary, data, total - warmup)
+
+
+async def _ipv4_address(host: str, port: int) -> str:
+    """The C generator connects to an IPv4 address; bench/query.py passes 127.0.0.1."""
+    with contextlib.suppress(ValueError):
+        return str(ipaddress.IPv4Address(host))
+    infos = await asyncio.get_running_loop().getaddrinfo(
+        host, port, family=socket.AF_INET, type=socket.SOCK_STREAM
+    )
+    return str(infos[0][4][0])
+
+
+async def _run_generator(argv: list[str]) -> str:
+    process = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    try:
+        stdout, stderr = await process.communicate()
+    except BaseException:
+        # Cancelled: the child must not go on loading the machine.
+        with contextlib.suppress(ProcessLookupError):
+            process.kill()
+        await process.wait()
+        raise
+    if process.returncode != 0:
+        raise RuntimeError(
+            f"punchcard-loadgen exited with {process.returncode}: {stderr.decode().strip()}"
+        )
+    return stdout.decode()
+
+
+def _loaded(summary: str, data: bytes, measured: int) -> LoadResult:
+    """The LoadResult of the C generator's summary lines and records."""
+    result = LoadResult(scheduled=measured)
+    values: dict[str, str] = {}
+    for line in summary.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "error":
+            reason, count = value.split()
+            result.errors[reason] = int(count)
+        else:
+            values[key] = value
+    # CLOCK_MONOTONIC, which time.perf_counter reads on Linux.
+    start = float(values["start"])
+    result.first_send = float(values["first_send"])
+    result.connections = int(values["connections"])
+    result.cpu_seconds = float(values["cpu"])
+    statuses = result.statuses
+    last_done = 0.0
+    for offset, latency, send_lag, status, _ in _RECORD.iter_unpack(data):
+        if not math.isnan(send_lag):
+            result.send_lags.append(send_lag)
+        if not status:
+            continue
+        statuses[status] = statuses.get(status, 0) + 1
+        scheduled = start + offset
+        last_done = max(last_done, scheduled + latency)
+        if status == 200:
+            result.latencies.append(latency)
+            result.samples.append((scheduled, latency))
+    result.last_done = last_done
+    return result
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("PUNCHCARD_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "punchcard"
+    )
+    return Path(base)
+
+
+@functools.cache
+def _compiled_generator() -> Path | None:
+    """The C generator, compiled once per source version; None without a C compiler."""
+    compiler = shutil.which("cc")
+    if compiler is None:
+        print(
+            "bench: no C compiler (cc), so the load generator is the Python one, which costs "
+            "several times the CPU per request",
+            file=sys.stderr,
+        )
+        return None
+    source = _SOURCE.read_bytes()
+    target = _cache_dir() / f"punchcard-loadgen-{hashlib.sha256(source).hexdigest()[:16]}"
+    if target.exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # Built under a name of its own and renamed, so concurrent runs never see half a binary.
+    partial = target.with_name(f"{target.name}.{os.getpid()}.partial")
+    build = subprocess.run(
+        [compiler, "-O2", "-Wall", "-Wextra", "-o", str(partial), str(_SOURCE)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if build.returncode != 0:
+        raise RuntimeError(f"cannot compile {_SOURCE}: {build.stderr.strip()}")
+    partial.replace(target)
+    return target
