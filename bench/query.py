@@ -343,6 +343,8 @@ _SWEEP_GROWTH = 1.25
 _SWEEP_P99_LIMIT_MS = 20.0
 _SWEEP_MAX_RPS = 50_000.0
 _SWEEP_PAUSE_SECONDS = 0.5
+_SWEEP_IDLE_SHARE = 0.05
+_SWEEP_IDLE_TIMEOUT_SECONDS = 30.0
 _SWEEP_REFINEMENTS = 3
 _SWEEP_RESOLUTION = 0.04
 
@@ -361,6 +363,24 @@ def _service_cpu_seconds(pid: int | None) -> float:
     if pid is None:
         return 0.0
     return _cpu_seconds(pid) + sum(_cpu_seconds(child) for child in _children(pid))
+
+
+async def _until_idle(service: ServiceProcess) -> None:
+    """Pause between sweep steps until the service has worked off what it still holds.
+
+    A step that overloads the service leaves requests queued in it after the load
+    generator has given up on them; the next step must not start behind that backlog.
+    Waits at least ``_SWEEP_PAUSE_SECONDS``, then until the service uses under 5% of a
+    core over a quarter of a second.
+    """
+    await asyncio.sleep(_SWEEP_PAUSE_SECONDS)
+    deadline = time.monotonic() + _SWEEP_IDLE_TIMEOUT_SECONDS
+    interval = 0.25
+    while time.monotonic() < deadline:
+        before = _service_cpu_seconds(service.pid)
+        await asyncio.sleep(interval)
+        if _service_cpu_seconds(service.pid) - before < _SWEEP_IDLE_SHARE * interval:
+            return
 
 
 async def _backends_cpu(url: str) -> dict[int, float] | None:
@@ -561,7 +581,7 @@ async def _sweep(
                 f"send lag p99 {step['send_lag_p99_ms']:.2f} ms"
                 + ("" if step["held"] else f"  -> not held ({step['why_not']})")
             )
-            await asyncio.sleep(_SWEEP_PAUSE_SECONDS)
+            await _until_idle(service)
             if step["held"]:
                 return True
         return False
@@ -590,6 +610,7 @@ async def _sweep(
         "growth_per_step": _SWEEP_GROWTH,
         "step_seconds": seconds,
         "step_warmup_seconds": warmup,
+        "pause": "between steps, until the service processes use under 5% of a core",
         "rule": "a step holds when p99 (from the scheduled send time) <= the limit, no "
         "errors, only 200s, and at least 95% of the offered rate was achieved; a failing "
         "step is run once more; the sweep stops at the first rate failing twice, then "
