@@ -19,6 +19,7 @@ import re
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from random import Random
 from typing import Any
@@ -33,7 +34,7 @@ from punchcard_devstack.processes import free_port
 from punchcard_platform.db import Database
 
 from bench.common import Context, Sizes, latency_summary, percentile, ratio, say, settle
-from bench.http_load import open_loop
+from bench.http_load import LoadResult, open_loop
 
 _CUSTOMER_DIGITS = 7
 
@@ -463,6 +464,58 @@ async def _drive_service(
     return fixed, sweep
 
 
+@dataclass(frozen=True)
+class _Measured:
+    """One open-loop run against the service, with the CPU each party used meanwhile."""
+
+    result: LoadResult
+    sent: float
+    """Requests scheduled, warm-up included: the denominator of every per-request CPU."""
+    achieved: float
+    latency: dict[str, Any]
+    service_cpu_seconds: float
+    postgresql_cpu_seconds: float | None
+    machine_busy_share: dict[str, float]
+
+
+async def _measure(
+    service: ServiceProcess,
+    *,
+    path: Callable[[int], str],
+    headers: dict[str, str],
+    rate: float,
+    seconds: float,
+    warmup: float,
+    url: str,
+) -> _Measured:
+    """Offer ``rate`` for ``warmup + seconds``, noting the service's and its backends' CPU."""
+    service_before = _service_cpu_seconds(service.pid)
+    pg_before = await _backends_cpu(url)
+    machine_before = _machine_cpu()
+    result = await open_loop(
+        "127.0.0.1",
+        service.port,
+        path=path,
+        headers=headers,
+        rate=rate,
+        seconds=seconds,
+        warmup_seconds=warmup,
+    )
+    service_used = _service_cpu_seconds(service.pid) - service_before
+    pg_used = _backends_cpu_after(pg_before)
+    machine = _busy_share(machine_before, _machine_cpu())
+    span = result.last_done - result.first_send
+    return _Measured(
+        result=result,
+        sent=max(1.0, (seconds + warmup) * rate),
+        achieved=result.ok / span if span > 0 else 0.0,
+        latency=latency_summary(result.latencies),
+        service_cpu_seconds=service_used,
+        postgresql_cpu_seconds=pg_used,
+        machine_busy_share=machine,
+    )
+
+
 async def _fixed_rate(
     service: ServiceProcess,
     path: Callable[[int], str],
@@ -474,29 +527,21 @@ async def _fixed_rate(
         f"query: coupon-query (process) at {sizes.query_rate:g} req/s open-loop for "
         f"{sizes.query_seconds:g}s after {sizes.query_warmup_seconds:g}s warm-up"
     )
-    cpu_before = _service_cpu_seconds(service.pid), _own_cpu_seconds()
-    pg_before = await _backends_cpu(url)
-    machine_before = _machine_cpu()
-    result = await open_loop(
-        "127.0.0.1",
-        service.port,
+    own_before = _own_cpu_seconds()
+    run = await _measure(
+        service,
         path=path,
         headers=headers,
         rate=sizes.query_rate,
         seconds=sizes.query_seconds,
-        warmup_seconds=sizes.query_warmup_seconds,
+        warmup=sizes.query_warmup_seconds,
+        url=url,
     )
-    cpu_after = _service_cpu_seconds(service.pid), _own_cpu_seconds()
-    pg_used = _backends_cpu_after(pg_before)
-    machine_after = _machine_cpu()
-    span = result.last_done - result.first_send
-    achieved = result.ok / span if span > 0 else 0.0
-    latency = latency_summary(result.latencies)
+    result, achieved, latency, sent = run.result, run.achieved, run.latency, run.sent
     window = sizes.query_seconds + sizes.query_warmup_seconds
-    sent = window * sizes.query_rate
-    service_cpu = (cpu_after[0] - cpu_before[0]) / window
+    service_cpu = run.service_cpu_seconds / window
     generator_cpu = result.cpu_seconds / window
-    bench_cpu = (cpu_after[1] - cpu_before[1]) / window
+    bench_cpu = (_own_cpu_seconds() - own_before) / window
     say(
         f"query: service {achieved:,.0f} rps achieved of {sizes.query_rate:g} offered, "
         f"p50 {latency['p50_ms']:.2f} ms, p90 {latency['p90_ms']:.2f} ms, "
@@ -523,13 +568,13 @@ async def _fixed_rate(
             "coupon_query_processes": round(service_cpu, 2),
             "load_generator": round(generator_cpu, 2),
             "benchmark_process": round(bench_cpu, 2),
-            "whole_machine_busy_share": _busy_share(machine_before, machine_after),
+            "whole_machine_busy_share": run.machine_busy_share,
             "window": "warm-up and measured seconds together",
         },
         "cpu_ms_per_request": {
             "coupon_query_processes": round(service_cpu * window / sent * 1000, 3),
             "load_generator": round(generator_cpu * window / sent * 1000, 3),
-            "postgresql_backends_of_the_service": _per_request_ms(pg_used, sent),
+            "postgresql_backends_of_the_service": _per_request_ms(run.postgresql_cpu_seconds, sent),
         },
         "connections_opened": result.connections,
     }
@@ -631,25 +676,16 @@ async def _sweep_step(
     warmup: float,
     url: str,
 ) -> dict[str, Any]:
-    cpu_before = _service_cpu_seconds(service.pid)
-    pg_before = await _backends_cpu(url)
-    machine_before = _machine_cpu()
-    result = await open_loop(
-        "127.0.0.1",
-        service.port,
+    run = await _measure(
+        service,
         path=path,
         headers=headers,
         rate=rate,
         seconds=seconds,
-        warmup_seconds=warmup,
+        warmup=warmup,
+        url=url,
     )
-    cpu_after = _service_cpu_seconds(service.pid)
-    pg_used = _backends_cpu_after(pg_before)
-    machine_after = _machine_cpu()
-    sent = max(1.0, (seconds + warmup) * rate)
-    span = result.last_done - result.first_send
-    achieved = result.ok / span if span > 0 else 0.0
-    latency = latency_summary(result.latencies)
+    result, achieved, latency, sent = run.result, run.achieved, run.latency, run.sent
     lag = latency_summary(result.send_lags)
     others = {k: v for k, v in result.statuses.items() if k != 200}
     reasons = []
@@ -671,11 +707,11 @@ async def _sweep_step(
         "requests": latency["count"],
         "errors": result.errors,
         "statuses": {str(k): v for k, v in result.statuses.items()},
-        "service_cpu_ms_per_request": round((cpu_after - cpu_before) / sent * 1000, 3),
+        "service_cpu_ms_per_request": round(run.service_cpu_seconds / sent * 1000, 3),
         "generator_cpu_ms_per_request": round(result.cpu_seconds / sent * 1000, 3),
-        "postgresql_cpu_ms_per_request": _per_request_ms(pg_used, sent),
+        "postgresql_cpu_ms_per_request": _per_request_ms(run.postgresql_cpu_seconds, sent),
         "send_lag_p99_ms": lag["p99_ms"],
-        "machine_busy_share": _busy_share(machine_before, machine_after),
+        "machine_busy_share": run.machine_busy_share,
         "connections_opened": result.connections,
         "held": not reasons,
         "why_not": ", ".join(reasons) or None,

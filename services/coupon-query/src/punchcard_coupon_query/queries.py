@@ -8,6 +8,8 @@ receipt reach the client exactly as they were sent.
 from __future__ import annotations
 
 import time
+from collections import ChainMap
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -188,16 +190,26 @@ async def fetch_customer_coupons(conn: Connection, customer_id: str) -> list[Cou
     """
     # Positions of _CUSTOMER_COUPONS' columns: version, uses_made, issued.
     rows = await conn.fetch(_CUSTOMER_COUPONS, customer_id)
-    known = _terms_cache.versions()
-    fetched: dict[str, CouponTerms] = {}
-    if any(row[0] not in known for row in rows):
-        fetched = await _fetch_terms(conn, {row[0] for row in rows if row[0] not in known})
+    terms_of = await _terms_by_version(conn, (row[0] for row in rows))
     candidates: list[CouponCandidate] = []
     for version, uses_made, issued in rows:
-        terms = known.get(version) or fetched.get(version)
+        terms = terms_of.get(version)
         if terms is not None:  # None only if the coupon row vanished in between
             candidates.append((terms, uses_made, issued))
     return candidates
+
+
+async def _terms_by_version(conn: Connection, versions: Iterable[str]) -> Mapping[str, CouponTerms]:
+    """The terms of every coupon row version named, from the cache or fetched once.
+
+    Looked up per coupon of every customer under load, so the answer is the cache's own
+    dict when it holds them all (the usual case), merged with what was fetched otherwise.
+    """
+    known = _terms_cache.versions()
+    missing = {version for version in versions if version not in known}
+    if not missing:
+        return known
+    return ChainMap(await _fetch_terms(conn, missing), known)
 
 
 async def _fetch_terms(conn: Connection, versions: set[str]) -> dict[str, CouponTerms]:
@@ -226,15 +238,10 @@ async def fetch_many_customer_coupons(
     # Positions of _CUSTOMERS_COUPONS' columns: customer's position in customer_ids (from
     # 1), version, uses_made, issued.
     rows = await conn.fetch(_CUSTOMERS_COUPONS, customer_ids)
-    # This loop runs for every coupon of every customer under load, so it looks terms up
-    # in the dict itself.
-    known = _terms_cache.versions()
-    fetched: dict[str, CouponTerms] = {}
-    if any(row[1] not in known for row in rows):
-        fetched = await _fetch_terms(conn, {row[1] for row in rows if row[1] not in known})
+    terms_of = await _terms_by_version(conn, (row[1] for row in rows))
     lists: list[list[CouponCandidate]] = [[] for _ in customer_ids]
     for n, version, uses_made, issued in rows:
-        terms = known.get(version) or fetched.get(version)
+        terms = terms_of.get(version)
         if terms is not None:  # None only if the coupon row vanished in between
             lists[n - 1].append((terms, uses_made, issued))
     return dict(zip(customer_ids, lists, strict=True))
