@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+from typing import Any, cast
 
 import pytest
 from punchcard_coupon_query.apikeys import (
@@ -89,9 +91,9 @@ async def test_a_revoked_key_stops_working_within_the_key_cache_time(
 async def test_a_known_key_is_checked_again_once_its_cache_entry_expires(
     stack: Endpoints, db: Database
 ) -> None:
-    """Until the entry expires the key is served from the cache; after, the revocation shows."""
+    """Until its last second the key is served from the cache; after expiry the revocation shows."""
     now = [1000.0]
-    keys = ApiKeyCache(db, clock=lambda: now[0])
+    keys = ApiKeyCache(db, clock=lambda: now[0], refresh_ahead=1.0)
     key_id, key = await create_api_key(db, "read", "cached")
     hot = f"/v1/customers/{unique_id('C')}/coupons"
     async with (
@@ -100,12 +102,56 @@ async def test_a_known_key_is_checked_again_once_its_cache_entry_expires(
     ):
         assert (await http.get(hot)).status_code == 200
         assert await revoke_api_key(db, key_id)
-        now[0] += KEY_CACHE_SECONDS - 0.5
+        now[0] += KEY_CACHE_SECONDS - 1.5
         assert (await http.get(hot)).status_code == 200
         assert (await http.get("/v1/coupons")).status_code == 200
-        now[0] += 1.0
+        now[0] += 2.0
         assert (await http.get(hot)).status_code == 401
         assert (await http.get("/v1/coupons")).status_code == 401
+
+
+class CountingDatabase:
+    """A real pool that counts the connections taken from it: one per key query."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self.taken = 0
+
+    def connection(self) -> Any:
+        """The pool's connection, counted."""
+        self.taken += 1
+        return self.db.connection()
+
+
+async def test_requests_missing_the_same_key_together_share_one_query(db: Database) -> None:
+    """Twenty requests asking at once for a key not in the cache cost one query."""
+    counting = CountingDatabase(db)
+    keys = ApiKeyCache(cast("Database", counting))
+    key_id, key = await create_api_key(db, "read", "asked together")
+    callers = await asyncio.gather(*(keys.authenticate(key) for _ in range(20)))
+    assert {caller.key_id if caller else None for caller in callers} == {key_id}
+    assert counting.taken == 1
+
+
+async def test_a_key_in_use_is_checked_again_before_its_entry_expires(db: Database) -> None:
+    """A use in the last second asks again once, in the background; a revocation shows early."""
+    now = [1000.0]
+    counting = CountingDatabase(db)
+    keys = ApiKeyCache(cast("Database", counting), clock=lambda: now[0], refresh_ahead=1.0)
+    key_id, key = await create_api_key(db, "read", "in use")
+    assert await keys.authenticate(key) is not None
+    assert await revoke_api_key(db, key_id)
+    now[0] += KEY_CACHE_SECONDS - 0.5
+    for _ in range(10):  # still answered from the entry, and asked for again only once
+        known, caller = keys.lookup(key)
+        assert known
+        assert caller is not None
+
+    async def refused() -> bool:
+        return keys.lookup(key) == (True, None)
+
+    await eventually(refused, timeout=5, what="the revocation seen before the entry expired")
+    assert counting.taken == 2
 
 
 async def test_a_read_key_may_read_but_not_manage_coupons(served: Served) -> None:
