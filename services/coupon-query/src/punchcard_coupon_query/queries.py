@@ -81,30 +81,38 @@ _CUSTOMER_COUPONS = """
 """
 
 # _CUSTOMER_COUPONS for several customers at once: the lists of requests that arrive
-# together (fastpath.CouponListBatcher), in one round trip and one statement execution.
-# PostgreSQL runs the statement above once per customer (less its ORDER BY): OFFSET 0
-# keeps the planner from merging it into one join over all of them, where it would hash
-# whole tables (coupon_targets) instead of probing their primary keys. Rows name their
-# customer by position in $1 (a small integer, not a string to decode per row).
+# together (fastpath.CouponListBatcher), in one round trip and one statement execution,
+# in a compact form. Row 0 holds the catalog: every active coupon's row version, in
+# coupon_id order. Row n holds the n-th customer's usage (coupon ids and uses, any
+# order) and the targeted coupons issued to them: a range scan of coupon_usage, and
+# primary-key probes of coupon_targets for the few targeted coupons. The service puts
+# each customer's list together from these (fetch_many_customer_coupons), the same list
+# _CUSTOMER_COUPONS gives. One row per coupon and customer, as _CUSTOMER_COUPONS
+# answers, cost PostgreSQL 0.116 ms of CPU per customer in batches of 4 and 0.094 in
+# batches of 16 (1,000,000 customers, 50 coupons); this, 0.077 and 0.053. Both from one
+# snapshot, as one statement.
 _CUSTOMERS_COUPONS = """
-    SELECT q.n, l.version, l.uses_made, l.issued
+    WITH catalog AS MATERIALIZED (
+        SELECT c.coupon_id, c.coupon_id || ' ' || c.xmin AS version, c.targeted
+        FROM coupons AS c
+        WHERE c.active
+    )
+    SELECT 0 AS n, (SELECT array_agg(version ORDER BY coupon_id) FROM catalog) AS coupons,
+           NULL::int[] AS uses, NULL::text[] AS issued
+    UNION ALL
+    SELECT q.n, u.coupons, u.uses,
+           ARRAY(
+               SELECT t.coupon_id
+               FROM coupon_targets AS t
+               WHERE t.customer_id = q.customer_id
+                 AND t.coupon_id = ANY(ARRAY(SELECT coupon_id FROM catalog WHERE targeted))
+           )
     FROM unnest($1::text[]) WITH ORDINALITY AS q(customer_id, n)
     CROSS JOIN LATERAL (
-        SELECT c.coupon_id, c.coupon_id || ' ' || c.xmin AS version,
-               COALESCE(u.uses_made, 0) AS uses_made, a.issued
-        FROM coupons AS c
-        LEFT JOIN coupon_usage AS u
-            ON u.customer_id = q.customer_id AND u.coupon_id = c.coupon_id
-        CROSS JOIN LATERAL (
-            SELECT NOT c.targeted OR EXISTS (
-                SELECT 1 FROM coupon_targets AS t
-                WHERE t.coupon_id = c.coupon_id AND t.customer_id = q.customer_id
-            ) AS issued
-        ) AS a
-        WHERE c.active AND a.issued
-        OFFSET 0
-    ) AS l
-    ORDER BY l.coupon_id
+        SELECT array_agg(coupon_id) AS coupons, array_agg(uses_made) AS uses
+        FROM coupon_usage
+        WHERE customer_id = q.customer_id
+    ) AS u
 """
 
 _COUPON_TERMS = """
@@ -235,16 +243,24 @@ async def fetch_many_customer_coupons(
 
     Every customer asked for has a list in the answer, empty if nothing is shown to them.
     """
-    # Positions of _CUSTOMERS_COUPONS' columns: customer's position in customer_ids (from
-    # 1), version, uses_made, issued.
+    # Positions of _CUSTOMERS_COUPONS' columns: row number (0 for the catalog, else the
+    # customer's position in customer_ids from 1), coupons, uses, issued.
     rows = await conn.fetch(_CUSTOMERS_COUPONS, customer_ids)
-    terms_of = await _terms_by_version(conn, (row[1] for row in rows))
-    lists: list[list[CouponCandidate]] = [[] for _ in customer_ids]
-    for n, version, uses_made, issued in rows:
-        terms = terms_of.get(version)
-        if terms is not None:  # None only if the coupon row vanished in between
-            lists[n - 1].append((terms, uses_made, issued))
-    return dict(zip(customer_ids, lists, strict=True))
+    by_number = {row[0]: row for row in rows}
+    versions = by_number[0][1] or []
+    terms_of = await _terms_by_version(conn, versions)
+    # The catalog in coupon_id order; None only if a coupon row vanished in between.
+    catalog = [terms for terms in map(terms_of.get, versions) if terms is not None]
+    lists = {}
+    for n, customer_id in enumerate(customer_ids, start=1):
+        _, used, uses, issued = by_number[n]
+        uses_of = {} if used is None else dict(zip(used, uses, strict=True))
+        lists[customer_id] = [
+            (terms, uses_of.get(terms.coupon_id, 0), True)
+            for terms in catalog
+            if not terms.targeted or terms.coupon_id in issued
+        ]
+    return lists
 
 
 async def fetch_customer_coupon(
