@@ -23,7 +23,7 @@ import httpx
 import orjson
 import uvicorn
 from punchcard_coupon_query.apikeys import ApiKeyCache, create_api_key
-from punchcard_coupon_query.app import create_app
+from punchcard_coupon_query.app import create_app, server_config
 from punchcard_platform.db import Database
 from punchcard_platform.migrations import apply_migrations
 from punchcard_platform.settings import Settings
@@ -58,14 +58,7 @@ def _server(
     reads: Database | None = None,
     keys: ApiKeyCache | None = None,
 ) -> uvicorn.Server:
-    config = uvicorn.Config(
-        create_app(settings, db, reads=reads, keys=keys),
-        http="httptools",
-        lifespan="off",
-        log_config=None,
-        access_log=False,
-    )
-    return uvicorn.Server(config)
+    return uvicorn.Server(server_config(create_app(settings, db, reads=reads, keys=keys)))
 
 
 @asynccontextmanager

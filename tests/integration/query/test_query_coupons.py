@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 import pytest
 from punchcard_coupon_query import queries
@@ -465,3 +467,34 @@ async def test_one_query_for_many_customers_gives_each_their_own_candidates(
     assert list(together) == alone
     assert any(terms.coupon_id == targeted for terms, _, _ in together[0])
     assert not any(terms.coupon_id == targeted for terms, _, _ in together[1])
+
+
+class _TimedPool:
+    """A real pool that notes when each connection is taken: one per list query."""
+
+    def __init__(self, db: Database) -> None:
+        self._pool = db.pool
+        self.taken: list[float] = []
+
+    def acquire(self) -> Any:
+        """The pool's connection, its time noted."""
+        self.taken.append(time.monotonic())
+        return self._pool.acquire()
+
+
+async def test_list_queries_start_at_least_the_interval_apart_and_share_the_wait(
+    db: Database,
+) -> None:
+    """Lists asked for just after a query started wait for the interval, then go as one query."""
+
+    class Spaced(CouponListBatcher):
+        MIN_QUERY_INTERVAL = 0.2
+
+    reads = SimpleNamespace(pool=_TimedPool(db))
+    batcher = Spaced(cast("Database", reads))
+    first, *others = [unique_id("C") for _ in range(4)]
+    await batcher.fetch(first)
+    await asyncio.gather(*(batcher.fetch(c) for c in others))
+    taken = reads.pool.taken
+    assert len(taken) == 2
+    assert taken[1] - taken[0] >= Spaced.MIN_QUERY_INTERVAL * 0.95

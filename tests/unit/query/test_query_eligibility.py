@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 
+import orjson
 import pytest
 from punchcard_coupon_query.eligibility import (
     CouponTerms,
@@ -12,8 +13,8 @@ from punchcard_coupon_query.eligibility import (
     IneligibleReason,
     evaluate,
     is_listed,
-    list_eligibility,
 )
+from punchcard_coupon_query.listing import coupon_list_json
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
@@ -269,7 +270,7 @@ def test_a_coupon_issued_to_other_customers_is_never_listed() -> None:
     assert not is_listed(not_targeted, include_ineligible=True)
 
 
-def test_list_eligibility_evaluates_and_filters_in_order() -> None:
+def test_a_list_evaluates_and_filters_its_rows_in_order() -> None:
     """Rows go in as (terms, uses_made, issued) and come out listed, order kept."""
     rows = [
         (coupon(coupon_id="A"), 0, False),
@@ -277,7 +278,29 @@ def test_list_eligibility_evaluates_and_filters_in_order() -> None:
         (coupon(coupon_id="C", targeted=True), 0, False),
         (coupon(coupon_id="D", targeted=True), 0, True),
     ]
-    eligible = list_eligibility(rows, store_id=None, at=NOW, include_ineligible=False)
-    assert [e.coupon.coupon_id for e in eligible] == ["A", "D"]
-    everything = list_eligibility(rows, store_id=None, at=NOW, include_ineligible=True)
-    assert [e.coupon.coupon_id for e in everything] == ["A", "B", "D"]
+
+    def listed(*, include_ineligible: bool) -> list[str]:
+        body = coupon_list_json(
+            "C1", NOW, rows, store_id=None, include_ineligible=include_ineligible
+        )
+        return [entry["coupon_id"] for entry in orjson.loads(body)["coupons"]]
+
+    assert listed(include_ineligible=False) == ["A", "D"]
+    assert listed(include_ineligible=True) == ["A", "B", "D"]
+
+
+def test_a_remembered_entry_follows_the_moment_across_the_validity_window() -> None:
+    """The same coupon version asked before, during and after its window: each answer anew."""
+    terms = coupon(valid_from=NOW, valid_until=NOW + timedelta(days=1))
+
+    def reason(at: datetime) -> str | None:
+        body = coupon_list_json(
+            "C1", at, [(terms, 0, False)], store_id=None, include_ineligible=True
+        )
+        (entry,) = orjson.loads(body)["coupons"]
+        return entry["reason"]  # type: ignore[no-any-return]
+
+    assert reason(NOW - timedelta(seconds=1)) == "not_started"
+    assert reason(NOW) is None
+    assert reason(NOW + timedelta(days=1)) == "expired"
+    assert reason(NOW + timedelta(hours=1)) is None

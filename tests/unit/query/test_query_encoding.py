@@ -6,8 +6,9 @@ from datetime import UTC, datetime, timedelta, timezone
 
 from hypothesis import given
 from hypothesis import strategies as st
-from punchcard_coupon_query.eligibility import CouponTerms, evaluate
+from punchcard_coupon_query.eligibility import CouponTerms, evaluate, is_listed
 from punchcard_coupon_query.eligibility import Eligibility as Decision
+from punchcard_coupon_query.listing import coupon_list_json
 from punchcard_coupon_query.models import (
     CustomerCoupons,
     Eligibility,
@@ -62,4 +63,43 @@ def test_a_coupon_list_is_encoded_as_the_model_encodes_it(
     model = CustomerCoupons(
         customer_id=customer_id, at=at, coupons=[Eligibility.of(d) for d in decisions]
     )
-    assert customer_coupons_json(customer_id, at, decisions) == model.model_dump_json().encode()
+    entries = [eligibility_json(d) for d in decisions]
+    assert customer_coupons_json(customer_id, at, entries) == model.model_dump_json().encode()
+
+
+def _listed_by_the_rule(
+    customer_id: str,
+    at: datetime,
+    candidates: list[tuple[CouponTerms, int, bool]],
+    store_id: str | None,
+    include_ineligible: bool,
+) -> bytes:
+    """The list as the rule and the model give it, one coupon at a time, nothing kept."""
+    decisions = [
+        evaluate(terms, uses_made=uses, issued_to_customer=issued, store_id=store_id, at=at)
+        for terms, uses, issued in candidates
+    ]
+    listed = [d for d in decisions if is_listed(d, include_ineligible=include_ineligible)]
+    model = CustomerCoupons(
+        customer_id=customer_id, at=at, coupons=[Eligibility.of(d) for d in listed]
+    )
+    return model.model_dump_json().encode()
+
+
+_CANDIDATES = st.lists(st.tuples(_TERMS, st.integers(0, 12), st.booleans()), min_size=1, max_size=6)
+_ASKED = st.tuples(_TIMES, st.none() | st.sampled_from(["S1", "S2"]) | _IDS, st.booleans())
+
+
+@given(customer_id=_IDS, candidates=_CANDIDATES, asked=st.lists(_ASKED, min_size=1, max_size=4))
+def test_remembered_list_entries_are_what_the_rule_and_the_model_give(
+    customer_id: str,
+    candidates: list[tuple[CouponTerms, int, bool]],
+    asked: list[tuple[datetime, str | None, bool]],
+) -> None:
+    """coupon_list_json, asked again with other moments, stores and flags, never goes stale."""
+    for at, store_id, include_ineligible in asked:
+        expected = _listed_by_the_rule(customer_id, at, candidates, store_id, include_ineligible)
+        listed = coupon_list_json(
+            customer_id, at, candidates, store_id=store_id, include_ineligible=include_ineligible
+        )
+        assert listed == expected

@@ -31,7 +31,8 @@ from punchcard_coupon_query.cursors import (
     encode_ledger_cursor,
     encode_receipt_cursor,
 )
-from punchcard_coupon_query.eligibility import evaluate, list_eligibility
+from punchcard_coupon_query.eligibility import evaluate
+from punchcard_coupon_query.listing import coupon_list_json
 from punchcard_coupon_query.models import (
     IDENTIFIER_PATTERN,
     RFC3339_PATTERN,
@@ -47,7 +48,6 @@ from punchcard_coupon_query.models import (
     ReceiptDocument,
     ReceiptsPage,
     ReturnOutcome,
-    customer_coupons_json,
     eligibility_json,
 )
 
@@ -242,10 +242,10 @@ async def customer_coupons(
     moment = _parse_at(at)
     async with db.connection() as conn:
         candidates = await queries.fetch_customer_coupons(conn, customer_id)
-    listed = list_eligibility(
-        candidates, store_id=store_id, at=moment, include_ineligible=include_ineligible
+    body = coupon_list_json(
+        customer_id, moment, candidates, store_id=store_id, include_ineligible=include_ineligible
     )
-    return Response(customer_coupons_json(customer_id, moment, listed), media_type=JSON)
+    return Response(body, media_type=JSON)
 
 
 @reader.get(

@@ -30,8 +30,9 @@ from punchcard_coupon_query.api import (
 )
 from punchcard_coupon_query.apikeys import ApiKeyCache
 from punchcard_coupon_query.fastpath import CouponQueryApp
+from punchcard_coupon_query.protocol import HotRouteProtocol
 
-__all__ = ["DEFAULT_PORT", "create_app", "run", "serve", "serve_worker"]
+__all__ = ["DEFAULT_PORT", "create_app", "run", "serve", "serve_worker", "server_config"]
 
 DEFAULT_PORT = 8080
 log = structlog.get_logger(__name__)
@@ -98,6 +99,24 @@ def _problem_documents(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
+def server_config(app: CouponQueryApp, **options: Any) -> uvicorn.Config:
+    """How uvicorn serves the app, here and in the tests; ``options`` add to it.
+
+    Its protocol answers the hot route itself (``protocol.HotRouteProtocol``).
+    """
+    return uvicorn.Config(
+        app,
+        http=HotRouteProtocol,
+        lifespan="off",
+        log_config=None,
+        access_log=False,
+        server_header=False,
+        # Nothing here reads the client address; X-Forwarded-* parsing is pure cost.
+        proxy_headers=False,
+        **options,
+    )
+
+
 async def serve(settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, in ``PUNCHCARD_HTTP_WORKERS`` processes.
 
@@ -133,18 +152,11 @@ async def serve_worker(settings: Settings, sock: socket.socket | None = None) ->
     try:
         if settings.read_database_url:
             reads = await connect(settings.read_database_url)
-        config = uvicorn.Config(
+        config = server_config(
             create_app(settings, db, reads=reads),
             host=settings.http_host,
             port=settings.port_for(DEFAULT_PORT),
             loop="uvloop",
-            http="httptools",
-            lifespan="off",
-            log_config=None,
-            access_log=False,
-            server_header=False,
-            # Nothing here reads the client address; X-Forwarded-* parsing is pure cost.
-            proxy_headers=False,
             timeout_graceful_shutdown=10,
         )
         log.info(

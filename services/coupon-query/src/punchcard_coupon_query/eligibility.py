@@ -6,7 +6,6 @@ customer's uses and whether the coupon was issued to them; this module decides.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -17,7 +16,6 @@ __all__ = [
     "IneligibleReason",
     "evaluate",
     "is_listed",
-    "list_eligibility",
 ]
 
 
@@ -129,21 +127,3 @@ def is_listed(eligibility: Eligibility, *, include_ineligible: bool) -> bool:
     if eligibility.reason is None:
         return True
     return include_ineligible and eligibility.reason in _LISTABLE_WHEN_INELIGIBLE
-
-
-def list_eligibility(
-    candidates: Iterable[tuple[CouponTerms, int, bool]],
-    *,
-    store_id: str | None,
-    at: datetime,
-    include_ineligible: bool,
-) -> list[Eligibility]:
-    """Evaluate ``(coupon, uses_made, issued_to_customer)`` rows and keep the listed ones."""
-    listed: list[Eligibility] = []
-    for coupon, uses_made, issued in candidates:
-        answer = evaluate(
-            coupon, uses_made=uses_made, issued_to_customer=issued, store_id=store_id, at=at
-        )
-        if is_listed(answer, include_ineligible=include_ineligible):
-            listed.append(answer)
-    return listed
