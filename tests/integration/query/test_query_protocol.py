@@ -62,3 +62,47 @@ async def test_the_hot_route_sends_the_headers_the_asgi_path_sends(served: Serve
     assert fast.content == slow.content
     assert list(fast.headers.keys()) == list(slow.headers.keys())
     assert fast.headers["content-length"] == slow.headers["content-length"]
+
+
+@pytest.mark.parametrize(
+    ("version", "connection"), [("HTTP/1.0", ""), ("HTTP/1.1", "Connection: close\r\n")]
+)
+async def test_a_request_not_kept_alive_is_answered_then_its_connection_closed(
+    served: Served, version: str, connection: str
+) -> None:
+    """HTTP/1.0, or Connection: close: the hot route says so, answers, and closes."""
+    url = urlsplit(served.base_url)
+    me = unique_id("C")
+    request = (
+        f"GET /v1/customers/{me}/coupons {version}\r\nHost: x\r\n{connection}"
+        f"Authorization: Bearer {served.read_key}\r\n\r\n"
+    )
+    async with client(served, served.read_key) as http:  # the key is in the cache now
+        assert (await http.get(f"/v1/customers/{me}/coupons")).status_code == 200
+    reader, writer = await asyncio.open_connection(url.hostname, url.port)
+    try:
+        writer.write(request.encode())
+        status, headers, body = await read_response(reader)
+        rest = await asyncio.wait_for(reader.read(), timeout=10)
+    finally:
+        writer.close()
+    assert status == b"HTTP/1.1 200 OK"
+    assert headers[b"connection"] == b"close"
+    assert body.startswith(f'{{"customer_id":"{me}"'.encode())
+    assert rest == b""
+
+
+async def test_a_client_gone_before_its_answer_leaves_the_server_serving(served: Served) -> None:
+    """Requests whose connections close at once are dropped; the next client is answered."""
+    url = urlsplit(served.base_url)
+    async with client(served, served.read_key) as http:
+        assert (await http.get(f"/v1/customers/{unique_id('C')}/coupons")).status_code == 200
+        for _ in range(20):
+            _, writer = await asyncio.open_connection(url.hostname, url.port)
+            writer.write(
+                f"GET /v1/customers/{unique_id('C')}/coupons HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {served.read_key}\r\n\r\n".encode()
+            )
+            writer.close()
+        response = await http.get(f"/v1/customers/{unique_id('C')}/coupons")
+    assert response.status_code == 200

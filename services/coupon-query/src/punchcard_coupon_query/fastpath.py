@@ -1,13 +1,15 @@
-"""The hot route answered in plain ASGI, in front of FastAPI.
+"""The hot route answered without FastAPI, its lists fetched together.
 
 ``GET /v1/customers/{customer_id}/coupons`` is what every app start calls. FastAPI's
 routing, dependency injection, parameter validation and response models cost more CPU
-than the query and the eligibility rule together, so ``CouponQueryApp`` answers that
-call itself when the request is an ordinary one: a known key, parameters that are
-plainly valid. Anything else (no key, a bad key, an odd or invalid parameter, another
-route) is handed to the FastAPI application untouched, which answers it exactly as
-documented in the OpenAPI document. The fast answer is the same bytes FastAPI would
-send (the integration tests compare both).
+than the query and the eligibility rule together, so that call is answered here when
+the request is an ordinary one: a known key, parameters that are plainly valid. Most
+are answered by the HTTP protocol itself (``protocol.HotRouteProtocol``, with
+``CouponQueryApp``'s methods); the ones it leaves come to ``CouponQueryApp`` as ASGI.
+Anything else (no key, a bad key, an odd or invalid parameter, another route) is handed
+to the FastAPI application untouched, which answers it exactly as documented in the
+OpenAPI document. The fast answer is the same bytes FastAPI would send (the
+integration tests compare both).
 """
 
 from __future__ import annotations
