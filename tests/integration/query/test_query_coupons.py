@@ -454,11 +454,15 @@ async def test_one_query_for_many_customers_gives_each_their_own_candidates(
 ) -> None:
     """The batcher's shared query returns what the one-customer query returns, per customer."""
     customers = [unique_id("C") for _ in range(10)]
-    used, targeted = unique_id("USED"), unique_id("TARGETED")
+    used, targeted, withdrawn = unique_id("USED"), unique_id("TARGETED"), unique_id("GONE")
     await put(served, used, body(uses_permitted=None))
     await put(served, targeted, body(customer_ids=customers[::3]))
+    await put(served, withdrawn, body(uses_permitted=None))
     for n, customer_id in enumerate(customers):
         await insert_usage(db, customer_id=customer_id, coupon_id=used, uses_made=n)
+        await insert_usage(db, customer_id=customer_id, coupon_id=withdrawn, uses_made=1)
+    async with client(served, served.admin_key) as http:
+        assert (await http.delete(f"/v1/coupons/{withdrawn}")).status_code == 200
     batcher = CouponListBatcher(db)
     asked = [*customers, customers[0], unique_id("NEVER-SEEN")]
     together = await asyncio.gather(*(batcher.fetch(c) for c in asked))
@@ -467,6 +471,7 @@ async def test_one_query_for_many_customers_gives_each_their_own_candidates(
     assert list(together) == alone
     assert any(terms.coupon_id == targeted for terms, _, _ in together[0])
     assert not any(terms.coupon_id == targeted for terms, _, _ in together[1])
+    assert not any(terms.coupon_id == withdrawn for listed in together for terms, _, _ in listed)
 
 
 class _TimedPool:

@@ -35,7 +35,7 @@ _TERMS = st.builds(
     valid_until=st.none() | _TIMES,
     active=st.booleans(),
     targeted=st.booleans(),
-    store_ids=st.none() | st.frozensets(_IDS, max_size=3),
+    store_ids=st.none() | st.frozensets(_IDS | st.sampled_from(["S1", "S2"]), max_size=3),
 )
 _DECISIONS: st.SearchStrategy[Decision] = st.builds(
     lambda terms, uses, issued, store, at: evaluate(

@@ -167,7 +167,20 @@ class ApiKeyCache:
 
         A fresh answer near its expiry is asked for again in the background.
         """
+        return self._fresh(hash_key(key), key)
+
+    async def authenticate(self, key: str) -> Caller | None:
+        """The caller a key belongs to (as ``authenticate``), from the cache when fresh."""
         digest = hash_key(key)
+        known, caller = self._fresh(digest, key)
+        if known:
+            return caller
+        asking = self._asking.get(digest)
+        if asking is None:
+            asking = self._ask(digest, key)
+        return await asyncio.shield(asking)
+
+    def _fresh(self, digest: bytes, key: str) -> tuple[bool, Caller | None]:
         entry = self._entries.get(digest)
         if entry is None:
             return False, None
@@ -180,17 +193,6 @@ class ApiKeyCache:
             self._entries[digest] = (expires, caller, True)
             self._ask(digest, key)
         return True, caller
-
-    async def authenticate(self, key: str) -> Caller | None:
-        """The caller a key belongs to (as ``authenticate``), from the cache when fresh."""
-        digest = hash_key(key)
-        entry = self._entries.get(digest)
-        if entry is not None and entry[0] > self._clock():
-            return entry[1]
-        asking = self._asking.get(digest)
-        if asking is None:
-            asking = self._ask(digest, key)
-        return await asyncio.shield(asking)
 
     def _ask(self, digest: bytes, key: str) -> asyncio.Future[Caller | None]:
         """Query the key once; the answer goes into the cache and to everyone waiting."""

@@ -38,8 +38,6 @@ class _Version:
 
     __slots__ = ("entries", "store_ids", "terms", "valid_from", "valid_until")
 
-    MAX_ENTRIES = 1_000
-
     def __init__(self, terms: CouponTerms) -> None:
         self.terms = terms
         self.valid_from = terms.valid_from
@@ -57,23 +55,40 @@ class _Version:
         entry = (
             eligibility_json(decision) if is_listed(decision, include_ineligible=key[4]) else None
         )
-        if len(self.entries) >= self.MAX_ENTRIES:
-            self.entries.clear()
         self.entries[key] = entry
+        _memo.count_entry()
         return entry
 
 
-# Keyed by id() of the terms (queries hands out one CouponTerms per row version); each
-# entry holds the object, so the id cannot be reused while it is here.
-_versions: dict[int, _Version] = {}
-_MAX_VERSIONS = 10_000
+class _Memo:
+    """Every version's entries, keyed by id() of its terms.
+
+    ``queries`` hands out one ``CouponTerms`` per row version; each ``_Version`` holds its
+    terms, so an id cannot be reused while it is here. Versions that went out of use
+    (replaced coupons, the terms cache starting over) stay until the memo holds
+    ``MAX_ENTRIES`` entries in all (a few MB); then it starts over.
+    """
+
+    MAX_ENTRIES = 20_000
+
+    def __init__(self) -> None:
+        self.versions: dict[int, _Version] = {}
+        self.held = 0
+
+    def add(self, terms: CouponTerms) -> _Version:
+        """A new version's place in the memo."""
+        version = self.versions[id(terms)] = _Version(terms)
+        return version
+
+    def count_entry(self) -> None:
+        """One more entry held; past ``MAX_ENTRIES``, start over."""
+        self.held += 1
+        if self.held > self.MAX_ENTRIES:
+            self.versions.clear()
+            self.held = 0
 
 
-def _version(terms: CouponTerms) -> _Version:
-    if len(_versions) >= _MAX_VERSIONS:
-        _versions.clear()
-    version = _versions[id(terms)] = _Version(terms)
-    return version
+_memo = _Memo()
 
 
 def coupon_list_json(
@@ -91,10 +106,11 @@ def coupon_list_json(
     to that).
     """
     entries: list[bytes] = []
+    versions = _memo.versions
     for terms, uses_made, issued in candidates:
-        version = _versions.get(id(terms))
+        version = versions.get(id(terms))
         if version is None or version.terms is not terms:
-            version = _version(terms)
+            version = _memo.add(terms)
         if version.valid_from is not None and at < version.valid_from:
             window = _BEFORE
         elif version.valid_until is not None and at >= version.valid_until:

@@ -25,15 +25,12 @@ from functools import partial
 from typing import Any
 
 import httptools
-import structlog
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 from punchcard_coupon_query import queries
 from punchcard_coupon_query.fastpath import CouponQueryApp, ListRequest
 
 __all__ = ["HotRouteProtocol"]
-
-log = structlog.get_logger(__name__)
 
 _CLOSE = b"connection: close\r\n"
 
@@ -83,7 +80,10 @@ class HotRouteProtocol(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         app = self.config.app
-        self._hot = app if isinstance(app, CouponQueryApp) and not self.root_path else None
+        # What uvicorn does per request that this path would skip (a root path, an access
+        # log, a concurrency limit) leaves every request to uvicorn.
+        plain = not self.root_path and not self.access_log and self.limit_concurrency is None
+        self._hot = app if isinstance(app, CouponQueryApp) and plain else None
 
     # The scope is built only for requests that go through ASGI (``_asgi_scope``); these
     # two callbacks run for every request and header, so they only collect.
@@ -113,6 +113,8 @@ class HotRouteProtocol(HttpToolsProtocol):
         hot = self._hot
         if hot is None or (self.cycle is not None and not self.cycle.response_complete):
             return None
+        if self.flow.write_paused:  # uvicorn's cycle waits for the client to read
+            return None
         if self.parser.get_method() != b"GET" or self.parser.should_upgrade():
             return None
         url = httptools.parse_url(self.url)
@@ -131,16 +133,10 @@ class HotRouteProtocol(HttpToolsProtocol):
         listed: asyncio.Future[list[queries.CouponCandidate]],
     ) -> None:
         """Write the whole response at once, then let uvicorn go on with the connection."""
-        if cycle.disconnected:
+        if cycle.disconnected or self.transport.is_closing():
             return
         assert self._hot is not None  # only hot requests get here
-        try:
-            status, content_type, body = self._hot.answer(request, listed)
-        except Exception:
-            log.exception("request_failed", path=request.path)
-            self.transport.write(_INTERNAL_ERROR)
-            self.transport.close()
-            return
+        status, content_type, body = self._hot.answer(request, listed)
         head = [STATUS_LINE[status]]
         for name, value in self.server_state.default_headers:  # the date, as uvicorn sends it
             head += (name, b": ", value, b"\r\n")
@@ -176,10 +172,3 @@ class HotRouteProtocol(HttpToolsProtocol):
             "headers": self.headers,
             "state": self.app_state.copy(),
         }
-
-
-# What uvicorn answers when an application fails before its response started.
-_INTERNAL_ERROR = (
-    STATUS_LINE[500] + b"content-type: text/plain; charset=utf-8\r\n"
-    b"content-length: 21\r\nconnection: close\r\n\r\nInternal Server Error"
-)

@@ -83,14 +83,14 @@ _CUSTOMER_COUPONS = """
 # _CUSTOMER_COUPONS for several customers at once: the lists of requests that arrive
 # together (fastpath.CouponListBatcher), in one round trip and one statement execution,
 # in a compact form. Row 0 holds the catalog: every active coupon's row version, in
-# coupon_id order. Row n holds the n-th customer's usage (coupon ids and uses, any
-# order) and the targeted coupons issued to them: a range scan of coupon_usage, and
-# primary-key probes of coupon_targets for the few targeted coupons. The service puts
-# each customer's list together from these (fetch_many_customer_coupons), the same list
-# _CUSTOMER_COUPONS gives. One row per coupon and customer, as _CUSTOMER_COUPONS
-# answers, cost PostgreSQL 0.116 ms of CPU per customer in batches of 4 and 0.094 in
-# batches of 16 (1,000,000 customers, 50 coupons); this, 0.077 and 0.053. Both from one
-# snapshot, as one statement.
+# coupon_id order, and the targeted ones among them. Row n holds the n-th customer's
+# usage (coupon ids and uses, any order) and the targeted coupons issued to them: a
+# range scan of coupon_usage, and primary-key probes of coupon_targets for the few
+# targeted coupons. The service puts each customer's list together from these
+# (fetch_many_customer_coupons), the same list _CUSTOMER_COUPONS gives. One row per
+# coupon and customer, as _CUSTOMER_COUPONS answers, cost PostgreSQL 0.116 ms of CPU
+# per customer in batches of 4 and 0.094 in batches of 16 (1,000,000 customers, 50
+# coupons); this, 0.077 and 0.053. Both parts come from one snapshot, as one statement.
 _CUSTOMERS_COUPONS = """
     WITH catalog AS MATERIALIZED (
         SELECT c.coupon_id, c.coupon_id || ' ' || c.xmin AS version, c.targeted
@@ -98,7 +98,8 @@ _CUSTOMERS_COUPONS = """
         WHERE c.active
     )
     SELECT 0 AS n, (SELECT array_agg(version ORDER BY coupon_id) FROM catalog) AS coupons,
-           NULL::int[] AS uses, NULL::text[] AS issued
+           NULL::int[] AS uses,
+           (SELECT array_agg(coupon_id) FROM catalog WHERE targeted) AS issued
     UNION ALL
     SELECT q.n, u.coupons, u.uses,
            ARRAY(
@@ -247,18 +248,25 @@ async def fetch_many_customer_coupons(
     # customer's position in customer_ids from 1), coupons, uses, issued.
     rows = await conn.fetch(_CUSTOMERS_COUPONS, customer_ids)
     by_number = {row[0]: row for row in rows}
-    versions = by_number[0][1] or []
-    terms_of = await _terms_by_version(conn, versions)
-    # The catalog in coupon_id order; None only if a coupon row vanished in between.
-    catalog = [terms for terms in map(terms_of.get, versions) if terms is not None]
+    _, versions, _, targeted = by_number[0]
+    terms_of = await _terms_by_version(conn, versions or [])
+    # The catalog in coupon_id order (a coupon row that vanished in between is left out).
+    # Targeting is read from this snapshot, as the issued coupons are, even where the
+    # terms are a newer version's.
+    targeted = frozenset(targeted or ())
+    catalog = [
+        (terms, terms.coupon_id in targeted)
+        for terms in map(terms_of.get, versions or [])
+        if terms is not None
+    ]
     lists = {}
     for n, customer_id in enumerate(customer_ids, start=1):
         _, used, uses, issued = by_number[n]
         uses_of = {} if used is None else dict(zip(used, uses, strict=True))
         lists[customer_id] = [
             (terms, uses_of.get(terms.coupon_id, 0), True)
-            for terms in catalog
-            if not terms.targeted or terms.coupon_id in issued
+            for terms, is_targeted in catalog
+            if not is_targeted or terms.coupon_id in issued
         ]
     return lists
 
