@@ -7,6 +7,12 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+from punchcard_coupon_query.app import create_app, server_config
+from punchcard_coupon_query.protocol import HotRouteProtocol
+from punchcard_devstack import Endpoints
+from punchcard_platform.db import Database
+from punchcard_platform.settings import Settings
+from uvicorn.server import ServerState
 
 from tests.helpers import unique_id
 from tests.integration.query.support import Served, client
@@ -119,3 +125,14 @@ async def test_a_client_gone_before_its_answer_leaves_the_server_serving(served:
     loop.set_exception_handler(None)
     assert response.status_code == 200
     assert raised == []
+
+
+async def test_the_protocol_as_served_answers_the_hot_route_itself(
+    stack: Endpoints, db: Database
+) -> None:
+    """With the service's own uvicorn settings nothing makes the protocol leave it to ASGI."""
+    config = server_config(create_app(Settings(database_url=stack.database_url), db))
+    config.load()
+    assert config.http_protocol_class is HotRouteProtocol
+    protocol = HotRouteProtocol(config=config, server_state=ServerState(), app_state={})
+    assert protocol.answers_hot_route

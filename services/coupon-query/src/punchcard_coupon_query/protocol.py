@@ -85,6 +85,11 @@ class HotRouteProtocol(HttpToolsProtocol):
         plain = not self.root_path and not self.access_log and self.limit_concurrency is None
         self._hot = app if isinstance(app, CouponQueryApp) and plain else None
 
+    @property
+    def answers_hot_route(self) -> bool:
+        """Whether this protocol answers ordinary hot-route requests itself."""
+        return self._hot is not None
+
     # The scope is built only for requests that go through ASGI (``_asgi_scope``); these
     # two callbacks run for every request and header, so they only collect.
     def on_message_begin(self) -> None:
