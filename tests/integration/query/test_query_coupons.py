@@ -363,7 +363,8 @@ async def test_a_coupon_targeted_at_100000_customers_answers_by_index_probe(
                 member,
             )
         )
-    assert "coupon_targets_pkey" in plan
+    assert "Index" in plan
+    assert "Seq Scan" not in plan
 
     replaced = await put(served, coupon_id, body(customer_ids=[outsider, outsider]))
     assert replaced["customer_ids"] == [outsider]
@@ -372,6 +373,24 @@ async def test_a_coupon_targeted_at_100000_customers_answers_by_index_probe(
             "SELECT count(*) FROM coupon_targets WHERE coupon_id = $1", coupon_id
         )
     assert count == 1
+
+
+async def test_a_customers_list_never_reads_all_of_coupon_targets(
+    served: Served, db: Database
+) -> None:
+    """Few targets or many, the targeted coupons issued to a customer come from an index."""
+    await put(served, unique_id("FEW"), body(customer_ids=[unique_id("C") for _ in range(50)]))
+    async with db.connection() as conn:
+        await conn.execute("ANALYZE coupon_targets")
+        plans = [
+            "\n".join(row[0] for row in await conn.fetch(f"EXPLAIN {sql}", customers))
+            for sql, customers in [
+                (queries._CUSTOMER_COUPONS, unique_id("C")),
+                (queries._CUSTOMERS_COUPONS, [unique_id("C"), unique_id("C")]),
+            ]
+        ]
+    for plan in plans:
+        assert "Seq Scan on coupon_targets" not in plan
 
 
 @pytest.mark.parametrize(
