@@ -243,26 +243,39 @@ class _Run:
                 conn.transport.close()
 
 
+@dataclass(frozen=True)
+class _Schedule:
+    """What an open-loop run sends, and when: one request every ``1 / rate`` seconds."""
+
+    path: Callable[[int], str]
+    headers: dict[str, str]
+    rate: float
+    seconds: float
+    warmup_seconds: float
+
+    @property
+    def warmup(self) -> int:
+        """Requests sent before the measured ones."""
+        return int(self.warmup_seconds * self.rate)
+
+    @property
+    def total(self) -> int:
+        """Requests sent in all, warm-up included."""
+        return self.warmup + int(self.seconds * self.rate)
+
+
 async def _python_open_loop(
-    host: str,
-    port: int,
-    *,
-    path: Callable[[int], str],
-    headers: dict[str, str],
-    rate: float,
-    seconds: float,
-    warmup_seconds: float,
-    timeout: float,
+    host: str, port: int, schedule: _Schedule, timeout: float
 ) -> LoadResult:
     """The Python generator: asyncio protocols in this process's event loop."""
     cpu_before = _own_cpu_seconds()
     result = LoadResult()
     run = _Run(host, port, result)
+    path, rate = schedule.path, schedule.rate
     head = f" HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(
-        f"{k}: {v}\r\n" for k, v in headers.items()
+        f"{k}: {v}\r\n" for k, v in schedule.headers.items()
     )
-    warmup = int(warmup_seconds * rate)
-    total = warmup + int(seconds * rate)
+    warmup, total = schedule.warmup, schedule.total
     interval = 1.0 / rate
     start = time.perf_counter() + 0.05
     result.first_send = start + warmup * interval
@@ -320,20 +333,11 @@ async def open_loop(
     binary = None if generator == "python" else await asyncio.to_thread(_compiled_generator)
     if binary is None and generator == "c":
         raise RuntimeError("the C load generator needs a C compiler (cc)")
+    schedule = _Schedule(path, headers, rate, seconds, warmup_seconds)
     if binary is None:
-        return await _python_open_loop(
-            host,
-            port,
-            path=path,
-            headers=headers,
-            rate=rate,
-            seconds=seconds,
-            warmup_seconds=warmup_seconds,
-            timeout=timeout,
-        )
+        return await _python_open_loop(host, port, schedule, timeout)
     address = await _ipv4_address(host, port)
-    warmup = int(warmup_seconds * rate)
-    total = warmup + int(seconds * rate)
+    warmup, total = schedule.warmup, schedule.total
     with tempfile.TemporaryDirectory(prefix="punchcard-loadgen-") as folder:
         paths = Path(folder) / "paths"
         records = Path(folder) / "records"

@@ -452,16 +452,27 @@ async def _drive_service(
         def path(i: int) -> str:
             return f"/v1/customers/{customers[i % len(customers)]}/coupons"
 
-        headers = {"Authorization": f"Bearer {key}"}
-        fixed = await _fixed_rate(service, path, headers, sizes, url)
+        target = _Target(service, path, {"Authorization": f"Bearer {key}"}, url)
+        fixed = await _fixed_rate(target, sizes)
         fixed["workers"] = settings.http_workers
-        sweep = await _sweep(service, path, headers, sizes, url)
+        sweep = await _sweep(target, sizes)
         sweep["workers"] = settings.http_workers
     finally:
         code = await asyncio.to_thread(service.terminate)
     fixed["exit_code"] = code
     fixed["log"] = str(ctx.out / "coupon-query.log")
     return fixed, sweep
+
+
+@dataclass(frozen=True)
+class _Target:
+    """The running service and what each request of a run asks it."""
+
+    service: ServiceProcess
+    path: Callable[[int], str]
+    headers: dict[str, str]
+    url: str
+    """The database's, whose backends' CPU is counted with the service's."""
 
 
 @dataclass(frozen=True)
@@ -478,25 +489,17 @@ class _Measured:
     machine_busy_share: dict[str, float]
 
 
-async def _measure(
-    service: ServiceProcess,
-    *,
-    path: Callable[[int], str],
-    headers: dict[str, str],
-    rate: float,
-    seconds: float,
-    warmup: float,
-    url: str,
-) -> _Measured:
+async def _measure(target: _Target, *, rate: float, seconds: float, warmup: float) -> _Measured:
     """Offer ``rate`` for ``warmup + seconds``, noting the service's and its backends' CPU."""
+    service = target.service
     service_before = _service_cpu_seconds(service.pid)
-    pg_before = await _backends_cpu(url)
+    pg_before = await _backends_cpu(target.url)
     machine_before = _machine_cpu()
     result = await open_loop(
         "127.0.0.1",
         service.port,
-        path=path,
-        headers=headers,
+        path=target.path,
+        headers=target.headers,
         rate=rate,
         seconds=seconds,
         warmup_seconds=warmup,
@@ -516,26 +519,17 @@ async def _measure(
     )
 
 
-async def _fixed_rate(
-    service: ServiceProcess,
-    path: Callable[[int], str],
-    headers: dict[str, str],
-    sizes: Sizes,
-    url: str,
-) -> dict[str, Any]:
+async def _fixed_rate(target: _Target, sizes: Sizes) -> dict[str, Any]:
     say(
         f"query: coupon-query (process) at {sizes.query_rate:g} req/s open-loop for "
         f"{sizes.query_seconds:g}s after {sizes.query_warmup_seconds:g}s warm-up"
     )
     own_before = _own_cpu_seconds()
     run = await _measure(
-        service,
-        path=path,
-        headers=headers,
+        target,
         rate=sizes.query_rate,
         seconds=sizes.query_seconds,
         warmup=sizes.query_warmup_seconds,
-        url=url,
     )
     result, achieved, latency, sent = run.result, run.achieved, run.latency, run.sent
     window = sizes.query_seconds + sizes.query_warmup_seconds
@@ -585,13 +579,7 @@ def _sweep_timing(sizes: Sizes) -> tuple[float, float]:
     return max(2.0, sizes.query_seconds / 4), max(0.5, min(1.0, sizes.query_warmup_seconds))
 
 
-async def _sweep(
-    service: ServiceProcess,
-    path: Callable[[int], str],
-    headers: dict[str, str],
-    sizes: Sizes,
-    url: str,
-) -> dict[str, Any]:
+async def _sweep(target: _Target, sizes: Sizes) -> dict[str, Any]:
     """Offer more and more until p99 passes the limit or errors appear, then narrow it down.
 
     A failing step is run once more before the sweep stops, so one noisy step does not
@@ -607,14 +595,8 @@ async def _sweep(
     async def holds(rate: float) -> bool:
         """Run a step at ``rate``, and once more if it fails (one noisy step is not a verdict)."""
         for _ in range(2):
-            step = await _sweep_step(
-                service,
-                path=path,
-                headers=headers,
-                rate=rate,
-                seconds=seconds,
-                warmup=warmup,
-                url=url,
+            step = _sweep_step(
+                rate, await _measure(target, rate=rate, seconds=seconds, warmup=warmup)
             )
             steps.append(step)
             say(
@@ -626,7 +608,7 @@ async def _sweep(
                 f"send lag p99 {step['send_lag_p99_ms']:.2f} ms"
                 + ("" if step["held"] else f"  -> not held ({step['why_not']})")
             )
-            await _until_idle(service)
+            await _until_idle(target.service)
             if step["held"]:
                 return True
         return False
@@ -666,25 +648,8 @@ async def _sweep(
     }
 
 
-async def _sweep_step(
-    service: ServiceProcess,
-    *,
-    path: Callable[[int], str],
-    headers: dict[str, str],
-    rate: float,
-    seconds: float,
-    warmup: float,
-    url: str,
-) -> dict[str, Any]:
-    run = await _measure(
-        service,
-        path=path,
-        headers=headers,
-        rate=rate,
-        seconds=seconds,
-        warmup=warmup,
-        url=url,
-    )
+def _sweep_step(rate: float, run: _Measured) -> dict[str, Any]:
+    """A sweep step's row, and whether it held, from what was measured at ``rate``."""
     result, achieved, latency, sent = run.result, run.achieved, run.latency, run.sent
     lag = latency_summary(result.send_lags)
     others = {k: v for k, v in result.statuses.items() if k != 200}
