@@ -398,22 +398,27 @@ def _loaded(summary: str, data: bytes, measured: int) -> LoadResult:
             values[key] = value
     # CLOCK_MONOTONIC, which time.perf_counter reads on Linux.
     start = float(values["start"])
-    result.first_send = float(values["first_send"])
     result.connections = int(values["connections"])
     result.cpu_seconds = float(values["cpu"])
     statuses = result.statuses
+    # The first measured send as start + offset, the sum every request's time is taken
+    # as: the generator's own first_send line, read as a float, can differ from that sum
+    # in the last bit and land after the first request's time.
+    first_send = float(values["first_send"]) if not data else math.inf
     last_done = 0.0
     for offset, latency, send_lag, status, _ in _RECORD.iter_unpack(data):
+        scheduled = start + offset
+        first_send = min(first_send, scheduled)
         if not math.isnan(send_lag):
             result.send_lags.append(send_lag)
         if not status:
             continue
         statuses[status] = statuses.get(status, 0) + 1
-        scheduled = start + offset
         last_done = max(last_done, scheduled + latency)
         if status == 200:
             result.latencies.append(latency)
             result.samples.append((scheduled, latency))
+    result.first_send = first_send
     result.last_done = last_done
     return result
 
