@@ -24,7 +24,8 @@ import orjson
 import uvicorn
 from punchcard_coupon_query.apikeys import ApiKeyCache, create_api_key
 from punchcard_coupon_query.app import create_app, server_config
-from punchcard_platform.db import Database
+from punchcard_platform import ledger
+from punchcard_platform.db import Database, lock_customers
 from punchcard_platform.migrations import apply_migrations
 from punchcard_platform.settings import Settings
 
@@ -233,19 +234,14 @@ async def insert_receipt(
 async def insert_ledger(
     db: Database, *, customer_id: str, entries: list[tuple[str, str, int, datetime]]
 ) -> None:
-    """Book ``(transaction_no, kind, points, occurred_at)`` rows and the resulting balance."""
+    """Book ``(transaction_no, kind, points, occurred_at)`` through the ledger, in order."""
+    postings = [
+        ledger.PointsPosting(customer_id, tx, ledger.SALE, kind, points, at)  # type: ignore[arg-type]
+        for tx, kind, points, at in entries
+    ]
     async with db.transaction() as conn:
-        await conn.executemany(
-            "INSERT INTO points_ledger (customer_id, transaction_no, kind, points, occurred_at) "
-            "VALUES ($1, $2, $3, $4, $5)",
-            [(customer_id, tx, kind, points, at) for tx, kind, points, at in entries],
-        )
-        await conn.execute(
-            "INSERT INTO points_balances (customer_id, balance) VALUES ($1, $2) "
-            "ON CONFLICT (customer_id) DO UPDATE SET balance = points_balances.balance + $2",
-            customer_id,
-            sum(points for _, _, points, _ in entries),
-        )
+        await lock_customers(conn, [customer_id])
+        await ledger.book(conn, postings, [], committed_at=datetime.now().astimezone())
 
 
 async def insert_usage(db: Database, *, customer_id: str, coupon_id: str, uses_made: int) -> None:
@@ -298,8 +294,10 @@ async def insert_return(
         await conn.execute(
             """
             INSERT INTO return_events (event_id, transaction_no, store_id, terminal_id, occurred_at,
-                                       reason, document, wait_until, status, outcome, decided_at)
-            VALUES ($1, $2, 'S0042', 'T01', now(), 'changed mind', $3, $4, $5, $6, $7)
+                                       reason, document, wait_until, status, outcome, decided_at,
+                                       decision_seq)
+            VALUES ($1, $2, 'S0042', 'T01', now(), 'changed mind', $3, $4, $5, $6, $7,
+                    CASE WHEN $5 <> 'pending' THEN nextval('return_decisions') END)
             """,
             event_id,
             transaction_no,

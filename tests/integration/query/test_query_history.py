@@ -116,6 +116,7 @@ async def test_receipts_page_newest_first_with_exact_totals(served: Served, db: 
         "total": "1980",
         "currency": "JPY",
         "returned": False,
+        "returned_amount": "0",
     }
 
 
@@ -232,10 +233,10 @@ async def test_a_receipt_is_returned_as_sent_with_exact_numbers(
     assert body["return"] is None
 
 
-async def test_a_returned_receipt_carries_its_accepted_outcome(
+async def test_a_returned_receipt_carries_every_outcome_and_the_latest(
     served: Served, db: Database
 ) -> None:
-    """returned true and the accepted outcome, even after a later already_returned rejection."""
+    """returned true; returns lists the acceptance then the rejection; return is the latest."""
     tx, customer = unique_id("TX"), unique_id("C")
     await insert_receipt(db, transaction_no=tx, customer_id=customer, occurred_at=BASE)
     accepted = outcome(tx, "first", status="accepted", customer_id=customer)
@@ -255,7 +256,8 @@ async def test_a_returned_receipt_carries_its_accepted_outcome(
         receipt = (await http.get(f"/v1/receipts/{tx}")).json()
         latest = (await http.get(f"/v1/returns/{tx}")).json()
     assert receipt["returned"] is True
-    assert receipt["return"] == accepted
+    assert receipt["returns"] == [accepted, rejected]
+    assert receipt["return"] == rejected
     assert latest == rejected
 
 
@@ -301,15 +303,17 @@ async def test_a_waiting_return_is_pending_until_decided(served: Served, db: Dat
     assert decided.json() == rejected
 
 
-async def test_the_latest_decided_outcome_wins(served: Served, db: Database) -> None:
-    """Ordered by decided_at, newest first."""
+async def test_the_outcome_decided_last_wins_whatever_its_timestamp(
+    served: Served, db: Database
+) -> None:
+    """Ordered by the decision sequence: a later decision stamped earlier is still the latest."""
     tx = unique_id("TX")
-    older = outcome(tx, "a", status="accepted")
-    newer = outcome(tx, "b", status="rejected", reason="already_returned")
+    first = outcome(tx, "a", status="accepted")
+    second = outcome(tx, "b", status="rejected", reason="already_returned")
     await insert_return(
-        db, transaction_no=tx, status="rejected", decided_at=BASE + timedelta(1), result=newer
+        db, transaction_no=tx, status="accepted", decided_at=BASE + timedelta(1), result=first
     )
-    await insert_return(db, transaction_no=tx, status="accepted", decided_at=BASE, result=older)
+    await insert_return(db, transaction_no=tx, status="rejected", decided_at=BASE, result=second)
     async with client(served, served.read_key) as http:
         latest = (await http.get(f"/v1/returns/{tx}")).json()
-    assert latest == newer
+    assert latest == second

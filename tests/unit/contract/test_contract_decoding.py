@@ -16,7 +16,7 @@ from punchcard_contract import (
     InvalidEventError,
     decode_receipt,
     decode_return,
-    receipt_fingerprint,
+    content_fingerprint,
 )
 from punchcard_contract.decoding import decode_receipt_exactly, decode_return_exactly
 
@@ -622,5 +622,5 @@ def test_the_cheap_fingerprint_is_the_one_stored_by_earlier_versions(extra: dict
     text = json.dumps({**a_receipt(), "extra": extra}, ensure_ascii=False, default=str)
     text = text.replace('"1.50"', "1.50").replace('"1E+3"', "1E+3").replace('"-0.0"', "-0.0")
     value = text.encode()
-    assert decode_receipt(value).fingerprint == receipt_fingerprint(text)
+    assert decode_receipt(value).fingerprint == content_fingerprint(text)
     assert decode_receipt(value).fingerprint == decode_receipt_exactly(value).fingerprint

@@ -7,9 +7,9 @@ from punchcard_contract.decoding import (
     MAX_VALUE_BYTES,
     ParsedReceipt,
     ParsedReturn,
+    content_fingerprint,
     decode_receipt,
     decode_return,
-    receipt_fingerprint,
 )
 from punchcard_contract.errors import (
     MAX_DETAIL_BYTES,
@@ -23,19 +23,28 @@ from punchcard_contract.events import (
     MAX_COUPONS,
     MAX_LINES,
     MAX_POINTS,
+    MAX_RETURN_LINES,
     CouponRestored,
     CouponUsageEvent,
     CouponUse,
     PointsEvent,
     ReceiptEvent,
     ReceiptLine,
+    ReturnedLine,
     ReturnEvent,
+    ReturnLine,
     ReturnOutcomeEvent,
     event_id_for,
     event_id_text,
     json_time,
 )
-from punchcard_contract.inbound import InboundCoupon, InboundLine, InboundReceipt, InboundReturn
+from punchcard_contract.inbound import (
+    InboundCoupon,
+    InboundLine,
+    InboundReceipt,
+    InboundReturn,
+    InboundReturnLine,
+)
 from punchcard_contract.values import Identifier, Money, Quantity, Timestamp, parse_decimal
 
 __all__ = [
@@ -45,6 +54,7 @@ __all__ = [
     "MAX_DETAIL_BYTES",
     "MAX_LINES",
     "MAX_POINTS",
+    "MAX_RETURN_LINES",
     "MAX_VALUE_BYTES",
     "CouponRestored",
     "CouponUsageEvent",
@@ -55,6 +65,7 @@ __all__ = [
     "InboundLine",
     "InboundReceipt",
     "InboundReturn",
+    "InboundReturnLine",
     "InvalidEventError",
     "Money",
     "ParsedReceipt",
@@ -64,14 +75,16 @@ __all__ = [
     "ReceiptEvent",
     "ReceiptLine",
     "ReturnEvent",
+    "ReturnLine",
     "ReturnOutcomeEvent",
+    "ReturnedLine",
     "Timestamp",
+    "content_fingerprint",
     "decode_receipt",
     "decode_return",
     "event_id_for",
     "event_id_text",
     "json_time",
     "parse_decimal",
-    "receipt_fingerprint",
     "truncate_detail",
 ]

@@ -28,17 +28,23 @@ from pydantic import BaseModel, ValidationError
 
 from punchcard_contract.errors import DeadLetterReason, InvalidEventError
 from punchcard_contract.events import ReceiptEvent, ReturnEvent
-from punchcard_contract.inbound import InboundCoupon, InboundLine, InboundReceipt, InboundReturn
+from punchcard_contract.inbound import (
+    InboundCoupon,
+    InboundLine,
+    InboundReceipt,
+    InboundReturn,
+    InboundReturnLine,
+)
 
 __all__ = [
     "MAX_VALUE_BYTES",
     "ParsedReceipt",
     "ParsedReturn",
+    "content_fingerprint",
     "decode_receipt",
     "decode_receipt_exactly",
     "decode_return",
     "decode_return_exactly",
-    "receipt_fingerprint",
 ]
 
 MAX_VALUE_BYTES = 1024 * 1024
@@ -64,10 +70,15 @@ class ParsedReceipt:
 
 @dataclass(frozen=True, slots=True)
 class ParsedReturn:
-    """A valid return and the JSON text exactly as sent."""
+    """A valid return, the JSON text exactly as sent, and its content fingerprint.
+
+    ``fingerprint`` (of the content, ``event_id`` aside) tells a redelivered ``return_id``
+    from a conflicting one; a return without ``return_id`` has none.
+    """
 
     event: InboundReturn
     document: str
+    fingerprint: bytes | None = None
 
 
 def decode_receipt(value: bytes | None) -> ParsedReceipt:
@@ -83,7 +94,7 @@ def decode_receipt_exactly(value: bytes | None) -> ParsedReceipt:
     return ParsedReceipt(
         event=_receipt_from_model(model),
         document=document,
-        fingerprint=receipt_fingerprint(document),
+        fingerprint=content_fingerprint(document),
     )
 
 
@@ -105,8 +116,19 @@ def decode_return_exactly(value: bytes | None) -> ParsedReturn:
         terminal_id=model.terminal_id,
         occurred_at=model.occurred_at,
         reason=model.reason,
+        return_id=model.return_id,
+        lines=None
+        if model.lines is None
+        else [
+            InboundReturnLine(line_no=line.line_no, quantity=line.quantity) for line in model.lines
+        ],
     )
-    return ParsedReturn(event=event, document=document)
+    return _parsed_return(event, document)
+
+
+def _parsed_return(event: InboundReturn, document: str) -> ParsedReturn:
+    fingerprint = None if event.return_id is None else content_fingerprint(document)
+    return ParsedReturn(event=event, document=document, fingerprint=fingerprint)
 
 
 # The cheap path. Each function returns None where the exact path must decide.
@@ -184,8 +206,25 @@ def _fast_return(value: bytes | None) -> ParsedReturn | None:
     occurred_at = _common_time(event.occurred_at)
     if occurred_at is None:
         return None
+    if event.lines is not None and not _settle_return_lines(event):
+        return None
     event.occurred_at = occurred_at
-    return ParsedReturn(event=event, document=document)
+    return _parsed_return(event, document)
+
+
+def _settle_return_lines(event: InboundReturn) -> bool:
+    """Check what msgspec could not of a return's lines, and read the quantities in place."""
+    assert event.lines is not None
+    if event.return_id is None:
+        return False
+    seen: set[int] = set()
+    for line in event.lines:
+        quantity = _money(line.quantity)
+        if quantity is None or quantity <= 0 or line.line_no in seen:
+            return False
+        seen.add(line.line_no)
+        line.quantity = quantity
+    return True
 
 
 def _plain(value: bytes) -> bool:
@@ -281,8 +320,8 @@ def _receipt_from_model(model: ReceiptEvent) -> InboundReceipt:
 # The exact path.
 
 
-def receipt_fingerprint(document: str) -> bytes:
-    """SHA-256 of a receipt's content, ``event_id`` aside.
+def content_fingerprint(document: str) -> bytes:
+    """SHA-256 of an event's content, ``event_id`` aside: a receipt's, or a return's.
 
     Keys are sorted and whitespace dropped, so re-serialising the same content gives the same
     fingerprint; numbers with a fraction or exponent keep their text exactly as sent, marked so

@@ -32,6 +32,7 @@ __all__ = [
     "MAX_COUPON_USES",
     "MAX_LINES",
     "MAX_POINTS",
+    "MAX_RETURN_LINES",
     "CouponRestored",
     "CouponUsageEvent",
     "CouponUse",
@@ -40,7 +41,9 @@ __all__ = [
     "ReceiptEvent",
     "ReceiptLine",
     "ReturnEvent",
+    "ReturnLine",
     "ReturnOutcomeEvent",
+    "ReturnedLine",
     "SchemaVersion",
     "event_id_for",
     "event_id_text",
@@ -54,6 +57,8 @@ MAX_LINES = 500
 MAX_COUPONS = 50
 MAX_COUPON_USES = 100
 MAX_POINTS = 1_000_000_000
+MAX_RETURN_LINES = 500
+_MAX_LINE_NO = 2**31 - 1
 
 
 def _integer_only(value: object) -> object:
@@ -199,8 +204,24 @@ class ReceiptEvent(_InputModel):
         return uses
 
 
+class ReturnLine(_InputModel):
+    """How much of one line of the sale a return takes back."""
+
+    line_no: Annotated[Count, Field(ge=1, le=_MAX_LINE_NO)]
+    """The 1-based position of the line in the sale's ``lines`` array.
+
+    A position the sale does not have is an outcome (``unknown_line``), not a refusal;
+    the bound only keeps absurd integers out.
+    """
+    quantity: Quantity
+
+
 class ReturnEvent(_InputModel):
-    """A return of a whole transaction, published by a POS terminal on ``pos.returns.v1``."""
+    """A return, published by a POS terminal on ``pos.returns.v1``.
+
+    Without ``lines`` it returns everything of the sale not yet returned; with ``lines``
+    exactly those quantities, and then ``return_id`` names it within its sale.
+    """
 
     schema_version: SchemaVersion
     event_id: EventId
@@ -209,6 +230,21 @@ class ReturnEvent(_InputModel):
     terminal_id: Identifier
     occurred_at: Timestamp
     reason: str | None = None
+    return_id: Identifier | None = None
+    lines: Annotated[list[ReturnLine], Field(min_length=1, max_length=MAX_RETURN_LINES)] | None = (
+        None
+    )
+
+    @model_validator(mode="after")
+    def _lines_are_named_once(self) -> Self:
+        # A refund of some lines must be told apart from its redelivery: by its return_id.
+        if self.lines is not None:
+            if self.return_id is None:
+                raise ValueError("return_id is required when lines are given")
+            numbers = [line.line_no for line in self.lines]
+            if len(set(numbers)) != len(numbers):
+                raise ValueError("each line_no may appear at most once in a return")
+        return self
 
 
 class CouponUsageEvent(_OutputModel):
@@ -245,17 +281,38 @@ class CouponRestored(BaseModel):
     uses: Annotated[Count, Field(ge=1)]
 
 
+class ReturnedLine(BaseModel):
+    """What an accepted return took back of one line; the quantity as a decimal string."""
+
+    model_config = ConfigDict(
+        extra="forbid", frozen=True, json_schema_serialization_defaults_required=True
+    )
+
+    line_no: Annotated[Count, Field(ge=1)]
+    quantity: Annotated[str, StringConstraints(pattern=r"^[0-9]+(\.[0-9]+)?$")]
+
+
 class ReturnOutcomeEvent(_OutputModel):
-    """What became of a return (``punchcard.return-outcomes.v1``)."""
+    """What became of a return (``punchcard.return-outcomes.v1``).
+
+    The points and coupon uses are this return's own; ``fully_returned`` says whether
+    anything of the sale remains after it.
+    """
 
     transaction_no: Identifier
     return_event_id: EventId
+    return_id: Identifier | None = None
     customer_id: Identifier | None
     status: Literal["accepted", "rejected"]
-    reason: Literal["already_returned", "unknown_transaction"] | None = None
+    reason: (
+        Literal["already_returned", "unknown_transaction", "unknown_line", "exceeds_remaining"]
+        | None
+    ) = None
     points_restored: Annotated[Count, Field(ge=0)] = 0
     points_revoked: Annotated[Count, Field(ge=0)] = 0
     coupons_restored: list[CouponRestored] = Field(default_factory=list)
+    lines: list[ReturnedLine] = Field(default_factory=list)
+    fully_returned: Annotated[bool, Strict()] = False
 
     @model_validator(mode="after")
     def _reason_matches_status(self) -> Self:

@@ -14,9 +14,15 @@ from typing import Annotated, Any
 
 import msgspec
 
-from punchcard_contract.events import MAX_COUPON_USES, MAX_COUPONS, MAX_LINES, MAX_POINTS
+from punchcard_contract.events import (
+    MAX_COUPON_USES,
+    MAX_COUPONS,
+    MAX_LINES,
+    MAX_POINTS,
+    MAX_RETURN_LINES,
+)
 
-__all__ = ["InboundCoupon", "InboundLine", "InboundReceipt", "InboundReturn"]
+__all__ = ["InboundCoupon", "InboundLine", "InboundReceipt", "InboundReturn", "InboundReturnLine"]
 
 # Python's re.search, unlike the schema's regex engine, lets "$" match before a final
 # newline: \Z does not.
@@ -69,8 +75,18 @@ class InboundReceipt(msgspec.Struct, kw_only=True):
         return uses
 
 
+class InboundReturnLine(msgspec.Struct, kw_only=True):
+    """How much of one line a return takes back; ``quantity`` is a Decimal greater than 0."""
+
+    line_no: Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1)]
+    quantity: Any
+
+
 class InboundReturn(msgspec.Struct, kw_only=True):
-    """A valid ``pos.returns.v1`` event; ``occurred_at`` is a ``datetime``."""
+    """A valid ``pos.returns.v1`` event; ``occurred_at`` is a ``datetime``.
+
+    ``lines`` is None for a return of everything that remains of the sale.
+    """
 
     schema_version: int
     event_id: _EVENT_ID
@@ -79,3 +95,8 @@ class InboundReturn(msgspec.Struct, kw_only=True):
     terminal_id: _IDENTIFIER
     occurred_at: Any
     reason: str | None = None
+    return_id: _IDENTIFIER | None = None
+    lines: (
+        Annotated[list[InboundReturnLine], msgspec.Meta(min_length=1, max_length=MAX_RETURN_LINES)]
+        | None
+    ) = None

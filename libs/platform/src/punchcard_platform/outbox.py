@@ -7,13 +7,16 @@ deletes them once the broker has acknowledged them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from uuid import UUID
 
 import asyncpg
+from punchcard_contract.outputs import OutputEvent
 
-__all__ = ["OUTBOX_CHANNEL", "OutboxMessage", "write_outbox"]
+from punchcard_platform.settings import TopicNames
+
+__all__ = ["OUTBOX_CHANNEL", "OutboxMessage", "outbox_messages", "write_outbox"]
 
 # NOTIFY channel that wakes the relay when a transaction with outbox rows commits.
 OUTBOX_CHANNEL = "punchcard_outbox"
@@ -31,6 +34,16 @@ class OutboxMessage:
     key: str
     event_id: UUID | str
     payload: bytes
+
+
+def outbox_messages(events: Iterable[OutputEvent], topics: TopicNames) -> list[OutboxMessage]:
+    """The outbox rows of built output events, each on its kind's topic."""
+    topic_of = {
+        "coupon_usage": topics.coupon_usage,
+        "points": topics.points,
+        "return_outcome": topics.return_outcomes,
+    }
+    return [OutboxMessage(topic_of[e.kind], e.key, e.event_id, e.payload) for e in events]
 
 
 async def write_outbox(conn: asyncpg.Connection, messages: Sequence[OutboxMessage]) -> None:

@@ -284,7 +284,8 @@ async def customer_points(
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
-        next_cursor = encode_ledger_cursor(LedgerCursor(id=rows[-1][0]))
+        ledger_id, last = rows[-1]
+        next_cursor = encode_ledger_cursor(LedgerCursor(occurred_at=last.occurred_at, id=ledger_id))
     return PointsPage(
         customer_id=customer_id,
         balance=balance,

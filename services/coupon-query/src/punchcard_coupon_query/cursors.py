@@ -37,8 +37,9 @@ class InvalidCursorError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class LedgerCursor:
-    """Continue the points ledger below this ledger id."""
+    """Continue the points ledger below this (occurred_at, ledger id)."""
 
+    occurred_at: datetime
     id: int
 
 
@@ -68,23 +69,33 @@ def _decode(cursor: str) -> dict[str, object]:
 
 
 def encode_ledger_cursor(cursor: LedgerCursor) -> str:
-    """The opaque text of a ledger cursor."""
-    return _encode({"l": cursor.id})
+    """The opaque text of a ledger cursor (time kept to the microsecond, as stored)."""
+    return _encode({"t": _micros(cursor.occurred_at), "l": cursor.id})
 
 
 def decode_ledger_cursor(cursor: str) -> LedgerCursor:
     """Read a ledger cursor, or raise ``InvalidCursorError``."""
-    value = _decode(cursor).get("l")
-    if type(value) is not int or not 0 < value <= _BIGINT_MAX:
+    payload = _decode(cursor)
+    micros, value = payload.get("t"), payload.get("l")
+    if type(value) is not int or not 0 < value <= _BIGINT_MAX or type(micros) is not int:
         raise InvalidCursorError("cursor is not a points cursor")
-    return LedgerCursor(id=value)
+    return LedgerCursor(occurred_at=_moment(micros, "points"), id=value)
+
+
+def _micros(moment: datetime) -> int:
+    return (moment.astimezone(UTC) - _EPOCH) // _MICROSECOND
+
+
+def _moment(micros: int, kind: str) -> datetime:
+    try:
+        return _EPOCH + micros * _MICROSECOND
+    except OverflowError as exc:
+        raise InvalidCursorError(f"cursor is not a {kind} cursor") from exc
 
 
 def encode_receipt_cursor(cursor: ReceiptCursor) -> str:
     """The opaque text of a receipts cursor (time kept to the microsecond, as stored)."""
-    at = cursor.occurred_at.astimezone(UTC)
-    micros = (at - _EPOCH) // _MICROSECOND
-    return _encode({"t": micros, "x": cursor.transaction_no})
+    return _encode({"t": _micros(cursor.occurred_at), "x": cursor.transaction_no})
 
 
 def decode_receipt_cursor(cursor: str) -> ReceiptCursor:
@@ -97,11 +108,7 @@ def decode_receipt_cursor(cursor: str) -> ReceiptCursor:
         or not _IDENTIFIER.fullmatch(transaction_no)
     ):
         raise InvalidCursorError("cursor is not a receipts cursor")
-    try:
-        occurred_at = _EPOCH + micros * _MICROSECOND
-    except OverflowError as exc:
-        raise InvalidCursorError("cursor is not a receipts cursor") from exc
-    return ReceiptCursor(occurred_at=occurred_at, transaction_no=transaction_no)
+    return ReceiptCursor(occurred_at=_moment(micros, "receipts"), transaction_no=transaction_no)
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

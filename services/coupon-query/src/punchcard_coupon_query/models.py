@@ -36,6 +36,7 @@ __all__ = [
     "Health",
     "Identifier",
     "LedgerEntry",
+    "LineQuantity",
     "PendingReturn",
     "PointsPage",
     "Problem",
@@ -285,7 +286,14 @@ class ReceiptSummary(BaseModel):
     occurred_at: datetime
     total: str = Field(description="Exact decimal, as PostgreSQL keeps it.", examples=["1980"])
     currency: str
-    returned: bool
+    returned: bool = Field(description="True when nothing of the sale remains.")
+    returned_amount: str = Field(
+        description=(
+            "The returned share of the sale's positive line amounts (R), an exact decimal; "
+            '"0" when nothing was returned.'
+        ),
+        examples=["0", "300"],
+    )
 
 
 class ReceiptsPage(BaseModel):
@@ -303,6 +311,13 @@ class RestoredCoupon(BaseModel):
     uses: int
 
 
+class LineQuantity(BaseModel):
+    """A quantity of one line of a sale (1-based ``line_no``), as an exact decimal string."""
+
+    line_no: int
+    quantity: str = Field(examples=["1", "0.5"])
+
+
 class ReturnOutcome(BaseModel):
     """The ReturnOutcomeEvent of CONTRACT.md section 3, as the returns service decided it."""
 
@@ -313,12 +328,18 @@ class ReturnOutcome(BaseModel):
     occurred_at: str
     transaction_no: str
     return_event_id: str
+    return_id: str | None = None
     customer_id: str | None
     status: Literal["accepted", "rejected"]
-    reason: Literal["already_returned", "unknown_transaction"] | None
+    reason: (
+        Literal["already_returned", "unknown_transaction", "unknown_line", "exceeds_remaining"]
+        | None
+    )
     points_restored: int
     points_revoked: int
     coupons_restored: list[RestoredCoupon]
+    lines: list[LineQuantity] = Field(default_factory=list)
+    fully_returned: bool = False
 
 
 class PendingReturn(BaseModel):
@@ -333,8 +354,14 @@ class ReceiptDocument(BaseModel):
     model_config = ConfigDict(extra="allow")
 
     transaction_no: str
-    returned: bool
-    return_: ReturnOutcome | None = Field(alias="return")
+    returned: bool = Field(description="True when nothing of the sale remains.")
+    return_: ReturnOutcome | None = Field(alias="return", description="The latest outcome.")
+    returns: list[ReturnOutcome] = Field(
+        description="Every decided outcome of a return of this sale, oldest first."
+    )
+    lines_remaining: list[LineQuantity] = Field(
+        description="The lines with something not yet returned, and how much of each."
+    )
 
 
 class Health(BaseModel):

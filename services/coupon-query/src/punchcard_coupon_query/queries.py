@@ -286,8 +286,10 @@ async def fetch_points(
 ) -> tuple[int, list[tuple[int, LedgerEntry]]]:
     """The balance (0 if never booked) and up to ``limit`` ledger rows below the cursor.
 
-    Both come from one snapshot, so the balance matches the newest rows shown. Rows are
-    returned with their ledger id, which the next cursor is made of.
+    Both come from one snapshot, so the balance matches the newest rows shown. Rows come
+    newest first by when the customer shopped or returned (``occurred_at``), ties in
+    booking order, on the keyset (occurred_at, id) of the index points_ledger_by_customer;
+    each is returned with its ledger id, which the next cursor is made of with its time.
     """
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         balance = await conn.fetchval(
@@ -297,11 +299,13 @@ async def fetch_points(
             """
             SELECT id, kind, points, transaction_no, occurred_at
             FROM points_ledger
-            WHERE customer_id = $1 AND id < $2
-            ORDER BY id DESC
-            LIMIT $3
+            WHERE customer_id = $1
+              AND (occurred_at, id) < (COALESCE($2::timestamptz, 'infinity'), $3::bigint)
+            ORDER BY occurred_at DESC, id DESC
+            LIMIT $4
             """,
             customer_id,
+            None if after is None else after.occurred_at,
             2**63 - 1 if after is None else after.id,
             limit,
         )
@@ -330,13 +334,15 @@ async def fetch_receipts(
     """
     rows = await conn.fetch(
         """
-        SELECT transaction_no, store_id, occurred_at, total::text AS total, currency,
-               returned_at IS NOT NULL AS returned
-        FROM receipts
-        WHERE customer_id = $1
-          AND (occurred_at, transaction_no)
+        SELECT r.transaction_no, r.store_id, r.occurred_at, r.total::text AS total, r.currency,
+               r.returned_at IS NOT NULL AS returned,
+               COALESCE(s.returned_amount, 0)::text AS returned_amount
+        FROM receipts AS r
+        LEFT JOIN sale_returns AS s USING (transaction_no)
+        WHERE r.customer_id = $1
+          AND (r.occurred_at, r.transaction_no)
               < (COALESCE($2::timestamptz, 'infinity'), COALESCE($3::text, ''))
-        ORDER BY occurred_at DESC, transaction_no DESC
+        ORDER BY r.occurred_at DESC, r.transaction_no DESC
         LIMIT $4
         """,
         customer_id,
@@ -348,26 +354,35 @@ async def fetch_receipts(
 
 
 async def fetch_receipt_document(conn: Connection, transaction_no: str) -> str | None:
-    """The stored receipt with ``returned`` and ``return`` added, as JSON text; None if unknown.
+    """The stored receipt with its return state added, as JSON text; None if unknown.
 
-    ``return`` is the accepted outcome that returned the transaction, else the latest
-    decided outcome (a rejection), else null.
+    ``returns`` holds every decided outcome in the order they were decided
+    (``decision_seq``), ``return`` the latest of them (or null), ``lines_remaining`` each
+    line with something not returned yet (numeric arithmetic, so exact), and ``returned``
+    whether nothing remains.
     """
     text: str | None = await conn.fetchval(
         """
         SELECT (r.document || jsonb_build_object(
             'returned', r.returned_at IS NOT NULL,
-            'return', COALESCE(
-                (SELECT e.outcome FROM return_events AS e
-                 WHERE e.event_id = r.return_event_id AND e.outcome IS NOT NULL),
-                (SELECT e.outcome FROM return_events AS e
-                 WHERE e.transaction_no = r.transaction_no
-                   AND e.status <> 'pending' AND e.outcome IS NOT NULL
-                 ORDER BY e.decided_at DESC NULLS LAST, e.seq DESC
-                 LIMIT 1)
-            )
+            'return', o.outcomes -> -1,
+            'returns', COALESCE(o.outcomes, '[]'::jsonb),
+            'lines_remaining', COALESCE((
+                SELECT jsonb_agg(jsonb_build_object('line_no', l.n, 'quantity', l.q::text)
+                                 ORDER BY l.n)
+                FROM (SELECT x.n, (x.line ->> 'quantity')::numeric - COALESCE(s.returned[x.n], 0) AS q
+                      FROM jsonb_array_elements(r.document -> 'lines')
+                           WITH ORDINALITY AS x(line, n)) AS l
+                WHERE l.q > 0), '[]'::jsonb)
         ))::text
         FROM receipts AS r
+        LEFT JOIN sale_returns AS s USING (transaction_no)
+        CROSS JOIN LATERAL (
+            SELECT jsonb_agg(e.outcome ORDER BY e.decision_seq) AS outcomes
+            FROM return_events AS e
+            WHERE e.transaction_no = r.transaction_no AND e.decision_seq IS NOT NULL
+              AND e.outcome IS NOT NULL
+        ) AS o
         WHERE r.transaction_no = $1
         """,
         transaction_no,
@@ -385,7 +400,7 @@ async def fetch_return_status(
         FROM return_events
         WHERE transaction_no = $1
         ORDER BY (status <> 'pending' AND outcome IS NOT NULL) DESC,
-                 decided_at DESC NULLS LAST, seq DESC
+                 decision_seq DESC NULLS LAST, seq DESC
         LIMIT 1
         """,
         transaction_no,

@@ -1,11 +1,9 @@
 """What a batch of receipts changes, decided on plain values.
 
-Nothing here touches the database or Kafka. The store reports what the database holds
-(which receipts were new, the counters after the batch's increments) and these functions
-turn that into per-receipt bookings and output events. Because the increments are applied
-as one atomic statement per batch, the value *after* each receipt is derived backwards
-from the final value: the last receipt sees the final count, each earlier one sees it
-minus the uses of the receipts after it.
+Nothing here touches the database or Kafka. The store reports which receipts were new and
+which stored receipt stands for each repeat; these functions tell redeliveries from
+conflicts and turn the new receipts into postings for the shared ledger
+(``punchcard_platform.ledger``), which books them and builds their output events.
 """
 
 from __future__ import annotations
@@ -13,32 +11,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Generic, Literal, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
-from punchcard_contract import event_id_text, json_time
+from punchcard_platform.ledger import SALE, PointsKind, PointsPosting, UsePosting
 
 __all__ = [
-    "CouponBooking",
     "Deliverable",
-    "OutputEvent",
-    "PointsBooking",
-    "PointsEntry",
     "ReceiptFacts",
     "Repeats",
-    "UsageKey",
-    "coupon_bookings",
-    "coupon_usage_deltas",
     "judge_repeats",
-    "output_events",
-    "points_bookings",
-    "points_deltas",
-    "points_entries",
+    "receipt_postings",
     "split_first_deliveries",
 ]
-
-PointsKind = Literal["burn", "earn"]
-UsageKey = tuple[str, str]
-"""``(customer_id, coupon_id)``: the unit a coupon's uses are counted in."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,210 +100,39 @@ def judge_repeats(repeats: Sequence[D], standing: Mapping[str, bytes]) -> Repeat
     return verdict
 
 
-@dataclass(frozen=True, slots=True)
-class CouponBooking:
-    """One receipt's uses of one coupon, and the customer's count right after it."""
-
-    transaction_no: str
-    customer_id: str
-    coupon_id: str
-    delta: int
-    uses_made: int
-    uses_permitted: int | None
-
-    @property
-    def over_limit(self) -> bool:
-        """The sale happened, so the use counts; it is flagged when past the limit."""
-        return self.uses_permitted is not None and self.uses_made > self.uses_permitted
-
-
-def coupon_usage_deltas(receipts: Sequence[ReceiptFacts]) -> dict[UsageKey, int]:
-    """Uses to add per (customer, coupon), sorted by key; anonymous sales count for nobody."""
-    deltas: dict[UsageKey, int] = {}
-    for receipt in receipts:
-        if receipt.customer_id is None:
-            continue
-        for coupon_id, uses in receipt.coupon_uses.items():
-            key = (receipt.customer_id, coupon_id)
-            deltas[key] = deltas.get(key, 0) + uses
-    return dict(sorted(deltas.items()))
-
-
-def coupon_bookings(
+def receipt_postings(
     receipts: Sequence[ReceiptFacts],
-    uses_made_after_batch: Mapping[UsageKey, int],
-    uses_permitted: Mapping[str, int | None],
-) -> list[CouponBooking]:
-    """Each receipt's coupon uses with the count after it, in receipt order.
-
-    ``uses_made_after_batch`` is the count once the whole batch is added; a coupon missing
-    from ``uses_permitted`` is not in the catalog and so has no limit.
-    """
-    remaining = dict(uses_made_after_batch)
-    bookings: list[CouponBooking] = []
-    for receipt in reversed(receipts):
-        if receipt.customer_id is None:
-            continue
-        for coupon_id, uses in reversed(list(receipt.coupon_uses.items())):
-            key = (receipt.customer_id, coupon_id)
-            after = remaining[key]
-            remaining[key] = after - uses
-            bookings.append(
-                CouponBooking(
-                    transaction_no=receipt.transaction_no,
-                    customer_id=receipt.customer_id,
-                    coupon_id=coupon_id,
-                    delta=uses,
-                    uses_made=after,
-                    uses_permitted=uses_permitted.get(coupon_id),
-                )
-            )
-    bookings.reverse()
-    return bookings
-
-
-@dataclass(frozen=True, slots=True)
-class PointsEntry:
-    """One line of a customer's points ledger: burn is negative, earn positive."""
-
-    transaction_no: str
-    customer_id: str
-    kind: PointsKind
-    points: int
-    occurred_at: datetime
-
-
-@dataclass(frozen=True, slots=True)
-class PointsBooking:
-    """A ledger entry together with the customer's balance right after it."""
-
-    entry: PointsEntry
-    balance: int
-
-
-def points_entries(receipts: Sequence[ReceiptFacts]) -> list[PointsEntry]:
-    """The ledger entries of the receipts, in receipt order, burn before earn.
+) -> tuple[list[PointsPosting], list[UsePosting]]:
+    """What the new receipts book, in receipt order: points burned then earned, coupon uses.
 
     A sale spends points before it earns new ones; a zero amount books nothing, and an
-    anonymous sale has nobody to book to (the contract refuses points on one anyway).
+    anonymous sale has nobody to book to (the contract refuses points on one anyway) and
+    counts toward no customer's coupon usage.
     """
-    entries: list[PointsEntry] = []
+    points: list[PointsPosting] = []
+    uses: list[UsePosting] = []
     for receipt in receipts:
-        if receipt.customer_id is None:
+        customer_id = receipt.customer_id
+        if customer_id is None:
             continue
-        if receipt.points_used:
-            entries.append(
-                PointsEntry(
-                    receipt.transaction_no,
-                    receipt.customer_id,
-                    "burn",
-                    -receipt.points_used,
-                    receipt.occurred_at,
-                )
+        for coupon_id, n in receipt.coupon_uses.items():
+            uses.append(
+                UsePosting(customer_id, coupon_id, receipt.transaction_no, SALE, "receipt", n)
             )
-        if receipt.points_earned:
-            entries.append(
-                PointsEntry(
-                    receipt.transaction_no,
-                    receipt.customer_id,
-                    "earn",
-                    receipt.points_earned,
-                    receipt.occurred_at,
-                )
-            )
-    return entries
-
-
-def points_deltas(entries: Sequence[PointsEntry]) -> dict[str, int]:
-    """The change of each customer's balance, sorted by customer."""
-    deltas: dict[str, int] = {}
-    for entry in entries:
-        deltas[entry.customer_id] = deltas.get(entry.customer_id, 0) + entry.points
-    return dict(sorted(deltas.items()))
-
-
-def points_bookings(
-    entries: Sequence[PointsEntry], balance_after_batch: Mapping[str, int]
-) -> list[PointsBooking]:
-    """Each entry with the balance after it, given each customer's balance after the batch."""
-    remaining = dict(balance_after_batch)
-    bookings: list[PointsBooking] = []
-    for entry in reversed(entries):
-        after = remaining[entry.customer_id]
-        remaining[entry.customer_id] = after - entry.points
-        bookings.append(PointsBooking(entry, after))
-    bookings.reverse()
-    return bookings
-
-
-@dataclass(frozen=True, slots=True)
-class OutputEvent:
-    """An output event as plain values: which topic, its key and id, its JSON fields.
-
-    ``payload`` holds exactly what ``CouponUsageEvent`` or ``PointsEvent`` would dump, in
-    the same key order; it is built directly because validating our own values again
-    would cost more than deciding them did.
-    """
-
-    kind: Literal["coupon_usage", "points"]
-    key: str
-    event_id: str
-    payload: dict[str, Any]
-
-
-def output_events(
-    receipts: Sequence[ReceiptFacts],
-    coupons: Sequence[CouponBooking],
-    points: Sequence[PointsBooking],
-    occurred_at: datetime,
-) -> list[OutputEvent]:
-    """The output events of the bookings in the order of ``receipts``, each with a stable id.
-
-    The id is derived from the transaction and what changed, so applying the same receipt
-    again could only ever produce the same event, never a second one.
-    """
-    when = json_time(occurred_at)
-    by_receipt: dict[str, list[OutputEvent]] = {receipt.transaction_no: [] for receipt in receipts}
-    for coupon in coupons:
-        event_id = event_id_text(coupon.transaction_no, "coupon", coupon.coupon_id, "receipt")
-        by_receipt[coupon.transaction_no].append(
-            OutputEvent(
-                "coupon_usage",
-                coupon.customer_id,
-                event_id,
-                {
-                    "schema_version": 1,
-                    "event_id": event_id,
-                    "occurred_at": when,
-                    "customer_id": coupon.customer_id,
-                    "coupon_id": coupon.coupon_id,
-                    "transaction_no": coupon.transaction_no,
-                    "source": "receipt",
-                    "delta": coupon.delta,
-                    "uses_made": coupon.uses_made,
-                    "uses_permitted": coupon.uses_permitted,
-                    "over_limit": coupon.over_limit,
-                },
-            )
+        moves: tuple[tuple[PointsKind, int], ...] = (
+            ("burn", -receipt.points_used),
+            ("earn", receipt.points_earned),
         )
-    for booking in points:
-        entry = booking.entry
-        event_id = event_id_text(entry.transaction_no, "points", entry.kind)
-        by_receipt[entry.transaction_no].append(
-            OutputEvent(
-                "points",
-                entry.customer_id,
-                event_id,
-                {
-                    "schema_version": 1,
-                    "event_id": event_id,
-                    "occurred_at": when,
-                    "customer_id": entry.customer_id,
-                    "transaction_no": entry.transaction_no,
-                    "kind": entry.kind,
-                    "points": entry.points,
-                    "balance": booking.balance,
-                },
-            )
-        )
-    return [event for events in by_receipt.values() for event in events]
+        for kind, amount in moves:
+            if amount:
+                points.append(
+                    PointsPosting(
+                        customer_id,
+                        receipt.transaction_no,
+                        SALE,
+                        kind,
+                        amount,
+                        receipt.occurred_at,
+                    )
+                )
+    return points, uses

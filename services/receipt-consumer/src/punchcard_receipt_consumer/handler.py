@@ -12,34 +12,25 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import msgspec
 import structlog
 from punchcard_contract import DeadLetterReason, ParsedReceipt, decode_receipt
+from punchcard_platform import ledger
 from punchcard_platform.db import Connection, Database, lock_customers
-from punchcard_platform.outbox import OutboxMessage, write_outbox
+from punchcard_platform.outbox import outbox_messages, write_outbox
 from punchcard_platform.records import DeadLetter, Decoded, InboundRecord
 from punchcard_platform.settings import TopicNames
 
 from punchcard_receipt_consumer import store
 from punchcard_receipt_consumer.booking import (
-    OutputEvent,
     ReceiptFacts,
-    coupon_bookings,
-    coupon_usage_deltas,
     judge_repeats,
-    output_events,
-    points_bookings,
-    points_deltas,
-    points_entries,
+    receipt_postings,
     split_first_deliveries,
 )
 
 __all__ = ["ReceiptHandler"]
 
 logger = structlog.get_logger(__name__)
-
-
-_ENCODER = msgspec.json.Encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,26 +112,16 @@ class ReceiptHandler:
         # Customer locks first and in one order (see lock_customers): every writer of these
         # counters, the returns service included, then meets the rows in the same order.
         await lock_customers(conn, (receipt.customer_id for receipt in receipts))
-
-        usage = coupon_usage_deltas(receipts)
-        uses_after = await store.add_coupon_usage(conn, usage)
-        limits = await store.uses_permitted(conn, {coupon_id for _, coupon_id in usage})
-        coupons = coupon_bookings(receipts, uses_after, limits)
-
-        entries = points_entries(receipts)
-        booked = await store.insert_points_entries(conn, entries)
-        entries = [e for e in entries if (e.transaction_no, e.kind) in booked]
-        balances = await store.add_points(conn, points_deltas(entries))
-        points = points_bookings(entries, balances)
-
-        occurred_at = await store.clock(conn)
-        events = output_events(receipts, coupons, points, occurred_at)
-        await write_outbox(conn, [self._message(event) for event in events])
+        points, uses = receipt_postings(receipts)
+        booked = await ledger.book(conn, points, uses, committed_at=await store.clock(conn))
+        # Each receipt's events together, in receipt order (coupon uses, then points).
+        events = [
+            event
+            for receipt in receipts
+            for event in booked.events.get((receipt.transaction_no, ledger.SALE), [])
+        ]
+        await write_outbox(conn, outbox_messages(events, self._topics))
         await store.notify_receipts_stored(conn)
-
-    def _message(self, event: OutputEvent) -> OutboxMessage:
-        topic = self._topics.coupon_usage if event.kind == "coupon_usage" else self._topics.points
-        return OutboxMessage(topic, event.key, event.event_id, _ENCODER.encode(event.payload))
 
 
 def _transaction_no(delivery: _Delivery) -> str:

@@ -1,4 +1,4 @@
-"""Every SQL statement of the receipt consumer.
+"""Every SQL statement of the receipt consumer (points and counts are the ledger's).
 
 Each step is one set-based statement for the whole batch (arrays in, ``unnest`` and
 ``ON CONFLICT`` inside), so a batch of a thousand receipts costs a handful of round trips,
@@ -15,18 +15,12 @@ import msgspec
 from punchcard_contract import ParsedReceipt
 from punchcard_platform.db import Connection
 
-from punchcard_receipt_consumer.booking import PointsEntry, UsageKey
-
 __all__ = [
     "RECEIPTS_CHANNEL",
-    "add_coupon_usage",
-    "add_points",
     "clock",
-    "insert_points_entries",
     "insert_receipts",
     "notify_receipts_stored",
     "stored_fingerprints",
-    "uses_permitted",
 ]
 
 RECEIPTS_CHANNEL = "punchcard_receipts"
@@ -96,92 +90,6 @@ async def stored_fingerprints(conn: Connection, transaction_nos: Iterable[str]) 
         wanted,
     )
     return {row["transaction_no"]: bytes(row["content_hash"]) for row in rows}
-
-
-async def add_coupon_usage(conn: Connection, deltas: Mapping[UsageKey, int]) -> dict[UsageKey, int]:
-    """Add uses per (customer, coupon) atomically; return each count after the addition.
-
-    The increment happens in the row (``uses_made + excluded.uses_made``), so concurrent
-    writers of the same counter serialise on its row lock and none is lost.
-    """
-    if not deltas:
-        return {}
-    keys = sorted(deltas)
-    rows = await conn.fetch(
-        """
-        INSERT INTO coupon_usage AS u (customer_id, coupon_id, uses_made)
-        SELECT c, k, n
-        FROM unnest($1::text[], $2::text[], $3::integer[]) AS d(c, k, n)
-        ORDER BY c, k
-        ON CONFLICT (customer_id, coupon_id)
-            DO UPDATE SET uses_made = u.uses_made + excluded.uses_made
-        RETURNING customer_id, coupon_id, uses_made
-        """,
-        [customer_id for customer_id, _ in keys],
-        [coupon_id for _, coupon_id in keys],
-        [deltas[key] for key in keys],
-    )
-    return {(row["customer_id"], row["coupon_id"]): row["uses_made"] for row in rows}
-
-
-async def uses_permitted(conn: Connection, coupon_ids: Iterable[str]) -> dict[str, int | None]:
-    """The limit of each catalog coupon among ``coupon_ids``; unknown coupons are absent."""
-    wanted = sorted(set(coupon_ids))
-    if not wanted:
-        return {}
-    rows = await conn.fetch(
-        "SELECT coupon_id, uses_permitted FROM coupons WHERE coupon_id = ANY($1::text[])",
-        wanted,
-    )
-    return {row["coupon_id"]: row["uses_permitted"] for row in rows}
-
-
-async def insert_points_entries(
-    conn: Connection, entries: Sequence[PointsEntry]
-) -> set[tuple[str, str]]:
-    """Book ledger entries in the given order; return the (transaction_no, kind) booked.
-
-    Each kind books once per transaction (a unique constraint), so an entry already in
-    the ledger is left out and the caller must not count it in the balance.
-    """
-    if not entries:
-        return set()
-    rows = await conn.fetch(
-        """
-        INSERT INTO points_ledger (customer_id, transaction_no, kind, points, occurred_at)
-        SELECT c, t, k, p, o
-        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[])
-             WITH ORDINALITY AS e(c, t, k, p, o, n)
-        ORDER BY n
-        ON CONFLICT (transaction_no, kind) DO NOTHING
-        RETURNING transaction_no, kind
-        """,
-        [entry.customer_id for entry in entries],
-        [entry.transaction_no for entry in entries],
-        [entry.kind for entry in entries],
-        [entry.points for entry in entries],
-        [entry.occurred_at for entry in entries],
-    )
-    return {(row["transaction_no"], row["kind"]) for row in rows}
-
-
-async def add_points(conn: Connection, deltas: Mapping[str, int]) -> dict[str, int]:
-    """Add to each customer's balance atomically; return each balance after the addition."""
-    if not deltas:
-        return {}
-    customers = sorted(deltas)
-    rows = await conn.fetch(
-        """
-        INSERT INTO points_balances AS b (customer_id, balance)
-        SELECT c, p FROM unnest($1::text[], $2::bigint[]) AS d(c, p)
-        ORDER BY c
-        ON CONFLICT (customer_id) DO UPDATE SET balance = b.balance + excluded.balance
-        RETURNING customer_id, balance
-        """,
-        customers,
-        [deltas[customer] for customer in customers],
-    )
-    return {row["customer_id"]: row["balance"] for row in rows}
 
 
 async def clock(conn: Connection) -> datetime:

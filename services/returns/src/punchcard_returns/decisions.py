@@ -1,322 +1,332 @@
 """What a return changes, decided from plain values: no database, no Kafka.
 
-The store loads the facts (the returns to decide, their stored receipts, the catalog
-flags, the current counts) and writes back what ``decide_returns`` says. Keeping the rules
-here lets the unit tests state CONTRACT.md section 2 ("ReturnEvent") without any I/O.
+The store loads the facts (the returns to decide, their stored sales, what has been
+returned of each so far, the catalog flags) and writes back what these functions say. The
+rules are CONTRACT.md section 2 ("ReturnEvent"): a return takes back some lines of a sale,
+or everything that remains of it; the points it moves are cumulative per sale, so that the
+points moved depend only on what has been returned, never on how it was split.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence, Set
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from decimal import Decimal
+from fractions import Fraction
+from typing import Literal
 
-import msgspec
-from punchcard_contract import event_id_text, json_time
-from punchcard_platform.outbox import OutboxMessage
-from punchcard_platform.settings import TopicNames
+from punchcard_platform.ledger import PointsKind, PointsPosting, UsePosting
 
 __all__ = [
-    "CatalogCoupon",
-    "Decision",
-    "LedgerEntry",
+    "Accepted",
+    "BatchDecisions",
+    "Decided",
     "PendingReturn",
-    "ReturnPlan",
-    "StoredReceipt",
-    "UsesGivenBack",
-    "claims",
-    "coupons_to_count",
+    "Rejected",
+    "ReturnState",
+    "SaleLine",
+    "StoredSale",
+    "decide_return",
     "decide_returns",
+    "decimal_text",
+    "returned_amount",
 ]
 
-Status = Literal["accepted", "rejected"]
-RejectReason = Literal["already_returned", "unknown_transaction"]
+RejectReason = Literal[
+    "already_returned", "unknown_transaction", "unknown_line", "exceeds_remaining"
+]
+LineTaken = tuple[int, Decimal]
+"""``(line_no, quantity)``: how much of a line (1-based) a return takes back."""
 
 
 @dataclass(frozen=True, slots=True)
-class PendingReturn:
-    """A return event stored but not yet decided (it may be waiting for its receipt)."""
+class SaleLine:
+    """What a return needs of one line of the sale."""
 
-    event_id: str
-    transaction_no: str
-    seq: int
-    wait_until: datetime
+    quantity: Decimal
+    amount: Decimal
 
 
 @dataclass(frozen=True, slots=True)
-class StoredReceipt:
-    """What a return needs of the stored sale: who, which points, which coupon uses."""
+class StoredSale:
+    """What a return needs of the stored sale: who, which points, lines and coupon uses."""
 
     transaction_no: str
     customer_id: str | None
     points_used: int
     points_earned: int
+    lines: tuple[SaleLine, ...] = ()
     coupons: tuple[tuple[str, int], ...] = ()
     """(coupon_id, uses) as the receipt consumer summed them."""
 
 
 @dataclass(frozen=True, slots=True)
-class CatalogCoupon:
-    """The catalog facts a return looks at; a coupon missing from the catalog has none."""
+class ReturnState:
+    """What has been returned of a sale so far, over all its accepted returns."""
 
-    coupon_id: str
-    uses_permitted: int | None
-    restore_on_return: bool = True
+    returned: tuple[Decimal, ...]
+    """Per line of the sale, the quantity returned."""
+    points_restored: int = 0
+    points_revoked: int = 0
+    fully_returned: bool = False
 
+    @classmethod
+    def nothing_returned(cls, sale: StoredSale) -> ReturnState:
+        """A sale no return has touched."""
+        return cls(returned=tuple(Decimal(0) for _ in sale.lines))
 
-@dataclass(frozen=True, slots=True)
-class LedgerEntry:
-    """One points_ledger row: restore is positive, revoke negative."""
-
-    customer_id: str
-    transaction_no: str
-    kind: Literal["restore", "revoke"]
-    points: int
-
-
-@dataclass(frozen=True, slots=True)
-class UsesGivenBack:
-    """Coupon uses taken off a customer's count (the real amount, after the floor at zero)."""
-
-    customer_id: str
-    coupon_id: str
-    uses: int
+    def remaining(self, sale: StoredSale) -> tuple[Decimal, ...]:
+        """Per line, the quantity not returned yet."""
+        return tuple(
+            line.quantity - returned
+            for line, returned in zip(sale.lines, self.returned, strict=True)
+        )
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
-    """How one return ended.
-
-    ``outcome`` holds the ReturnOutcomeEvent's fields in the contract's order (what
-    ``ReturnOutcomeEvent.model_dump`` would give), and ``encoded`` its JSON, encoded once for
-    both the outbox and the stored outcome.
-    """
+class PendingReturn:
+    """A return event stored but not yet decided (it may be waiting for its sale)."""
 
     event_id: str
     transaction_no: str
-    status: Status
-    outcome: dict[str, Any]
-    encoded: bytes
+    seq: int
+    wait_until: datetime
+    occurred_at: datetime
+    return_id: str | None = None
+    lines: tuple[LineTaken, ...] | None = None
+    """None: everything of the sale that remains."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A return that applies: what it took, the sale's state after it, the points it moves."""
+
+    taken: tuple[LineTaken, ...]
+    state: ReturnState
+    points_restored: int
+    points_revoked: int
+
+    @property
+    def fully_returned(self) -> bool:
+        """Nothing of the sale remains: this return also gives the coupon uses back."""
+        return self.state.fully_returned
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """A return that changes nothing, and why."""
+
+    reason: RejectReason
+
+
+def decide_return(
+    sale: StoredSale, state: ReturnState, lines: Sequence[LineTaken] | None
+) -> Accepted | Rejected:
+    """Decide one return of ``sale`` given what its earlier returns took (rules 4 to 7).
+
+    Rejections are checked in the contract's order: a line the sale does not have, then
+    nothing left to return, then a quantity over what remains.
+    """
+    remaining = state.remaining(sale)
+    if lines is None:
+        if state.fully_returned:
+            return Rejected("already_returned")
+        taken = tuple((n, left) for n, left in enumerate(remaining, start=1) if left > 0)
+    else:
+        if any(n > len(sale.lines) for n, _ in lines):
+            return Rejected("unknown_line")
+        if all(remaining[n - 1] <= 0 for n, _ in lines):
+            return Rejected("already_returned")
+        if any(quantity > remaining[n - 1] for n, quantity in lines):
+            return Rejected("exceeds_remaining")
+        taken = tuple(sorted(lines))
+    returned = list(state.returned)
+    for n, quantity in taken:
+        returned[n - 1] += quantity
+    fully = all(r == line.quantity for r, line in zip(returned, sale.lines, strict=True))
+    restored_total, revoked_total = _points_after(sale, returned, fully=fully)
+    after = ReturnState(
+        returned=tuple(returned),
+        points_restored=restored_total,
+        points_revoked=revoked_total,
+        fully_returned=fully,
+    )
+    return Accepted(
+        taken=taken,
+        state=after,
+        points_restored=restored_total - state.points_restored,
+        points_revoked=revoked_total - state.points_revoked,
+    )
+
+
+def _points_after(sale: StoredSale, returned: Sequence[Decimal], *, fully: bool) -> tuple[int, int]:
+    """The sale's restored and revoked totals once ``returned`` is back (rule 6).
+
+    ``floor(points * R / W)`` on exact fractions, so the totals only grow as more comes
+    back and the last return books exactly the rest, however the sale was split.
+    """
+    if sale.customer_id is None:
+        return 0, 0
+    if fully:
+        return sale.points_used, sale.points_earned
+    whole = _positive_total(sale)
+    if whole == 0:
+        return 0, 0
+    share = _returned_share(sale, returned) / whole
+    return math.floor(sale.points_used * share), math.floor(sale.points_earned * share)
+
+
+def _positive_total(sale: StoredSale) -> Fraction:
+    """W: the sum of the sale's positive line amounts."""
+    return sum((Fraction(line.amount) for line in sale.lines if line.amount > 0), Fraction(0))
+
+
+def _returned_share(sale: StoredSale, returned: Sequence[Decimal]) -> Fraction:
+    """R: each line's returned share of its amount, lines with amount <= 0 counting 0."""
+    return sum(
+        (
+            Fraction(line.amount) * Fraction(back) / Fraction(line.quantity)
+            for line, back in zip(sale.lines, returned, strict=True)
+            if line.amount > 0
+        ),
+        Fraction(0),
+    )
+
+
+def returned_amount(sale: StoredSale, state: ReturnState) -> Decimal:
+    """R as a decimal: exact when it has a finite decimal form, else to the amounts' places.
+
+    Returning one of three items sold for 100 gives 33.33...: shown to the places the
+    sale's own amounts have (rounded half to even), which is what the till printed.
+    """
+    share = _returned_share(sale, state.returned)
+    denominator = share.denominator
+    for prime in (2, 5):
+        while denominator % prime == 0:
+            denominator //= prime
+    if denominator == 1:
+        return _exact_decimal(share)
+    places = max((_places(line.amount) for line in sale.lines), default=0)
+    quantum = Decimal(1).scaleb(-places)
+    scaled = share * 10**places
+    rounded = round(scaled)  # Fraction rounds half to even
+    return (Decimal(rounded) * quantum).quantize(quantum)
+
+
+def _exact_decimal(value: Fraction) -> Decimal:
+    places = 0
+    while (value * 10**places).denominator != 1:
+        places += 1
+    return Decimal(int(value * 10**places)).scaleb(-places)
+
+
+def _places(amount: Decimal) -> int:
+    exponent = amount.as_tuple().exponent
+    return max(-exponent, 0) if isinstance(exponent, int) else 0
+
+
+def decimal_text(value: Decimal) -> str:
+    """A quantity as the contract writes it: plain digits, never an exponent."""
+    return format(value, "f")
+
+
+@dataclass(frozen=True, slots=True)
+class Decided:
+    """One decided return: the verdict and the sale it was about (None if unknown)."""
+
+    item: PendingReturn
+    sale: StoredSale | None
+    verdict: Accepted | Rejected
 
 
 @dataclass(slots=True)
-class ReturnPlan:
-    """Everything one batch of returns changes, for the store to write in one transaction."""
+class BatchDecisions:
+    """Every decision of a batch in decision order, and what they book."""
 
-    decisions: list[Decision] = field(default_factory=list)
-    ledger: list[LedgerEntry] = field(default_factory=list)
-    uses_given_back: list[UsesGivenBack] = field(default_factory=list)
-    returned: list[tuple[str, str]] = field(default_factory=list)
-    """(transaction_no, return event_id) of the receipts now marked returned."""
-    messages: list[OutboxMessage] = field(default_factory=list)
+    decided: list[Decided] = field(default_factory=list)
     still_pending: list[PendingReturn] = field(default_factory=list)
-
-
-def claims(
-    pending: Sequence[PendingReturn], receipts: Mapping[str, StoredReceipt]
-) -> dict[str, str]:
-    """Which return may try to claim each known transaction: its earliest one.
-
-    Only one candidate per transaction goes to the once-only insert, so a batch holding
-    several returns of one sale never depends on the order PostgreSQL inserts rows in.
-    The insert itself (``transaction_returns`` primary key) still decides who wins.
-    """
-    chosen: dict[str, PendingReturn] = {}
-    for item in pending:
-        if item.transaction_no not in receipts:
-            continue
-        current = chosen.get(item.transaction_no)
-        if current is None or item.seq < current.seq:
-            chosen[item.transaction_no] = item
-    return {transaction_no: item.event_id for transaction_no, item in chosen.items()}
-
-
-def coupons_to_count(
-    receipts: Iterable[StoredReceipt],
-) -> set[tuple[str, str]]:
-    """The (customer_id, coupon_id) counts a set of returns may change, to load and lock."""
-    return {
-        (receipt.customer_id, coupon_id)
-        for receipt in receipts
-        if receipt.customer_id is not None
-        for coupon_id, _ in receipt.coupons
-    }
+    states: dict[str, ReturnState] = field(default_factory=dict)
+    """The state after the batch of every sale an accepted return changed."""
+    points: list[PointsPosting] = field(default_factory=list)
+    uses: list[UsePosting] = field(default_factory=list)
 
 
 def decide_returns(
     pending: Sequence[PendingReturn],
     *,
-    receipts: Mapping[str, StoredReceipt],
-    claimed: Set[str],
-    catalog: Mapping[str, CatalogCoupon],
-    uses_made: Mapping[tuple[str, str], int],
-    balances: Mapping[str, int],
+    sales: Mapping[str, StoredSale],
+    states: Mapping[str, ReturnState],
+    restore_on_return: Mapping[str, bool],
     now: datetime,
-    topics: TopicNames,
-) -> ReturnPlan:
-    """Decide every return of ``pending`` (CONTRACT.md section 2, rules 2 to 4).
+) -> BatchDecisions:
+    """Decide every return of ``pending`` in the order they were published (``seq``).
 
-    ``claimed`` holds the event ids that won the once-only insert: those are accepted.
-    Another return of a known transaction is ``already_returned``; a return whose receipt
-    is unknown waits until ``wait_until`` and is then ``unknown_transaction``.
-    ``uses_made`` and ``balances`` are the counts as locked now; returns of one customer in
-    the same batch see each other's effects, so every event carries the value after it.
+    ``states`` holds what earlier returns took of each sale (absent: nothing); returns of one
+    sale in the same batch see each other's effects. A return whose sale is unknown waits
+    until ``wait_until`` and is then ``unknown_transaction``. ``restore_on_return`` holds
+    the catalog's flag per coupon (absent: true, a coupon not in the catalog is given back).
     """
-    decider = _Decider(
-        catalog=catalog,
-        uses_made=dict(uses_made),
-        balances=dict(balances),
-        now=json_time(now),
-        topics=topics,
-    )
+    batch = BatchDecisions()
     for item in sorted(pending, key=lambda p: p.seq):
-        receipt = receipts.get(item.transaction_no)
-        if receipt is None:
+        sale = sales.get(item.transaction_no)
+        if sale is None:
             if item.wait_until <= now:
-                decider.reject(item, None, "unknown_transaction")
+                batch.decided.append(Decided(item, None, Rejected("unknown_transaction")))
             else:
-                decider.plan.still_pending.append(item)
-        elif item.event_id in claimed:
-            decider.accept(item, receipt)
-        else:
-            decider.reject(item, receipt.customer_id, "already_returned")
-    return decider.plan
+                batch.still_pending.append(item)
+            continue
+        state = batch.states.get(sale.transaction_no) or states.get(sale.transaction_no)
+        if state is None:
+            state = ReturnState.nothing_returned(sale)
+        verdict = decide_return(sale, state, item.lines)
+        batch.decided.append(Decided(item, sale, verdict))
+        if isinstance(verdict, Accepted):
+            batch.states[sale.transaction_no] = verdict.state
+            _post(batch, item, sale, verdict, restore_on_return)
+    return batch
 
 
-@dataclass(slots=True, kw_only=True)
-class _Decider:
-    """The running state of one batch: returns of one customer see each other's effects."""
-
-    catalog: Mapping[str, CatalogCoupon]
-    uses_made: dict[tuple[str, str], int]
-    balances: dict[str, int]
-    now: str
-    """When the effects commit, as output events write it."""
-    topics: TopicNames
-    plan: ReturnPlan = field(default_factory=ReturnPlan)
-
-    def reject(self, item: PendingReturn, customer_id: str | None, reason: RejectReason) -> None:
-        self._decide(item, self._outcome(item, customer_id, status="rejected", reason=reason))
-
-    def _outcome(
-        self,
-        item: PendingReturn,
-        customer_id: str | None,
-        *,
-        status: Status,
-        reason: RejectReason | None = None,
-        points_restored: int = 0,
-        points_revoked: int = 0,
-        coupons_restored: Sequence[dict[str, Any]] = (),
-    ) -> dict[str, Any]:
-        return {
-            "schema_version": 1,
-            "event_id": event_id_text(item.event_id, "outcome"),
-            "occurred_at": self.now,
-            "transaction_no": item.transaction_no,
-            "return_event_id": item.event_id,
-            "customer_id": customer_id,
-            "status": status,
-            "reason": reason,
-            "points_restored": points_restored,
-            "points_revoked": points_revoked,
-            "coupons_restored": list(coupons_restored),
-        }
-
-    def accept(self, item: PendingReturn, receipt: StoredReceipt) -> None:
-        customer_id = receipt.customer_id
-        restored: list[dict[str, Any]] = []
-        points_restored = points_revoked = 0
-        if customer_id is not None:
-            # An anonymous sale counted toward nobody and booked no points: nothing to give back.
-            points_restored, points_revoked = receipt.points_used, receipt.points_earned
-            if points_restored:
-                self._book_points(customer_id, receipt.transaction_no, "restore", points_restored)
-            if points_revoked:
-                self._book_points(customer_id, receipt.transaction_no, "revoke", -points_revoked)
-            for coupon_id, uses in receipt.coupons:
-                given = self._give_back_uses(customer_id, receipt.transaction_no, coupon_id, uses)
-                if given:
-                    restored.append({"coupon_id": coupon_id, "uses": given})
-        self.plan.returned.append((receipt.transaction_no, item.event_id))
-        outcome = self._outcome(
-            item,
-            customer_id,
-            status="accepted",
-            points_restored=points_restored,
-            points_revoked=points_revoked,
-            coupons_restored=restored,
-        )
-        self._decide(item, outcome)
-
-    def _book_points(
-        self,
-        customer_id: str,
-        transaction_no: str,
-        kind: Literal["restore", "revoke"],
-        delta: int,
-    ) -> None:
-        # Never clamped: points already spent elsewhere leave the balance negative (CONTRACT 2.4).
-        balance = self.balances.get(customer_id, 0) + delta
-        self.balances[customer_id] = balance
-        self.plan.ledger.append(LedgerEntry(customer_id, transaction_no, kind, delta))
-        event = {
-            "schema_version": 1,
-            "event_id": event_id_text(transaction_no, "points", kind),
-            "occurred_at": self.now,
-            "customer_id": customer_id,
-            "transaction_no": transaction_no,
-            "kind": kind,
-            "points": delta,
-            "balance": balance,
-        }
-        self.plan.messages.append(_message(self.topics.points, customer_id, event))
-
-    def _give_back_uses(
-        self, customer_id: str, transaction_no: str, coupon_id: str, uses: int
-    ) -> int:
-        coupon = self.catalog.get(coupon_id)
-        if coupon is not None and not coupon.restore_on_return:
-            return 0
-        before = self.uses_made.get((customer_id, coupon_id), 0)
-        after = max(before - uses, 0)
-        given = before - after
-        if not given:
-            # The count is already at zero (e.g. reset by an operator): nothing changed, no event.
-            return 0
-        self.uses_made[(customer_id, coupon_id)] = after
-        self.plan.uses_given_back.append(UsesGivenBack(customer_id, coupon_id, given))
-        permitted = coupon.uses_permitted if coupon is not None else None
-        event = {
-            "schema_version": 1,
-            "event_id": event_id_text(transaction_no, "coupon", coupon_id, "return"),
-            "occurred_at": self.now,
-            "customer_id": customer_id,
-            "coupon_id": coupon_id,
-            "transaction_no": transaction_no,
-            "source": "return",
-            "delta": -given,
-            "uses_made": after,
-            "uses_permitted": permitted,
-            "over_limit": permitted is not None and after > permitted,
-        }
-        self.plan.messages.append(_message(self.topics.coupon_usage, customer_id, event))
-        return given
-
-    def _decide(self, item: PendingReturn, outcome: dict[str, Any]) -> None:
-        message = _message(self.topics.return_outcomes, item.transaction_no, outcome)
-        self.plan.decisions.append(
-            Decision(
-                item.event_id, item.transaction_no, outcome["status"], outcome, message.payload
+def _post(
+    batch: BatchDecisions,
+    item: PendingReturn,
+    sale: StoredSale,
+    verdict: Accepted,
+    restore_on_return: Mapping[str, bool],
+) -> None:
+    customer_id = sale.customer_id
+    if customer_id is None:
+        # An anonymous sale counted toward nobody and booked no points: nothing to give back.
+        return
+    moves: tuple[tuple[PointsKind, int], ...] = (
+        ("restore", verdict.points_restored),
+        ("revoke", -verdict.points_revoked),
+    )
+    for kind, points in moves:
+        if points:
+            batch.points.append(
+                PointsPosting(
+                    customer_id=customer_id,
+                    transaction_no=sale.transaction_no,
+                    cause=item.event_id,
+                    kind=kind,
+                    points=points,
+                    occurred_at=item.occurred_at,
+                )
             )
-        )
-        self.plan.messages.append(message)
-
-
-_ENCODER = msgspec.json.Encoder()
-
-
-def _message(topic: str, key: str, event: dict[str, Any]) -> OutboxMessage:
-    """An output event as the outbox takes it: its fields encoded once, in their order."""
-    return OutboxMessage(topic, key, event["event_id"], _ENCODER.encode(event))
+    if not verdict.fully_returned:
+        return
+    # Coupon uses come back only with the return that leaves nothing of the sale (rule 7).
+    for coupon_id, uses in sale.coupons:
+        if restore_on_return.get(coupon_id, True):
+            batch.uses.append(
+                UsePosting(
+                    customer_id=customer_id,
+                    coupon_id=coupon_id,
+                    transaction_no=sale.transaction_no,
+                    cause=item.event_id,
+                    source="return",
+                    delta=-uses,
+                )
+            )

@@ -1,10 +1,11 @@
 """All SQL of the returns service, set-based: one statement per step for a whole batch.
 
 The once-only rules are constraints, never a read-then-write: ``return_events`` (primary
-key ``event_id``) drops redeliveries, ``transaction_returns`` (primary key
-``transaction_no``) lets exactly one return per sale apply. Counters are changed only
-after ``lock_customers`` and under row locks, so the values read here are the values the
-events report.
+key ``event_id``, and unique ``(transaction_no, return_id)``) drops redeliveries. What a
+sale's returns took so far (``sale_returns``) is read and written only under the sale's
+lock (``lock_transactions``), which every decider takes first, so returns of one sale are
+decided one after another, in the order they were published. Points and coupon counts are
+written by the shared ledger (``punchcard_platform.ledger``), not here.
 """
 
 from __future__ import annotations
@@ -13,31 +14,31 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import asyncpg
 from punchcard_contract import ParsedReturn
 from punchcard_platform.db import Connection, Database
-from punchcard_platform.outbox import write_outbox
 
-from punchcard_returns.decisions import CatalogCoupon, PendingReturn, ReturnPlan, StoredReceipt
+from punchcard_returns.decisions import PendingReturn, ReturnState, SaleLine, StoredSale
 
 __all__ = [
     "RECEIPTS_CHANNEL",
     "Listening",
-    "claim_transactions",
     "listen",
-    "load_balances",
-    "load_catalog",
-    "load_receipts",
-    "load_uses_made",
+    "load_restore_flags",
+    "load_sales",
+    "load_states",
     "lock_due_returns",
     "lock_pending_of",
     "lock_transactions",
     "record_returns",
+    "repeated_return_ids",
     "transaction_now",
     "waiting_summary",
-    "write_plan",
+    "write_outcomes",
+    "write_states",
 ]
 
 RECEIPTS_CHANNEL = "punchcard_receipts"
@@ -55,8 +56,10 @@ async def record_returns(
 ) -> set[str]:
     """Store new return events as pending; return the ids that were new.
 
-    An event id already stored is a redelivery (CONTRACT.md rule 1): the conflict drops it,
-    even when the first one is still being committed by another instance.
+    An event id already stored is a redelivery (CONTRACT.md rule 1), and so is a
+    ``return_id`` already stored for the sale (rule 2; ``repeated_return_ids`` tells a
+    redelivery from a conflict): either unique index drops the row, even when the first
+    one is still being committed by another instance.
     """
     unique: dict[str, ParsedReturn] = {}
     for parsed in returns:
@@ -67,12 +70,15 @@ async def record_returns(
     rows = await conn.fetch(
         """
         INSERT INTO return_events (event_id, transaction_no, store_id, terminal_id,
-                                   occurred_at, reason, document, wait_until, status)
-        SELECT e, t, s, term, o, r, d::jsonb, now() + make_interval(secs => $8), 'pending'
+                                   occurred_at, reason, document, wait_until, status,
+                                   return_id, content_hash)
+        SELECT e, t, s, term, o, r, d::jsonb, now() + make_interval(secs => $8), 'pending',
+               rid, h
         FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
-                    $6::text[], $7::text[]) WITH ORDINALITY AS x(e, t, s, term, o, r, d, n)
+                    $6::text[], $7::text[], $9::text[], $10::bytea[])
+             WITH ORDINALITY AS x(e, t, s, term, o, r, d, rid, h, n)
         ORDER BY n
-        ON CONFLICT (event_id) DO NOTHING
+        ON CONFLICT DO NOTHING
         RETURNING event_id
         """,
         [e.event_id for e in events],
@@ -83,11 +89,61 @@ async def record_returns(
         [e.reason for e in events],
         [p.document for p in unique.values()],
         wait_seconds,
+        [e.return_id for e in events],
+        [p.fingerprint for p in unique.values()],
     )
     return {row["event_id"] for row in rows}
 
 
-_PENDING_COLUMNS = "event_id, transaction_no, seq, wait_until"
+async def repeated_return_ids(
+    conn: Connection, repeats: Sequence[ParsedReturn]
+) -> list[ParsedReturn]:
+    """Of returns that were not new, those whose ``return_id`` stands with other content.
+
+    A repeat of a stored event id, or of a stored return_id with the same content (the
+    event id aside), is a redelivery and changes nothing; what is left is a
+    ``conflicting_duplicate``, and the first one stands.
+    """
+    named = [p for p in repeats if p.event.return_id is not None]
+    if not named:
+        return []
+    rows = await conn.fetch(
+        """
+        SELECT r.transaction_no, r.return_id, r.event_id, r.content_hash
+        FROM return_events AS r
+        JOIN unnest($1::text[], $2::text[]) AS x(t, rid)
+          ON r.transaction_no = x.t AND r.return_id = x.rid
+        """,
+        [p.event.transaction_no for p in named],
+        [p.event.return_id for p in named],
+    )
+    standing = {(row["transaction_no"], row["return_id"]): row for row in rows}
+    conflicting = []
+    for parsed in named:
+        row = standing.get((parsed.event.transaction_no, parsed.event.return_id))
+        if row is None or row["event_id"] == parsed.event.event_id:
+            # Dropped for its event id (stored under another return_id, or none): rule 1.
+            continue
+        if bytes(row["content_hash"]) != parsed.fingerprint:
+            conflicting.append(parsed)
+    return conflicting
+
+
+_PENDING_COLUMNS = """
+    event_id, transaction_no, seq, wait_until, occurred_at, return_id,
+    CASE WHEN jsonb_typeof(document -> 'lines') = 'array' THEN ARRAY(
+        SELECT (l ->> 'line_no')::integer
+        FROM jsonb_array_elements(document -> 'lines') WITH ORDINALITY AS x(l, n) ORDER BY n
+    ) END AS line_nos,
+    CASE WHEN jsonb_typeof(document -> 'lines') = 'array' THEN ARRAY(
+        SELECT (l ->> 'quantity')::numeric
+        FROM jsonb_array_elements(document -> 'lines') WITH ORDINALITY AS x(l, n) ORDER BY n
+    ) END AS quantities
+"""
+"""A pending return as ``_pending`` reads it; quantities leave the document as exact numerics.
+
+Absent or null ``lines`` is a return of everything that remains (line_nos null).
+"""
 
 _SALE_LOCKS = 0x52455455
 """Key space of the per-sale locks: the first key of the two-integer advisory locks.
@@ -188,172 +244,158 @@ async def waiting_summary(conn: Connection) -> tuple[int, float | None]:
     return row["waiting"], None if seconds is None else float(seconds)
 
 
-async def load_receipts(
-    conn: Connection, transaction_nos: Collection[str]
-) -> dict[str, StoredReceipt]:
-    """The stored receipts among these transactions (receipts never change once stored)."""
+async def load_sales(conn: Connection, transaction_nos: Collection[str]) -> dict[str, StoredSale]:
+    """The stored sales among these transactions (receipts never change once stored).
+
+    Line quantities and amounts leave the stored document as exact numerics, never
+    through a JSON float.
+    """
     rows = await conn.fetch(
         """
-        SELECT transaction_no, customer_id, points_used, points_earned, coupons
+        SELECT transaction_no, customer_id, points_used, points_earned, coupons,
+               ARRAY(SELECT (l ->> 'quantity')::numeric
+                     FROM jsonb_array_elements(document -> 'lines') WITH ORDINALITY AS x(l, n)
+                     ORDER BY n) AS quantities,
+               ARRAY(SELECT (l ->> 'amount')::numeric
+                     FROM jsonb_array_elements(document -> 'lines') WITH ORDINALITY AS x(l, n)
+                     ORDER BY n) AS amounts
         FROM receipts WHERE transaction_no = ANY($1::text[])
         """,
         list(set(transaction_nos)),
     )
     return {
-        row["transaction_no"]: StoredReceipt(
+        row["transaction_no"]: StoredSale(
             transaction_no=row["transaction_no"],
             customer_id=row["customer_id"],
             points_used=row["points_used"],
             points_earned=row["points_earned"],
+            lines=tuple(
+                SaleLine(quantity, amount)
+                for quantity, amount in zip(row["quantities"], row["amounts"], strict=True)
+            ),
             coupons=tuple((c["coupon_id"], int(c["uses"])) for c in row["coupons"]),
         )
         for row in rows
     }
 
 
-async def claim_transactions(conn: Connection, claims: Mapping[str, str]) -> set[str]:
-    """Try to record each sale as returned by the given return; return the event ids that won.
+async def load_states(conn: Connection, transaction_nos: Collection[str]) -> dict[str, ReturnState]:
+    """What earlier returns took of these sales; a sale no return touched is absent.
 
-    The primary key is the arbiter: if another transaction (here or on another instance)
-    inserted the sale first, this insert waits for it and then does nothing.
+    Read under the sales' locks, so no other decider changes them until we commit.
     """
-    if not claims:
-        return set()
     rows = await conn.fetch(
         """
-        INSERT INTO transaction_returns (transaction_no, return_event_id)
-        SELECT t, e FROM unnest($1::text[], $2::text[]) AS x(t, e)
-        ORDER BY t
-        ON CONFLICT (transaction_no) DO NOTHING
-        RETURNING return_event_id
+        SELECT transaction_no, returned, points_restored, points_revoked, fully_returned
+        FROM sale_returns WHERE transaction_no = ANY($1::text[])
         """,
-        list(claims),
-        list(claims.values()),
-    )
-    return {row["return_event_id"] for row in rows}
-
-
-async def load_catalog(conn: Connection, coupon_ids: Iterable[str]) -> dict[str, CatalogCoupon]:
-    """Catalog flags of these coupons; a coupon not in the catalog is simply absent."""
-    rows = await conn.fetch(
-        """
-        SELECT coupon_id, uses_permitted, restore_on_return
-        FROM coupons WHERE coupon_id = ANY($1::text[])
-        """,
-        sorted(set(coupon_ids)),
+        list(set(transaction_nos)),
     )
     return {
-        row["coupon_id"]: CatalogCoupon(
-            coupon_id=row["coupon_id"],
-            uses_permitted=row["uses_permitted"],
-            restore_on_return=row["restore_on_return"],
+        row["transaction_no"]: ReturnState(
+            returned=tuple(row["returned"]),
+            points_restored=row["points_restored"],
+            points_revoked=row["points_revoked"],
+            fully_returned=row["fully_returned"],
         )
         for row in rows
     }
 
 
-async def load_uses_made(
-    conn: Connection, pairs: Collection[tuple[str, str]]
-) -> dict[tuple[str, str], int]:
-    """Current uses per (customer, coupon), row-locked until commit."""
-    if not pairs:
+async def load_restore_flags(conn: Connection, coupon_ids: Iterable[str]) -> dict[str, bool]:
+    """``restore_on_return`` of these coupons; a coupon not in the catalog is absent."""
+    wanted = sorted(set(coupon_ids))
+    if not wanted:
         return {}
-    ordered = sorted(pairs)
     rows = await conn.fetch(
-        """
-        SELECT u.customer_id, u.coupon_id, u.uses_made
-        FROM coupon_usage AS u
-        JOIN unnest($1::text[], $2::text[]) AS x(c, k) ON u.customer_id = x.c AND u.coupon_id = x.k
-        ORDER BY u.customer_id, u.coupon_id
-        FOR UPDATE OF u
-        """,
-        [c for c, _ in ordered],
-        [k for _, k in ordered],
+        "SELECT coupon_id, restore_on_return FROM coupons WHERE coupon_id = ANY($1::text[])",
+        wanted,
     )
-    return {(row["customer_id"], row["coupon_id"]): row["uses_made"] for row in rows}
+    return {row["coupon_id"]: row["restore_on_return"] for row in rows}
 
 
-async def load_balances(conn: Connection, customer_ids: Iterable[str]) -> dict[str, int]:
-    """Current points balances, row-locked until commit."""
-    rows = await conn.fetch(
+async def write_states(
+    conn: Connection, states: Mapping[str, tuple[ReturnState, Decimal, str]], now: datetime
+) -> None:
+    """Store each sale's state after the batch; mark the sales nothing remains of returned.
+
+    ``states`` maps a sale to its state, its returned amount (R) and the event id of the
+    return that took the last of it (for a sale not fully returned, unused).
+    """
+    if not states:
+        return
+    sales = sorted(states)
+    await conn.execute(
         """
-        SELECT customer_id, balance FROM points_balances
-        WHERE customer_id = ANY($1::text[])
-        ORDER BY customer_id
-        FOR UPDATE
+        INSERT INTO sale_returns AS s (transaction_no, returned, points_restored, points_revoked,
+                                       returned_amount, fully_returned, updated_at)
+        SELECT t, ARRAY(SELECT jsonb_array_elements_text(r::jsonb)::numeric), pr, pv, a::numeric,
+               f, $7
+        FROM unnest($1::text[], $2::text[], $3::bigint[], $4::bigint[], $5::text[],
+                    $6::boolean[]) AS x(t, r, pr, pv, a, f)
+        ON CONFLICT (transaction_no) DO UPDATE SET
+            returned = excluded.returned,
+            points_restored = excluded.points_restored,
+            points_revoked = excluded.points_revoked,
+            returned_amount = excluded.returned_amount,
+            fully_returned = excluded.fully_returned,
+            updated_at = excluded.updated_at
         """,
-        sorted(set(customer_ids)),
+        sales,
+        [_numeric_array(states[t][0].returned) for t in sales],
+        [states[t][0].points_restored for t in sales],
+        [states[t][0].points_revoked for t in sales],
+        [str(states[t][1]) for t in sales],
+        [states[t][0].fully_returned for t in sales],
+        now,
     )
-    return {row["customer_id"]: row["balance"] for row in rows}
-
-
-async def write_plan(conn: Connection, plan: ReturnPlan, now: datetime) -> None:
-    """Write every change of ``plan`` in the caller's transaction."""
-    if plan.ledger:
-        # The balance moves by what the ledger really took, so balance == sum(ledger) holds
-        # even if a row were somehow there already.
-        await conn.execute(
-            """
-            WITH entries AS (
-                SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[])
-                    WITH ORDINALITY AS e(customer_id, transaction_no, kind, points, n)
-            ), booked AS (
-                INSERT INTO points_ledger (customer_id, transaction_no, kind, points, occurred_at)
-                SELECT customer_id, transaction_no, kind, points, $5 FROM entries ORDER BY n
-                ON CONFLICT (transaction_no, kind) DO NOTHING
-                RETURNING customer_id, points
-            )
-            INSERT INTO points_balances (customer_id, balance)
-            SELECT customer_id, sum(points)::bigint FROM booked GROUP BY customer_id
-            ON CONFLICT (customer_id)
-            DO UPDATE SET balance = points_balances.balance + EXCLUDED.balance
-            """,
-            [e.customer_id for e in plan.ledger],
-            [e.transaction_no for e in plan.ledger],
-            [e.kind for e in plan.ledger],
-            [e.points for e in plan.ledger],
-            now,
-        )
-    if plan.uses_given_back:
-        await conn.execute(
-            """
-            UPDATE coupon_usage AS u SET uses_made = GREATEST(u.uses_made - g.uses, 0)
-            FROM (SELECT c, k, sum(n)::integer AS uses
-                  FROM unnest($1::text[], $2::text[], $3::integer[]) AS x(c, k, n)
-                  GROUP BY c, k) AS g
-            WHERE u.customer_id = g.c AND u.coupon_id = g.k
-            """,
-            [g.customer_id for g in plan.uses_given_back],
-            [g.coupon_id for g in plan.uses_given_back],
-            [g.uses for g in plan.uses_given_back],
-        )
-    if plan.returned:
+    done = [t for t in sales if states[t][0].fully_returned]
+    if done:
         await conn.execute(
             """
             UPDATE receipts AS r SET returned_at = $3, return_event_id = x.e
             FROM unnest($1::text[], $2::text[]) AS x(t, e)
             WHERE r.transaction_no = x.t AND r.returned_at IS NULL
             """,
-            [t for t, _ in plan.returned],
-            [e for _, e in plan.returned],
+            done,
+            [states[t][2] for t in done],
             now,
         )
-    if plan.decisions:
-        # decided_at orders a sale's outcomes (GET /v1/returns/{tx} shows the latest), so it
-        # is stamped now, under the sale's lock, after whoever decided before us committed;
-        # the transaction's start (now()) may precede that commit.
-        await conn.execute(
-            """
-            UPDATE return_events AS r
-            SET status = x.s, outcome = x.o::jsonb, decided_at = clock_timestamp()
-            FROM unnest($1::text[], $2::text[], $3::text[]) AS x(e, s, o)
-            WHERE r.event_id = x.e AND r.status = 'pending'
-            """,
-            [d.event_id for d in plan.decisions],
-            [d.status for d in plan.decisions],
-            [d.encoded.decode() for d in plan.decisions],
+
+
+def _numeric_array(values: Sequence[Decimal]) -> str:
+    # Exact decimal text in a JSON array: asyncpg would need a numeric[] of Decimals, which
+    # costs more to encode than PostgreSQL takes to read text.
+    return "[" + ",".join(format(v, "f") for v in values) + "]"
+
+
+async def write_outcomes(conn: Connection, outcomes: Sequence[tuple[str, str, bytes]]) -> None:
+    """Mark returns decided: ``(event_id, status, outcome JSON)`` in decision order.
+
+    Each takes the next number of ``return_decisions`` in the order given, so a sale's
+    latest outcome is the one decided last even when one statement decides several of
+    its returns (timestamps stamped by one statement follow row order, not decisions).
+    """
+    if not outcomes:
+        return
+    numbers = sorted(
+        await conn.fetchval(
+            "SELECT array_agg(nextval('return_decisions')) FROM generate_series(1, $1)",
+            len(outcomes),
         )
-    await write_outbox(conn, plan.messages)
+    )
+    await conn.execute(
+        """
+        UPDATE return_events AS r
+        SET status = x.s, outcome = x.o::jsonb, decided_at = clock_timestamp(), decision_seq = x.q
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[]) AS x(e, s, o, q)
+        WHERE r.event_id = x.e AND r.status = 'pending'
+        """,
+        [event_id for event_id, _, _ in outcomes],
+        [status for _, status, _ in outcomes],
+        [encoded.decode() for _, _, encoded in outcomes],
+        numbers,
+    )
 
 
 class Listening:
@@ -415,9 +457,13 @@ async def listen(
 
 
 def _pending(row: asyncpg.Record) -> PendingReturn:
+    line_nos, quantities = row["line_nos"], row["quantities"]
     return PendingReturn(
         event_id=row["event_id"],
         transaction_no=row["transaction_no"],
         seq=row["seq"],
         wait_until=row["wait_until"],
+        occurred_at=row["occurred_at"],
+        return_id=row["return_id"],
+        lines=None if line_nos is None else tuple(zip(line_nos, quantities, strict=True)),
     )

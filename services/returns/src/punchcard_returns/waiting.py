@@ -79,10 +79,10 @@ class PendingReturnResolver:
         while True:
             async with self._db.transaction() as conn:
                 pending = await store.lock_due_returns(conn, self._batch_size)
-                plan = await apply_pending(conn, pending, self._settings.topics)
-            count_decisions(plan)
-            decided += len(plan.decisions)
-            if len(pending) < self._batch_size or not plan.decisions:
+                applied = await apply_pending(conn, pending, self._settings.topics)
+            count_decisions(applied)
+            decided += len(applied.outcomes)
+            if len(pending) < self._batch_size or not applied.outcomes:
                 return decided
 
     async def run(self, stop: asyncio.Event) -> None:
