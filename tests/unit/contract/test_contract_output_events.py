@@ -14,6 +14,7 @@ from punchcard_contract import (
     ReturnOutcomeEvent,
     event_id_for,
 )
+from punchcard_contract.outputs import return_outcome_event
 from pydantic import ValidationError
 
 COMMITTED_AT = datetime(2026, 11, 22, 1, 15, 30, tzinfo=UTC)
@@ -93,6 +94,7 @@ def test_an_accepted_return_outcome_has_the_contract_fields() -> None:
         points_restored=100,
         points_revoked=19,
         coupons_restored=[CouponRestored(coupon_id="TEA", uses=1)],
+        fully_returned=True,
     )
     assert event.model_dump(mode="json") == {
         "schema_version": 1,
@@ -100,12 +102,15 @@ def test_an_accepted_return_outcome_has_the_contract_fields() -> None:
         "occurred_at": "2026-11-22T01:15:30Z",
         "transaction_no": "T-1",
         "return_event_id": "0e4a3f7b-7c55-4b8a-8f43-2a1d9c6b5e01",
+        "return_id": None,
         "customer_id": "C1",
         "status": "accepted",
         "reason": None,
         "points_restored": 100,
         "points_revoked": 19,
         "coupons_restored": [{"coupon_id": "TEA", "uses": 1}],
+        "lines": [],
+        "fully_returned": True,
     }
 
 
@@ -202,3 +207,44 @@ def test_an_event_id_needs_at_least_one_part() -> None:
     """An id derived from nothing would collide for every caller."""
     with pytest.raises(ValueError, match="at least one part"):
         event_id_for()
+
+
+def test_the_outcome_builder_writes_what_the_model_dumps() -> None:
+    """return_outcome_event spells every field of ReturnOutcomeEvent, in the model's order."""
+    built = return_outcome_event(
+        return_event_id="ret-1",
+        occurred_at="2026-11-22T01:15:30Z",
+        transaction_no="T-1",
+        return_id="R1",
+        customer_id="C1",
+        status="accepted",
+        points_restored=7,
+        points_revoked=1,
+        coupons_restored=[("TEA", 1)],
+        lines=[(1, "1"), (3, "0.5")],
+        fully_returned=False,
+    )
+    dumped = ReturnOutcomeEvent.model_validate_json(built.payload).model_dump(mode="json")
+
+    assert dumped == built.fields
+    assert list(dumped) == list(built.fields)
+    assert built.event_id == str(event_id_for("ret-1", "outcome"))
+    assert built.key == "T-1"
+
+
+def test_a_rejection_names_its_reason_and_takes_nothing() -> None:
+    """The new reasons are outcomes of the contract; a rejection has no lines."""
+    for reason in ("unknown_line", "exceeds_remaining", "already_returned"):
+        built = return_outcome_event(
+            return_event_id="ret-2",
+            occurred_at="2026-11-22T01:15:30Z",
+            transaction_no="T-1",
+            return_id=None,
+            customer_id=None,
+            status="rejected",
+            reason=reason,
+        )
+        model = ReturnOutcomeEvent.model_validate_json(built.payload)
+        assert model.reason == reason
+        assert model.lines == []
+        assert model.fully_returned is False

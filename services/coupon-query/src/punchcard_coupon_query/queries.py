@@ -370,7 +370,8 @@ async def fetch_receipt_document(conn: Connection, transaction_no: str) -> str |
             'lines_remaining', COALESCE((
                 SELECT jsonb_agg(jsonb_build_object('line_no', l.n, 'quantity', l.q::text)
                                  ORDER BY l.n)
-                FROM (SELECT x.n, (x.line ->> 'quantity')::numeric - COALESCE(s.returned[x.n], 0) AS q
+                FROM (SELECT x.n,
+                             (x.line ->> 'quantity')::numeric - COALESCE(s.returned[x.n], 0) AS q
                       FROM jsonb_array_elements(r.document -> 'lines')
                            WITH ORDINALITY AS x(line, n)) AS l
                 WHERE l.q > 0), '[]'::jsonb)
