@@ -8,7 +8,7 @@ from typing import Any
 
 from tests.helpers import unique_id
 
-__all__ = ["encode", "receipt_document", "redelivery_of", "return_document"]
+__all__ = ["encode", "receipt_document", "redelivery_of", "return_document", "sale_lines"]
 
 
 def receipt_document(
@@ -54,9 +54,20 @@ def redelivery_of(document: dict[str, Any]) -> dict[str, Any]:
     return {**document, "event_id": unique_id("E")}
 
 
-def return_document(transaction_no: str, *, event_id: str | None = None) -> dict[str, Any]:
-    """A valid ReturnEvent of the whole sale, with a fresh event_id unless one is given."""
-    return {
+def return_document(
+    transaction_no: str,
+    *,
+    event_id: str | None = None,
+    lines: Sequence[tuple[int, int | str]] | None = None,
+    return_id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A valid ReturnEvent, with a fresh event_id unless one is given.
+
+    Without ``lines`` it returns the whole sale; with ``(line_no, quantity)`` pairs it
+    returns those, under ``return_id`` (a fresh one unless given).
+    """
+    document: dict[str, Any] = {
         "schema_version": 1,
         "event_id": event_id or unique_id("RE"),
         "transaction_no": transaction_no,
@@ -65,6 +76,27 @@ def return_document(transaction_no: str, *, event_id: str | None = None) -> dict
         "occurred_at": "2026-11-23T09:00:00+09:00",
         "reason": "changed mind",
     }
+    if lines is not None:
+        document["return_id"] = return_id or unique_id("R")
+        document["lines"] = [{"line_no": n, "quantity": q} for n, q in lines]
+    elif return_id is not None:
+        document["return_id"] = return_id
+    document.update(extra)
+    return document
+
+
+def sale_lines(*lines: tuple[int | str, str]) -> list[dict[str, Any]]:
+    """Receipt lines from ``(quantity, amount)`` pairs (Punchcard never reads the unit price)."""
+    return [
+        {
+            "sku": f"49012345678{n:02d}",
+            "description": f"Item {n}",
+            "quantity": quantity,
+            "unit_price": amount,
+            "amount": amount,
+        }
+        for n, (quantity, amount) in enumerate(lines, start=1)
+    ]
 
 
 def encode(document: dict[str, Any]) -> bytes:
