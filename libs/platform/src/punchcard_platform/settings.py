@@ -124,6 +124,9 @@ class Settings(BaseSettings):
     consumer_group_prefix: str = "punchcard"
     batch_max_records: int = Field(default=1000, ge=1, le=100_000)
     batch_wait_ms: int = Field(default=200, ge=0, le=60_000)
+    consumer_halt_retry_max_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """Longest pause between two tries of a consumer halted by a fault that is not the
+    records' (a bug, a missing privilege): it resumes within this once the fault is gone."""
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Settings:
