@@ -167,3 +167,49 @@ async def test_a_row_the_broker_refuses_for_good_is_set_aside_and_does_not_hold_
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
+
+
+async def test_a_topic_deleted_after_it_was_known_is_checked_again_and_holds_up_nothing(
+    settings: Settings, db: Database
+) -> None:
+    """After a failed send the relay checks its topics again, so a deleted one waits alone."""
+    quick = settings.model_copy(update={"kafka_send_timeout_seconds": 2.0})
+    gone = unique_id("deleted-topic")
+    await create_topics(settings, [gone], partitions=1)
+    key = unique_id("C")
+    stop = asyncio.Event()
+    task = asyncio.create_task(OutboxRelay(quick, db).run(stop))
+    try:
+        async with db.transaction() as conn:
+            await write_outbox(conn, [OutboxMessage(gone, key, event_id_for(key, "a"), b"{}")])
+        await consume(settings, gone, count=1)
+        admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_bootstrap_servers.split(","))
+        await admin.start()
+        try:
+            await admin.delete_topics([gone])
+        finally:
+            await admin.close()
+        waiting = OutboxMessage(gone, key, event_id_for(key, "b"), b"{}")
+        fine = OutboxMessage(settings.topics.points, key, event_id_for(key, "c"), b'{"n":1}')
+        async with db.transaction() as conn:
+            await write_outbox(conn, [waiting, fine])
+        received = await consume(settings, settings.topics.points, count=1)
+        assert json.loads(received[0].value) == {"n": 1}
+        # Published and done with, not sent again round after round behind the deleted topic.
+        await eventually(
+            lambda: _queued(db, [str(fine.event_id)], want=0), what="the other row deleted"
+        )
+        assert await _queued(db, [str(waiting.event_id)], want=1)
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        async with db.transaction() as conn:
+            await conn.execute("DELETE FROM outbox WHERE topic = $1", gone)
+
+
+async def _queued(db: Database, event_ids: list[str], *, want: int) -> bool:
+    async with db.connection() as conn:
+        count = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE event_id = ANY($1::uuid[])", event_ids
+        )
+    return bool(count == want)
