@@ -33,6 +33,7 @@ async def _run(
     seconds: float = 30.0,
     seed: int,
     instances: int = 1,
+    replication_factor: int = 1,
 ) -> None:
     workload = make_workload(sales=sales, seconds=seconds, seed=seed)
     # Kept when the scenario fails; not under pytest's tmp_path, which other runs prune.
@@ -44,6 +45,7 @@ async def _run(
         logdir,
         receipt_consumers=instances,
         returns_instances=instances,
+        replication_factor=replication_factor,
     )
     try:
         result = await scenario.run(fault)
@@ -174,4 +176,27 @@ async def test_all_faults_interleaved_lose_and_double_nothing(fault_stack: DevSt
         seconds=45,
         seed=6,
         instances=2,
+    )
+
+
+async def test_the_leading_broker_of_three_killed_then_another_loses_and_doubles_nothing(
+    fault_cluster: DevStack,
+) -> None:
+    """Replication 3: SIGKILL the leader of most partitions, restart it, then another's."""
+
+    async def fault(s: Scenario) -> None:
+        await asyncio.sleep(6)
+        first = await s.restart_leading_broker()
+        await s.recovered()
+        await s.fully_replicated()
+        await s.restart_leading_broker(spare=first)
+
+    await _run(
+        "3 brokers: leader SIGKILL + restart, then another",
+        fault_cluster,
+        fault,
+        sales=3000,
+        seconds=40,
+        seed=8,
+        replication_factor=3,
     )

@@ -366,7 +366,10 @@ async def create_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet; return those created now.
 
-    ``configs`` adds topic settings (a benchmark asks for broker append timestamps).
+    Each is replicated ``topic_replication_factor`` times with ``min.insync.replicas`` from
+    the settings, so an ``acks=all`` send (every producer of Punchcard) is acknowledged
+    only once that many brokers have it. ``configs`` adds topic settings (a benchmark
+    asks for broker append timestamps).
     """
     admin = AIOKafkaAdminClient(
         **_connection_options(settings), request_timeout_ms=int(timeout * 1000)
@@ -397,7 +400,11 @@ async def create_topics(
                 name,
                 num_partitions=count,
                 replication_factor=settings.topic_replication_factor,
-                topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES), **(configs or {})},
+                topic_configs={
+                    "max.message.bytes": str(MAX_MESSAGE_BYTES),
+                    "min.insync.replicas": str(settings.min_insync_replicas),
+                    **(configs or {}),
+                },
             )
             for name in wanted
         ]
