@@ -670,7 +670,7 @@ class Scenario:
         broker.start_again()
         await asyncio.to_thread(broker.wait_ready, 120)
         say(f"{self.name}: broker {node_id} answers again")
-        self._measure_recovery(f"broker {node_id}")
+        self._measure_recovery(f"broker-{node_id}")
         return node_id
 
     async def fully_replicated(self, timeout: float = 120.0) -> None:
