@@ -2,8 +2,9 @@
 
 When ``PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS`` and ``PUNCHCARD_DATABASE_URL`` are both set,
 it starts nothing and hands those back. Otherwise it starts a broker (or a cluster of
-``brokers`` nodes, each with its own ports and data) and a database on free loopback
-ports in a scratch directory and removes them on exit.
+``brokers`` nodes, each with its own ports and data) and a database, and removes them on
+exit: natively, on free loopback ports in a scratch directory, or as containers when a
+Docker engine answers (``backend.py`` decides, ``PUNCHCARD_DEVSTACK`` overrides).
 """
 
 from __future__ import annotations
@@ -18,6 +19,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
+from punchcard_devstack.backend import (
+    DEVSTACK_VARIABLE,
+    Backend,
+    choose_backend,
+    docker_engine_answers,
+)
+from punchcard_devstack.containers import ContainerServers
 from punchcard_devstack.kafka import KafkaBroker, ensure_kafka_jars, new_cluster_id
 from punchcard_devstack.postgres import PostgresServer
 from punchcard_devstack.processes import DevStackError, LogFn, free_port
@@ -50,10 +58,21 @@ def endpoints_from_environment() -> Endpoints | None:
 
 
 class DevStack:
-    """Start Kafka and PostgreSQL (or use the configured ones); stop them on exit."""
+    """Start Kafka and PostgreSQL (or use the configured ones); stop them on exit.
+
+    ``backend``: force ``native`` or ``containers``; by default ``choose_backend`` decides
+    from ``PUNCHCARD_DEVSTACK`` and whether a Docker engine answers. Callers that kill and
+    restart the servers (the fault suite) need ``native``: ``kafka`` and ``postgres`` are
+    only set there.
+    """
 
     def __init__(
-        self, workdir: Path | None = None, *, log: LogFn = print, brokers: int = 1
+        self,
+        workdir: Path | None = None,
+        *,
+        log: LogFn = print,
+        brokers: int = 1,
+        backend: Backend | None = None,
     ) -> None:
         if brokers < 1:
             raise DevStackError(f"a Kafka cluster needs at least one broker, not {brokers}")
@@ -61,6 +80,8 @@ class DevStack:
         self._own_workdir = workdir is None
         self.workdir = workdir or Path(tempfile.mkdtemp(prefix="punchcard-stack-"))
         self.broker_count = brokers
+        self.backend = backend
+        self._containers: ContainerServers | None = None
         self.brokers: list[KafkaBroker] = []
         """Every node of the cluster; ``kafka`` is the first of them."""
         self.kafka: KafkaBroker | None = None
@@ -76,6 +97,12 @@ class DevStack:
             self.endpoints = existing
             return existing
         started = time.monotonic()
+        if self.backend is None:
+            self.backend = choose_backend(
+                os.environ.get(DEVSTACK_VARIABLE), docker_engine_answers, brokers=self.broker_count
+            )
+        if self.backend == "containers":
+            return self._start_containers(started)
         # The database user must be able to reach its folder below ours.
         self.workdir.chmod(0o755)
         try:
@@ -110,8 +137,26 @@ class DevStack:
         )
         return self.endpoints
 
+    def _start_containers(self, started: float) -> Endpoints:
+        self._containers = ContainerServers(log=self._log)
+        try:
+            bootstrap_servers, database_url = self._containers.start()
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - started
+        self.endpoints = Endpoints(bootstrap_servers, database_url)
+        self._log(
+            f"Kafka at {bootstrap_servers}, PostgreSQL at {database_url} in containers "
+            f"(started in {self.startup_seconds:.1f}s)"
+        )
+        return self.endpoints
+
     def stop(self) -> None:
         """Stop every server and remove the scratch directory we made."""
+        if self._containers is not None:
+            self._containers.stop()
+            self._containers = None
         # The brokers of a cluster stop together: one by one, the last ones would wait
         # for a quorum that has already left.
         self._in_parallel(*[broker.stop for broker in self.brokers])
