@@ -56,6 +56,19 @@ class BrokenRelease:
         return []
 
 
+class BrokenDecoding(BrokenRelease):
+    """The bug is in decoding this time: a LookupError instead of an InvalidEventError."""
+
+    def decode(self, record: InboundRecord) -> bytes:
+        if self.broken:
+            raise LookupError("schema_version")
+        return super().decode(record)
+
+    async def apply(self, batch: list[Decoded[bytes]]) -> list[DeadLetter]:
+        self.applied.extend(item.event for item in batch)
+        return []
+
+
 @asynccontextmanager
 async def serving(
     settings: Settings, topic: str, wire: Callable[[Database], ConsumerWiring]
@@ -123,14 +136,14 @@ def _halting(settings: Settings) -> Settings:
     return settings.model_copy(update={"consumer_halt_retry_max_seconds": 1.0})
 
 
+@pytest.mark.parametrize("handler", [BrokenRelease(), BrokenDecoding()], ids=["apply", "decode"])
 async def test_a_bug_for_every_record_halts_without_dead_letters_and_resumes_when_fixed(
-    settings: Settings,
+    settings: Settings, handler: BrokenRelease
 ) -> None:
-    """A TypeError in every batch: DLQ empty, /readyz 503; once fixed, each record applied once."""
+    """A bug in every batch: DLQ empty, /readyz 503; once fixed, each record applied once."""
     topic = settings.topics.receipts
     values = [f"r{i}".encode() for i in range(_RECORDS)]
     await produce(settings, topic, [(v, v) for v in values])
-    handler = BrokenRelease()
     wire = lambda _db: ConsumerWiring(handler)  # noqa: E731
     async with serving(_halting(settings), topic, wire) as readyz:
         await eventually(lambda: _halted(handler.name), what="the consumer halted")

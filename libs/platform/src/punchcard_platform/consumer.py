@@ -18,8 +18,9 @@ waited out; deadlocks and serialisation failures are retried. What the record ca
 content refused by PostgreSQL: a data exception, class 22, or an integrity violation the
 handler did not expect, class 23) is retried once and then the batch is split in halves
 until the record that keeps failing is found and dead-lettered, and the rest is applied.
-Anything else is ours, not the record's (a bug such as a ``TypeError``, a missing
-privilege, a trigger that raises, a read-only database): the loop halts. It leaves the
+Anything else is ours, not the record's (a bug such as a ``TypeError``, in applying or
+in decoding, a missing privilege, a trigger that raises, a read-only database): the loop
+halts. It leaves the
 group without committing, reports itself not ready, logs the error with where it stopped,
 and tries again with a growing pause; the first batch that applies resumes it. Sending
 the stream to the DLQ for a bug would commit past records whose effects never happened.
@@ -537,6 +538,10 @@ class ConsumerLoop(Generic[T]):
                 decoded.append(Decoded(record, self._handler.decode(record)))
             except InvalidEventError as exc:
                 rejected.append(DeadLetter(record, exc.reason, exc.detail))
+            except Exception as exc:
+                # Decoding says what is wrong with a record by InvalidEventError; anything
+                # else it raises is a bug of ours, and the record waits for the fix.
+                raise _HaltError(exc, [record]) from exc
 
     async def _apply(self, items: list[Decoded[T]]) -> list[DeadLetter]:
         """Apply with retries; isolate and dead-letter a record that keeps failing."""
