@@ -213,3 +213,28 @@ async def _queued(db: Database, event_ids: list[str], *, want: int) -> bool:
             "SELECT count(*) FROM outbox WHERE event_id = ANY($1::uuid[])", event_ids
         )
     return bool(count == want)
+
+
+async def test_a_row_over_the_producers_request_size_is_set_aside_before_it_is_sent(
+    settings: Settings, db: Database
+) -> None:
+    """Refused by the client itself (over 8 MiB): set aside with that reason, the next one goes."""
+    key = unique_id("C")
+    topic = settings.topics.points
+    huge = OutboxMessage(topic, key, event_id_for(key, "huge"), b"x" * (9 * 1024 * 1024))
+    fine = OutboxMessage(topic, key, event_id_for(key, "fine"), b'{"n":1}')
+    async with db.transaction() as conn:
+        await write_outbox(conn, [huge, fine])
+    stop = asyncio.Event()
+    task = asyncio.create_task(OutboxRelay(settings, db).run(stop))
+    try:
+        received = await consume(settings, topic, count=1)
+        await eventually(lambda: _all_sent(db, key), what="the outbox emptied")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert [json.loads(r.value) for r in received] == [{"n": 1}]
+    [failed] = await _failed(db, str(huge.event_id))
+    assert "max_request_size" in failed.error
+    async with db.transaction() as conn:
+        await conn.execute("DELETE FROM outbox_failed WHERE event_id = $1::uuid", failed.event_id)
