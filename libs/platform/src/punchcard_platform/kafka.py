@@ -241,11 +241,16 @@ class ResilientProducer:
                 future.cancel()
             failure = exc
         else:
+            refused_by_broker: KafkaError | None = None
             for index, result in zip(futures, results, strict=True):
                 if isinstance(result, KafkaError) and is_refused_for_good(result):
-                    outcomes[index] = result
+                    outcomes[index] = refused_by_broker = result
                 elif isinstance(result, BaseException) and failure is None:
                     failure = result
+            if failure is None and refused_by_broker is not None:
+                # The refused batch used up its sequence numbers on that partition: this
+                # producer's next batch there would be refused as out of sequence.
+                self._discard(producer, refused_by_broker)
         if failure is not None:
             self._discard(producer, failure)
             refusals = {i: e for i, e in enumerate(outcomes) if e is not None}
