@@ -25,6 +25,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from punchcard_coupon_query.apikeys import create_api_key
 from punchcard_devstack import DevStack, ServiceProcess
 from punchcard_devstack.processes import free_port
@@ -39,6 +40,7 @@ __all__ = [
     "RECOVERY_LIMIT_SECONDS",
     "Result",
     "Scenario",
+    "replication_of",
 ]
 
 RECOVERY_LIMIT_SECONDS = 10.0
@@ -487,6 +489,26 @@ async def _describe(settings: Settings, topics: list[str]) -> list[dict[str, Any
     finally:
         with contextlib.suppress(Exception):
             await asyncio.wait_for(admin.close(), 5)
+
+
+async def replication_of(settings: Settings, topic: str) -> tuple[set[int], str]:
+    """How many replicas each partition of ``topic`` has, and its ``min.insync.replicas``."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers.split(","), request_timeout_ms=5000
+    )
+    await asyncio.wait_for(admin.start(), 10)
+    try:
+        [described] = await asyncio.wait_for(admin.describe_topics([topic]), 10)
+        [configs] = await asyncio.wait_for(
+            admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)]), 10
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(admin.close(), 5)
+    # A DescribeConfigs response: resources of (error, message, type, name, entries).
+    entries = {entry[0]: entry[1] for entry in configs.resources[0][4]}
+    replicas = {len(partition["replicas"]) for partition in described["partitions"]}
+    return replicas, entries["min.insync.replicas"]
 
 
 async def partition_leaders(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:

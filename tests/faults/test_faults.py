@@ -17,7 +17,7 @@ import pytest
 from punchcard_devstack import DevStack
 
 from tests.faults.conftest import RESULTS, table
-from tests.faults.harness import Fault, Scenario, say
+from tests.faults.harness import Fault, Scenario, replication_of, say
 from tests.faults.workload import make_workload
 
 FREEZE_SECONDS = 15.0
@@ -185,6 +185,9 @@ async def test_the_leading_broker_of_three_killed_then_another_loses_and_doubles
     """Replication 3: SIGKILL the leader of most partitions, restart it, then another's."""
 
     async def fault(s: Scenario) -> None:
+        # What `punchcard topics create` made from the settings: 3 replicas, 2 in sync.
+        for topic in (s.settings.topics.receipts, s.settings.topics.points):
+            assert await replication_of(s.settings, topic) == ({3}, "2")
         await asyncio.sleep(6)
         first = await s.restart_leading_broker()
         await s.recovered()
