@@ -37,20 +37,28 @@ async def _migrate(url: str, *, durable: bool) -> None:
 
 
 @contextmanager
-def running_stack(*, own: bool = False, durable: bool = False) -> Iterator[DevStack]:
+def running_stack(
+    *, own: bool = False, durable: bool = False, brokers: int = 1
+) -> Iterator[DevStack]:
     """A started, migrated stack, stopped on exit.
 
     ``own``: start servers of its own even when ``PUNCHCARD_*`` variables name a running
     stack, because the tests using it kill and restart servers, and must not do that to
-    anyone else's. ``durable``: the database commits synchronously, for tests that stop
-    PostgreSQL immediately and then count what survived.
+    anyone else's; native servers, whatever ``PUNCHCARD_DEVSTACK`` says, since killing one
+    means signalling its process. ``durable``: the database commits synchronously, for
+    tests that stop PostgreSQL immediately and then count what survived. ``brokers``: Kafka
+    nodes (3 for a cluster replicating every topic thrice).
     """
     saved = (
         {name: os.environ.pop(name) for name in _SHARED_STACK_VARIABLES if name in os.environ}
         if own
         else {}
     )
-    devstack = DevStack(log=lambda line: print(line, file=sys.stderr))
+    devstack = DevStack(
+        log=lambda line: print(line, file=sys.stderr),
+        brokers=brokers,
+        backend="native" if own else None,
+    )
     try:
         endpoints = devstack.start()
         asyncio.run(_migrate(endpoints.database_url, durable=durable))

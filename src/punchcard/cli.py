@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
@@ -87,6 +88,29 @@ async def _apikey_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if revoked else 1
 
 
+async def _outbox_failed(settings: Settings, _: argparse.Namespace) -> int:
+    from punchcard_platform.outbox import failed_publications
+
+    async with _database(settings) as db, db.connection() as conn:
+        failed = await failed_publications(conn)
+    for event in failed:
+        print(
+            f"{event.event_id}  {event.topic}  key {event.key}  {event.size} bytes  "
+            f"failed {event.failed_at:%Y-%m-%d %H:%M:%S}  {event.error}"
+        )
+    print(f"{len(failed)} output events set aside")
+    return 0
+
+
+async def _outbox_retry(settings: Settings, args: argparse.Namespace) -> int:
+    from punchcard_platform.outbox import retry_failed_publications
+
+    async with _database(settings) as db, db.transaction() as conn:
+        queued = await retry_failed_publications(conn, args.event_ids)
+    print(f"queued {queued} output events again")
+    return 0
+
+
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # A consumer service waits for a broker or database that is not reachable yet (saying
     # so in its log and on /readyz) instead of exiting into a supervisor's crash loop;
@@ -151,12 +175,33 @@ def build_parser() -> argparse.ArgumentParser:
     revoke_key.add_argument("key_id")
     revoke_key.set_defaults(run=_apikey_revoke)
 
+    outbox = commands.add_parser("outbox", help="output events the broker refused for good")
+    outbox_commands = outbox.add_subparsers(dest="outbox_command", required=True)
+    list_failed = outbox_commands.add_parser(
+        "failed", help="list the output events set aside, with the broker's error"
+    )
+    list_failed.set_defaults(run=_outbox_failed)
+    retry_failed = outbox_commands.add_parser(
+        "retry", help="queue the events set aside again (after fixing the topic or the event)"
+    )
+    retry_failed.add_argument(
+        "event_ids", nargs="*", type=_event_id, metavar="EVENT_ID", help="only these (default all)"
+    )
+    retry_failed.set_defaults(run=_outbox_retry)
+
     from punchcard.simulator import add_arguments as add_simulator_arguments
 
     simulate = commands.add_parser("simulate", help="a POS fleet publishing receipts and returns")
     add_simulator_arguments(simulate)
     simulate.set_defaults(run=_simulate)
     return parser
+
+
+def _event_id(text: str) -> str:
+    try:
+        return str(uuid.UUID(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an event id (a UUID): {text!r}") from exc
 
 
 def _settings_problem(exc: ValidationError) -> str:

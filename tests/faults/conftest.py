@@ -43,6 +43,13 @@ def fault_stack() -> Iterator[DevStack]:
         yield devstack
 
 
+@pytest.fixture(scope="session")
+def fault_cluster() -> Iterator[DevStack]:
+    """Three Kafka nodes (replication 3, min.insync.replicas 2) and a database of their own."""
+    with running_stack(own=True, durable=True, brokers=3) as devstack:
+        yield devstack
+
+
 def table(results: list[Result]) -> str:
     """The results as a Markdown table."""
     head = (

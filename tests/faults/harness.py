@@ -25,6 +25,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from punchcard_coupon_query.apikeys import create_api_key
 from punchcard_devstack import DevStack, ServiceProcess
 from punchcard_devstack.processes import free_port
@@ -39,6 +40,7 @@ __all__ = [
     "RECOVERY_LIMIT_SECONDS",
     "Result",
     "Scenario",
+    "replication_of",
 ]
 
 RECOVERY_LIMIT_SECONDS = 10.0
@@ -476,6 +478,58 @@ async def committed_offsets(settings: Settings, group: str) -> dict[TopicPartiti
             await asyncio.wait_for(admin.close(), 5)
 
 
+async def _describe(settings: Settings, topics: list[str]) -> list[dict[str, Any]]:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers.split(","), request_timeout_ms=5000
+    )
+    await asyncio.wait_for(admin.start(), 10)
+    try:
+        described: list[dict[str, Any]] = await asyncio.wait_for(admin.describe_topics(topics), 10)
+        return described
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(admin.close(), 5)
+
+
+async def replication_of(settings: Settings, topic: str) -> tuple[set[int], str]:
+    """How many replicas each partition of ``topic`` has, and its ``min.insync.replicas``."""
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=settings.kafka_bootstrap_servers.split(","), request_timeout_ms=5000
+    )
+    await asyncio.wait_for(admin.start(), 10)
+    try:
+        [described] = await asyncio.wait_for(admin.describe_topics([topic]), 10)
+        [configs] = await asyncio.wait_for(
+            admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, topic)]), 10
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(admin.close(), 5)
+    # A DescribeConfigs response: resources of (error, message, type, name, entries).
+    entries = {entry[0]: entry[1] for entry in configs.resources[0][4]}
+    replicas = {len(partition["replicas"]) for partition in described["partitions"]}
+    return replicas, entries["min.insync.replicas"]
+
+
+async def partition_leaders(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
+    """The node id leading each partition of these topics."""
+    return {
+        TopicPartition(topic["topic"], partition["partition"]): partition["leader"]
+        for topic in await _describe(settings, topics)
+        for partition in topic["partitions"]
+    }
+
+
+async def under_replicated(settings: Settings, topics: list[str]) -> list[str]:
+    """The partitions of these topics whose in-sync replicas are fewer than their replicas."""
+    return [
+        f"{topic['topic']}-{partition['partition']}"
+        for topic in await _describe(settings, topics)
+        for partition in topic["partitions"]
+        if set(partition["isr"]) != set(partition["replicas"]) or partition["leader"] < 0
+    ]
+
+
 # --- the database, read from outside ----------------------------------------------------------
 
 
@@ -508,6 +562,7 @@ class Scenario:
         *,
         receipt_consumers: int = 1,
         returns_instances: int = 1,
+        replication_factor: int = 1,
     ) -> None:
         self.name = name
         self.stack = stack
@@ -520,6 +575,7 @@ class Scenario:
             kafka_bootstrap_servers=stack.endpoints.bootstrap_servers,
             topics=topics,
             topic_partitions=4,
+            topic_replication_factor=replication_factor,
             consumer_group_prefix=workload.prefix.lower(),
             batch_wait_ms=100,
             log_format="json",
@@ -616,6 +672,55 @@ class Scenario:
         await asyncio.to_thread(broker.wait_ready, 120)
         say(f"{self.name}: the broker answers again")
         self._measure_recovery("broker")
+
+    async def restart_leading_broker(self, down_seconds: float = 1.0, *, spare: int = 0) -> int:
+        """SIGKILL the node leading most of the scenario's partitions, then start it again.
+
+        ``spare``: a node id not to pick (the one restarted last). Returns the id killed.
+        """
+        leaders = await partition_leaders(self.settings, self._topics())
+        counts = Counter(leader for leader in leaders.values() if leader != spare)
+        node_id = counts.most_common(1)[0][0]
+        broker = next(b for b in self.stack.brokers if b.node_id == node_id)
+        say(
+            f"{self.name}: SIGKILL broker {node_id}, leader of {counts[node_id]} of "
+            f"{len(leaders)} partitions"
+        )
+        self._supersede(f"broker {node_id} restart")
+        broker.kill()
+        await asyncio.sleep(down_seconds)
+        broker.start_again()
+        await asyncio.to_thread(broker.wait_ready, 120)
+        say(f"{self.name}: broker {node_id} answers again")
+        self._measure_recovery(f"broker-{node_id}")
+        return node_id
+
+    async def fully_replicated(self, timeout: float = 120.0) -> None:
+        """Until every partition of the scenario (and the group offsets) is in sync on all nodes."""
+        topics = [*self._topics(), "__consumer_offsets"]
+        deadline = time.monotonic() + timeout
+        behind: list[str] = []
+        while time.monotonic() < deadline:
+            try:
+                behind = await under_replicated(self.settings, topics)
+            except Exception as exc:
+                log.info("replication probe: %r", exc)
+            else:
+                if not behind:
+                    say(f"{self.name}: every partition in sync on all brokers again")
+                    return
+            await asyncio.sleep(0.5)
+        raise AssertionError(f"still under-replicated after {timeout:.0f}s: {behind[:5]}")
+
+    def _topics(self) -> list[str]:
+        topics = self.settings.topics
+        return [
+            topics.receipts,
+            topics.returns,
+            topics.coupon_usage,
+            topics.points,
+            topics.return_outcomes,
+        ]
 
     async def restart_database(self, down_seconds: float = 3.0) -> None:
         """``pg_ctl stop -m immediate``, leave it down a moment, start it on the same port."""

@@ -17,7 +17,7 @@ import pytest
 from punchcard_devstack import DevStack
 
 from tests.faults.conftest import RESULTS, table
-from tests.faults.harness import Fault, Scenario, say
+from tests.faults.harness import Fault, Scenario, replication_of, say
 from tests.faults.workload import make_workload
 
 FREEZE_SECONDS = 15.0
@@ -33,6 +33,7 @@ async def _run(
     seconds: float = 30.0,
     seed: int,
     instances: int = 1,
+    replication_factor: int = 1,
 ) -> None:
     workload = make_workload(sales=sales, seconds=seconds, seed=seed)
     # Kept when the scenario fails; not under pytest's tmp_path, which other runs prune.
@@ -44,6 +45,7 @@ async def _run(
         logdir,
         receipt_consumers=instances,
         returns_instances=instances,
+        replication_factor=replication_factor,
     )
     try:
         result = await scenario.run(fault)
@@ -174,4 +176,30 @@ async def test_all_faults_interleaved_lose_and_double_nothing(fault_stack: DevSt
         seconds=45,
         seed=6,
         instances=2,
+    )
+
+
+async def test_the_leading_broker_of_three_killed_then_another_loses_and_doubles_nothing(
+    fault_cluster: DevStack,
+) -> None:
+    """Replication 3: SIGKILL the leader of most partitions, restart it, then another's."""
+
+    async def fault(s: Scenario) -> None:
+        # What `punchcard topics create` made from the settings: 3 replicas, 2 in sync.
+        for topic in (s.settings.topics.receipts, s.settings.topics.points):
+            assert await replication_of(s.settings, topic) == ({3}, "2")
+        await asyncio.sleep(6)
+        first = await s.restart_leading_broker()
+        await s.recovered()
+        await s.fully_replicated()
+        await s.restart_leading_broker(spare=first)
+
+    await _run(
+        "3 brokers: leader SIGKILL + restart, then another",
+        fault_cluster,
+        fault,
+        sales=3000,
+        seconds=40,
+        seed=8,
+        replication_factor=3,
     )

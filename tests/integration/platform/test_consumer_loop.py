@@ -7,6 +7,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import asyncpg
 from punchcard_contract import DeadLetterReason, InvalidEventError
 from punchcard_platform.consumer import ConsumerLoop
 from punchcard_platform.records import DeadLetter, Decoded, InboundRecord
@@ -31,7 +32,8 @@ class RecordingHandler:
 
     async def apply(self, batch: list[Decoded[bytes]]) -> list[DeadLetter]:
         if any(item.event in self.poison for item in batch):
-            raise ValueError("this batch holds a record the database refuses")
+            # A data exception is the record's fault: the loop dead-letters it, not halts.
+            raise asyncpg.NumericValueOutOfRangeError("this batch holds a value out of range")
         self.applied.extend(item.event for item in batch)
         return []
 

@@ -20,7 +20,7 @@ def test_a_stopped_stack_leaves_no_process_and_no_port_behind(monkeypatch: objec
     """After stop, neither the broker nor the database runs, and the scratch folder is gone."""
     for name in ("PUNCHCARD_KAFKA_BOOTSTRAP_SERVERS", "PUNCHCARD_DATABASE_URL"):
         monkeypatch.delenv(name, raising=False)  # type: ignore[attr-defined]
-    stack = DevStack(log=lambda _: None)
+    stack = DevStack(log=lambda _: None, backend="native")
     stack.start()
     assert stack.kafka is not None
     assert stack.postgres is not None

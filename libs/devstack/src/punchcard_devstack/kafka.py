@@ -1,4 +1,10 @@
-"""Apache Kafka's own broker, single node in KRaft mode, from Maven Central jars."""
+"""Apache Kafka's own broker in KRaft mode, from Maven Central jars: one node, or a cluster.
+
+One node is its own controller quorum (``--standalone``). A cluster of three (``--brokers
+3``) runs each node as broker and controller, with a static quorum of all three, one
+cluster id, and replication factor 3 with ``min.insync.replicas=2`` for every topic it
+makes by itself (offsets, transactions), as production Kafka runs.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +16,7 @@ import signal
 import subprocess
 import tempfile
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 
 from punchcard_devstack.processes import (
@@ -22,12 +29,12 @@ from punchcard_devstack.processes import (
     wait_until,
 )
 
-__all__ = ["KafkaBroker", "ensure_kafka_jars"]
+__all__ = ["KafkaBroker", "ensure_kafka_jars", "new_cluster_id", "server_properties"]
 
 _SERVER_PROPERTIES = """\
 process.roles=broker,controller
-node.id=1
-controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}
+node.id={node_id}
+{quorum}
 listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}
 advertised.listeners=PLAINTEXT://127.0.0.1:{port}
 controller.listener.names=CONTROLLER
@@ -35,12 +42,14 @@ inter.broker.listener.name=PLAINTEXT
 listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
 log.dirs={data_dir}
 num.partitions=1
-offsets.topic.replication.factor=1
+default.replication.factor={replicas}
+min.insync.replicas={min_insync}
+offsets.topic.replication.factor={replicas}
 offsets.topic.num.partitions=10
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor={replicas}
+transaction.state.log.min.isr={min_insync}
+share.coordinator.state.topic.replication.factor={replicas}
+share.coordinator.state.topic.min.isr={min_insync}
 group.initial.rebalance.delay.ms=0
 # Input values may be up to 1 MiB and dead letters carry them unchanged.
 message.max.bytes=8388608
@@ -48,6 +57,43 @@ replica.fetch.max.bytes=8388608
 auto.create.topics.enable=false
 log.flush.interval.messages=9223372036854775807
 """
+
+
+def server_properties(
+    *,
+    node_id: int,
+    port: int,
+    controller_port: int,
+    data_dir: Path,
+    voters: Sequence[tuple[int, int]] = (),
+) -> str:
+    """One node's ``server.properties``; ``voters``: every node's (id, controller port).
+
+    No voters: a single node, its own quorum. Voters: a static quorum of those nodes, and
+    the internal topics replicated to all of them (at most 3), two in sync.
+    """
+    if voters:
+        quorum = "controller.quorum.voters=" + ",".join(
+            f"{voter}@127.0.0.1:{voter_port}" for voter, voter_port in voters
+        )
+        replicas = min(len(voters), 3)
+    else:
+        quorum = f"controller.quorum.bootstrap.servers=127.0.0.1:{controller_port}"
+        replicas = 1
+    return _SERVER_PROPERTIES.format(
+        node_id=node_id,
+        quorum=quorum,
+        port=port,
+        controller_port=controller_port,
+        data_dir=data_dir,
+        replicas=replicas,
+        min_insync=max(1, min(2, replicas - 1)),
+    )
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64 without padding."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
 
 
 def _cache_dir() -> Path:
@@ -152,13 +198,27 @@ class KafkaBroker:
 
     The partitions themselves live in ``log_dir``: in memory when the machine has a
     tmpfs (see ``_log_dir_for``), else below ``workdir``. ``remove_data`` deletes them.
+    In a cluster, ``node_id`` is this node's id and ``voters`` every node's (id, controller
+    port), this one's included; all nodes are formatted with one ``cluster_id``.
     """
 
-    def __init__(self, workdir: Path, *, port: int, controller_port: int) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        port: int,
+        controller_port: int,
+        node_id: int = 1,
+        voters: Sequence[tuple[int, int]] = (),
+        cluster_id: str | None = None,
+    ) -> None:
         self.workdir = workdir
         self.log_dir = _log_dir_for(workdir)
         self.port = port
         self.controller_port = controller_port
+        self.node_id = node_id
+        self.voters = tuple(voters)
+        self.cluster_id = cluster_id or new_cluster_id()
         self._java = _java()
         self._proc: subprocess.Popen[bytes] | None = None
         self._jars: Path | None = None
@@ -189,22 +249,25 @@ class KafkaBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         config = self.workdir / "server.properties"
         config.write_text(
-            _SERVER_PROPERTIES.format(
+            server_properties(
+                node_id=self.node_id,
                 port=self.port,
                 controller_port=self.controller_port,
                 data_dir=self.log_dir,
+                voters=self.voters,
             )
         )
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        # A static quorum (voters) is formatted as it is; a single node stands alone.
+        standalone = [] if self.voters else ["--standalone"]
         result = subprocess.run(  # noqa: S603 - fixed argv
             [
                 self._java,
                 *self._classpath(jars),
                 "kafka.tools.StorageTool",
                 "format",
-                "--standalone",
+                *standalone,
                 # One argument, not two: a base64 id may start with "-".
-                f"--cluster-id={cluster_id}",
+                f"--cluster-id={self.cluster_id}",
                 "-c",
                 str(config),
             ],

@@ -13,10 +13,17 @@ decoded, nothing of it is written or committed before its own turn; it is droppe
 uncommitted on stop or when the consumer is made anew, and dropped with the fetch
 positions moved back to its first records when a rebalance happened since its fetch.
 
-Failures while applying: the database being unreachable is waited out (the records are
-not at fault); deadlocks and serialisation failures are retried; anything else is
-retried once and then the batch is split in halves until the record that keeps failing
-is found and dead-lettered, and the rest is applied.
+Failures while applying, by whose fault they are: the database being unreachable is
+waited out; deadlocks and serialisation failures are retried. What the record causes (its
+content refused by PostgreSQL: a data exception, class 22, or an integrity violation the
+handler did not expect, class 23) is retried once and then the batch is split in halves
+until the record that keeps failing is found and dead-lettered, and the rest is applied.
+Anything else is ours, not the record's (a bug such as a ``TypeError``, in applying or
+in decoding, a missing privilege, a trigger that raises, a read-only database): the loop
+halts. It leaves the
+group without committing, reports itself not ready, logs the error with where it stopped,
+and tries again with a growing pause; the first batch that applies resumes it. Sending
+the stream to the DLQ for a bug would commit past records whose effects never happened.
 
 Failures of the broker or the group: a broker that is not there yet (at start-up too)
 is waited for, with a log line saying so; every commit and send is bounded in time; and
@@ -43,7 +50,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Gauge
 from punchcard_contract import DeadLetterReason, InvalidEventError
 
-from punchcard_platform.db import is_retryable, is_unavailable
+from punchcard_platform.db import is_retryable, is_the_records_fault, is_unavailable
 from punchcard_platform.dead_letters import DeadLetterWriter
 from punchcard_platform.errors import KafkaUnavailableError
 from punchcard_platform.kafka import ResilientProducer, broker_accepts_connections, make_consumer
@@ -56,7 +63,7 @@ from punchcard_platform.metrics import (
 from punchcard_platform.records import BatchHandler, DeadLetter, Decoded, InboundRecord
 from punchcard_platform.settings import Settings
 
-__all__ = ["LAST_COMMIT", "ConsumerLoop", "StopRequestedError"]
+__all__ = ["CONSUMER_HALTED", "LAST_COMMIT", "ConsumerLoop", "StopRequestedError"]
 
 T = TypeVar("T")
 
@@ -67,6 +74,14 @@ LAST_COMMIT = Gauge(
     "Unix time of the last batch whose offsets the broker accepted. time() minus this is "
     "the seconds since the last committed batch: alert when it grows while "
     "punchcard_consumer_lag is above zero (an idle topic commits nothing, and that is fine).",
+    ["service"],
+)
+
+CONSUMER_HALTED = Gauge(
+    "punchcard_consumer_halted",
+    "1 while the consumer is halted by a fault that is not the records' (a bug, a missing "
+    "privilege, a raising trigger, a read-only database): it consumes nothing and retries. "
+    "Alert when it stays 1.",
     ["service"],
 )
 
@@ -89,6 +104,15 @@ class StopRequestedError(Exception):
 
 class _RejoinError(Exception):
     """The consumer must be made anew: it left the group, or it stopped receiving."""
+
+
+class _HaltError(Exception):
+    """A batch failed for a reason that is not its records': stop consuming, retry later."""
+
+    def __init__(self, cause: BaseException, records: Sequence[InboundRecord]) -> None:
+        super().__init__(repr(cause))
+        self.cause = cause
+        self.records = records
 
 
 class _WaitForBatchOnRevoke(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -165,6 +189,9 @@ class ConsumerLoop(Generic[T]):
         self.rejoins = 0
         self.broker_reachable = False
         """Whether the broker answered the last probe: part of what /readyz says."""
+        self.halted = False
+        """Whether a fault that is not the records' stopped consuming: /readyz says not ready."""
+        self.halts = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Run until ``stop`` is set; the batch in flight is finished or abandoned uncommitted."""
@@ -185,11 +212,18 @@ class ConsumerLoop(Generic[T]):
                         reason=str(exc),
                     )
                     self.rejoins += 1
+                except _HaltError as exc:
+                    self._halt(exc)
                 except StopRequestedError:
                     return
                 finally:
                     self.broker_reachable = False
                     await self._stop_consumer(consumer)
+                if self.halted:
+                    try:
+                        await self._sleep_unless_stopped(self._halt_pause())
+                    except StopRequestedError:
+                        return
         finally:
             await producer.stop()
             log.info("consumer stopped", service=self._service)
@@ -242,6 +276,41 @@ class ConsumerLoop(Generic[T]):
             self.broker_reachable = True
             return consumer
         return None
+
+    def _halt(self, exc: _HaltError) -> None:
+        """Say where and why consumption stopped; the caller leaves the group uncommitted.
+
+        Leaving (rather than holding the partitions while retrying) lets a rebalance go
+        through at once and lets a healthy instance of the group take the partitions over.
+        """
+        first = exc.records[0] if exc.records else None
+        self.halts += 1
+        if not self.halted or self.halts % 10 == 0:
+            # A traceback the first time: a bug is found from it. Later tries only count.
+            log.error(
+                "consumer halted: cannot apply a batch, and not because of its records",
+                service=self._service,
+                error=repr(exc.cause),
+                topic=first.topic if first else self._topic,
+                partition=first.partition if first else None,
+                offset=first.offset if first else None,
+                records=len(exc.records),
+                attempts=self.halts,
+                exc_info=exc.cause if not self.halted else None,
+            )
+        self.halted = True
+        CONSUMER_HALTED.labels(self._service).set(1)
+
+    def _halt_pause(self) -> float:
+        return min(self._settings.consumer_halt_retry_max_seconds, 0.5 * (1 << min(self.halts, 16)))
+
+    def _resume(self) -> None:
+        if not self.halted:
+            return
+        log.info("consumer resumed after a halt", service=self._service, attempts=self.halts)
+        self.halted = False
+        self.halts = 0
+        CONSUMER_HALTED.labels(self._service).set(0)
 
     async def _stop_consumer(self, consumer: AIOKafkaConsumer) -> None:
         # Leaving the group is polite, not required: if the broker does not answer, the
@@ -421,6 +490,7 @@ class ConsumerLoop(Generic[T]):
         await self._retry_until_done("write dead letters", lambda: dead_letters.write(rejected))
         offsets = {tp: records[-1].offset + 1 for tp, records in batch.batches.items() if records}
         await self._commit(consumer, offsets)
+        self._resume()
         self.batches_applied += 1
         self._observe(
             consumer, batch.records, len(rejected), offsets, time.perf_counter() - started
@@ -468,6 +538,10 @@ class ConsumerLoop(Generic[T]):
                 decoded.append(Decoded(record, self._handler.decode(record)))
             except InvalidEventError as exc:
                 rejected.append(DeadLetter(record, exc.reason, exc.detail))
+            except Exception as exc:
+                # Decoding says what is wrong with a record by InvalidEventError; anything
+                # else it raises is a bug of ours, and the record waits for the fix.
+                raise _HaltError(exc, [record]) from exc
 
     async def _apply(self, items: list[Decoded[T]]) -> list[DeadLetter]:
         """Apply with retries; isolate and dead-letter a record that keeps failing."""
@@ -481,6 +555,12 @@ class ConsumerLoop(Generic[T]):
                 raise StopRequestedError
             try:
                 return await self._handler.apply(items)
+            except InvalidEventError as exc:
+                # The handler judged a record's content only once it saw the database.
+                if len(items) == 1:
+                    return [DeadLetter(items[0].record, exc.reason, exc.detail)]
+                middle = len(items) // 2
+                return await self._apply(items[:middle]) + await self._apply(items[middle:])
             except Exception as exc:
                 if is_unavailable(exc):
                     unavailable += 1
@@ -498,6 +578,8 @@ class ConsumerLoop(Generic[T]):
                     retryable += 1
                     await asyncio.sleep(random.uniform(0.01, 0.05) * retryable)  # noqa: S311
                     continue
+                if not is_the_records_fault(exc):
+                    raise _HaltError(exc, [item.record for item in items]) from exc
                 failures += 1
                 if failures == 1:
                     log.warning(

@@ -23,6 +23,7 @@ __all__ = [
     "Connection",
     "Database",
     "is_retryable",
+    "is_the_records_fault",
     "is_unavailable",
     "is_unreachable",
     "lock_customers",
@@ -253,6 +254,20 @@ _RETRYABLE_SQLSTATES = frozenset({"40001", "40P01", "55P03"})
 def is_retryable(exc: BaseException) -> bool:
     """A failure that the same work may not meet again: deadlock, serialisation, lock timeout."""
     return isinstance(exc, asyncpg.PostgresError) and exc.sqlstate in _RETRYABLE_SQLSTATES
+
+
+def is_the_records_fault(exc: BaseException) -> bool:
+    """The database refused the record's content: dead-letter the record, not halt.
+
+    Class 22 (data exception: a value out of range, an invalid text representation) and
+    class 23 (an integrity violation the handler did not expect and so did not turn into
+    a dead letter itself) come from what the record says. Anything else (a missing
+    privilege 42501, a trigger's RAISE P0001, a read-only transaction 25006, a bug in our
+    code) is ours or the environment's: the same record applies once that is fixed.
+    """
+    if isinstance(exc, asyncpg.PostgresError):
+        return (exc.sqlstate or "").startswith(("22", "23"))
+    return False
 
 
 def is_unavailable(exc: BaseException) -> bool:

@@ -18,9 +18,13 @@ import structlog
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import (
+    InvalidTopicError,
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
+    MessageSizeTooLargeError,
+    RecordListTooLargeError,
+    RecordTooLargeError,
     TopicAlreadyExistsError,
 )
 
@@ -31,8 +35,11 @@ __all__ = [
     "MAX_MESSAGE_BYTES",
     "OutgoingRecord",
     "ResilientProducer",
+    "SendFailedError",
     "broker_accepts_connections",
     "create_topics",
+    "describe_refusal",
+    "is_refused_for_good",
     "make_consumer",
     "make_producer",
 ]
@@ -66,6 +73,44 @@ def _connection_options(settings: Settings) -> dict[str, Any]:
             else None
         )
     return options
+
+
+class SendFailedError(KafkaError):  # type: ignore[misc]
+    """Some records were neither acknowledged nor refused for good: send them again.
+
+    ``refusals`` maps the index of each record refused for good (by then) to its error.
+    """
+
+    def __init__(self, cause: KafkaError, refusals: Mapping[int, KafkaError]) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+        self.refusals = dict(refusals)
+
+
+_REFUSED_FOR_GOOD = (
+    MessageSizeTooLargeError,
+    RecordTooLargeError,
+    RecordListTooLargeError,
+    InvalidTopicError,
+)
+
+
+def is_refused_for_good(exc: BaseException) -> bool:
+    """The broker (or the client, by the broker's rules) will never take this record as it is.
+
+    Too large for the topic's ``max.message.bytes`` or the producer's request size, or a
+    topic name the broker calls invalid: sending it again changes nothing until someone
+    changes the topic or the record. Anything else (a broker away, a leader moving, a
+    missing topic) may pass on a later try.
+    """
+    return isinstance(exc, _REFUSED_FOR_GOOD)
+
+
+def describe_refusal(exc: BaseException) -> str:
+    """The broker's error as an operator reads it: its name, code and what it means."""
+    description = getattr(exc, "description", "")
+    text = str(exc) or type(exc).__name__
+    return f"{text}: {description}" if description else text
 
 
 def make_producer(settings: Settings, **overrides: Any) -> AIOKafkaProducer:
@@ -159,6 +204,60 @@ class ResilientProducer:
     async def send_all(self, records: Sequence[OutgoingRecord]) -> None:
         """Send ``(topic, key, value, headers)`` records and wait until all are acknowledged."""
         await self.wait_all(await self.queue_all(records))
+
+    async def send_each(self, records: Sequence[OutgoingRecord]) -> list[KafkaError | None]:
+        """Send records; per record None once acknowledged, or the error refusing it for good.
+
+        A record the broker refuses for good (``is_refused_for_good``) must not hold back
+        the others, so its error is returned in its place. Any other failure drops the
+        producer, as ``send_all`` does, and raises ``SendFailedError`` carrying the
+        refusals met by then, so the caller can set those aside before it tries the rest
+        again. (With idempotence, the batches after a refused one on its partition fail
+        out of sequence: the fresh producer of the next try sends them.)
+        """
+        producer = await self._ready()
+        outcomes: list[KafkaError | None] = [None] * len(records)
+        futures: dict[int, asyncio.Future[Any]] = {}
+
+        async def queue() -> None:
+            for index, (topic, key, value, headers) in enumerate(records):
+                try:
+                    futures[index] = await producer.send(
+                        topic, key=key, value=value, headers=list(headers or ())
+                    )
+                except KafkaError as exc:
+                    if not is_refused_for_good(exc):
+                        raise
+                    outcomes[index] = exc
+
+        failure: BaseException | None = None
+        try:
+            await asyncio.wait_for(queue(), self._timeout)
+            results = await asyncio.wait_for(
+                asyncio.gather(*futures.values(), return_exceptions=True), self._timeout
+            )
+        except (TimeoutError, KafkaError) as exc:
+            for future in futures.values():
+                future.cancel()
+            failure = exc
+        else:
+            refused_by_broker: KafkaError | None = None
+            for index, result in zip(futures, results, strict=True):
+                if isinstance(result, KafkaError) and is_refused_for_good(result):
+                    outcomes[index] = refused_by_broker = result
+                elif isinstance(result, BaseException) and failure is None:
+                    failure = result
+            if failure is None and refused_by_broker is not None:
+                # The refused batch used up its sequence numbers on that partition: this
+                # producer's next batch there would be refused as out of sequence.
+                self._discard(producer, refused_by_broker)
+        if failure is not None:
+            self._discard(producer, failure)
+            refusals = {i: e for i, e in enumerate(outcomes) if e is not None}
+            raise SendFailedError(
+                _as_kafka_error(failure, "sending records"), refusals
+            ) from failure
+        return outcomes
 
     async def partitions_for(self, topic: str) -> set[int]:
         """The topic's partitions (asks the broker for metadata if it has to), bounded.
@@ -272,7 +371,10 @@ async def create_topics(
 ) -> list[str]:
     """Create the topics that do not exist yet; return those created now.
 
-    ``configs`` adds topic settings (a benchmark asks for broker append timestamps).
+    Each is replicated ``topic_replication_factor`` times with ``min.insync.replicas`` from
+    the settings, so an ``acks=all`` send (every producer of Punchcard) is acknowledged
+    only once that many brokers have it. ``configs`` adds topic settings (a benchmark
+    asks for broker append timestamps).
     """
     admin = AIOKafkaAdminClient(
         **_connection_options(settings), request_timeout_ms=int(timeout * 1000)
@@ -303,7 +405,11 @@ async def create_topics(
                 name,
                 num_partitions=count,
                 replication_factor=settings.topic_replication_factor,
-                topic_configs={"max.message.bytes": str(MAX_MESSAGE_BYTES), **(configs or {})},
+                topic_configs={
+                    "max.message.bytes": str(MAX_MESSAGE_BYTES),
+                    "min.insync.replicas": str(settings.min_insync_replicas),
+                    **(configs or {}),
+                },
             )
             for name in wanted
         ]

@@ -9,7 +9,9 @@ __all__ = [
     "BATCH_SIZE",
     "CONSUMER_LAG",
     "OUTBOX_BACKLOG",
+    "OUTBOX_FAILED",
     "OUTBOX_PUBLISHED",
+    "OUTBOX_SET_ASIDE",
     "RECORDS_APPLIED",
     "RECORDS_DEAD_LETTERED",
 ]
@@ -43,4 +45,14 @@ CONSUMER_LAG = Gauge(
 OUTBOX_BACKLOG = Gauge("punchcard_outbox_backlog", "Outbox rows not yet published.")
 OUTBOX_PUBLISHED = Counter(
     "punchcard_outbox_published", "Output events published by the relay.", ["topic"]
+)
+OUTBOX_FAILED = Gauge(
+    "punchcard_outbox_failed",
+    "Output events set aside because the broker refused them for good (outbox_failed), "
+    "as of the relay's last look; `punchcard outbox retry` sends them again.",
+)
+OUTBOX_SET_ASIDE = Counter(
+    "punchcard_outbox_set_aside",
+    "Output events the broker refused for good, set aside by the relay.",
+    ["topic"],
 )

@@ -2,13 +2,16 @@
 
 An output event exists exactly when its effect exists, because both commit in one
 transaction. The relay (``punchcard_platform.relay``) publishes the rows afterwards and
-deletes them once the broker has acknowledged them.
+deletes them once the broker has acknowledged them. A row the broker refuses for good
+(too large for its topic, say) is moved to ``outbox_failed`` with the broker's error, so
+it does not hold back the rows behind it; ``punchcard outbox retry`` queues it again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from uuid import UUID
 
 import asyncpg
@@ -16,7 +19,17 @@ from punchcard_contract.outputs import OutputEvent
 
 from punchcard_platform.settings import TopicNames
 
-__all__ = ["OUTBOX_CHANNEL", "OutboxMessage", "outbox_messages", "write_outbox"]
+__all__ = [
+    "OUTBOX_CHANNEL",
+    "FailedPublication",
+    "OutboxMessage",
+    "count_failed_publications",
+    "failed_publications",
+    "outbox_messages",
+    "retry_failed_publications",
+    "set_aside",
+    "write_outbox",
+]
 
 # NOTIFY channel that wakes the relay when a transaction with outbox rows commits.
 OUTBOX_CHANNEL = "punchcard_outbox"
@@ -70,3 +83,91 @@ async def write_outbox(conn: asyncpg.Connection, messages: Sequence[OutboxMessag
         [m.payload for m in messages],
     )
     await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+
+
+@dataclass(frozen=True, slots=True)
+class FailedPublication:
+    """An output event the broker refused for good, and what it said."""
+
+    outbox_id: int
+    topic: str
+    key: str
+    event_id: str
+    size: int
+    failed_at: datetime
+    error: str
+
+
+async def set_aside(conn: asyncpg.Connection, errors: Mapping[int, str]) -> int:
+    """Move outbox rows (by id) to ``outbox_failed`` with the broker's error; how many moved.
+
+    One statement, so a row is in exactly one of the two tables. An event set aside before
+    (retried and refused again) keeps one row with the latest error.
+    """
+    if not errors:
+        return 0
+    moved: int = await conn.fetchval(
+        """
+        WITH failed AS (
+            SELECT * FROM unnest($1::bigint[], $2::text[]) AS f(id, error)
+        ), moved AS (
+            DELETE FROM outbox o USING failed f WHERE o.id = f.id
+            RETURNING o.id, o.topic, o.key, o.event_id, o.payload, o.created_at, f.error
+        ), kept AS (
+            INSERT INTO outbox_failed (id, topic, key, event_id, payload, created_at, error)
+            SELECT id, topic, key, event_id, payload, created_at, error FROM moved
+            ON CONFLICT (event_id) DO UPDATE
+                SET error = EXCLUDED.error, failed_at = now(), payload = EXCLUDED.payload
+            RETURNING 1
+        )
+        SELECT count(*) FROM kept
+        """,
+        list(errors),
+        list(errors.values()),
+    )
+    return moved
+
+
+async def failed_publications(conn: asyncpg.Connection) -> list[FailedPublication]:
+    """Every event set aside, oldest first: what ``punchcard outbox failed`` lists."""
+    rows = await conn.fetch(
+        """
+        SELECT id, topic, key, event_id::text AS event_id, octet_length(payload) AS size,
+               failed_at, error
+        FROM outbox_failed ORDER BY id
+        """
+    )
+    return [FailedPublication(*row) for row in rows]
+
+
+async def count_failed_publications(conn: asyncpg.Connection) -> int:
+    """How many events are set aside: the relay's gauge."""
+    count: int = await conn.fetchval("SELECT count(*) FROM outbox_failed")
+    return count
+
+
+async def retry_failed_publications(conn: asyncpg.Connection, event_ids: Sequence[str] = ()) -> int:
+    """Queue events set aside again (those of ``event_ids``, or all); how many were queued.
+
+    They go to the end of the outbox in their original order, in one statement with
+    their removal from ``outbox_failed``; the relay is woken. A row the broker still
+    refuses is set aside again, with the new error.
+    """
+    queued: int = await conn.fetchval(
+        """
+        WITH taken AS (
+            DELETE FROM outbox_failed
+            WHERE cardinality($1::uuid[]) = 0 OR event_id = ANY($1::uuid[])
+            RETURNING id, topic, key, event_id, payload, created_at
+        ), queued AS (
+            INSERT INTO outbox (topic, key, event_id, payload, created_at)
+            SELECT topic, key, event_id, payload, created_at FROM taken ORDER BY id
+            ON CONFLICT (event_id) DO NOTHING
+            RETURNING 1
+        )
+        SELECT count(*) FROM queued
+        """,
+        list(event_ids),
+    )
+    await conn.execute("SELECT pg_notify($1, '')", OUTBOX_CHANNEL)
+    return queued

@@ -7,6 +7,13 @@ row's payload is sent as stored (encoded once by its writer), and a row is delet
 once the broker has acknowledged it: one delete is the whole cost of "sent". A crash
 after publishing and before the delete publishes the rows again with the same
 ``event_id``; readers drop repeats by it (CONTRACT.md section 1).
+
+A row the broker refuses for good (over the topic's ``max.message.bytes``, say) would
+otherwise come first in every round and hold back every row behind it: it is found by
+sending the round again in halves, in order, and set aside into ``outbox_failed`` with
+the broker's error; the rest keep their order per key.
+After any other failure to send, the topics are checked again before the next round, so a
+topic deleted since it was first seen is waited for instead of failing every round.
 """
 
 from __future__ import annotations
@@ -14,16 +21,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
+from collections.abc import Mapping
 
 import asyncpg
 import structlog
 from aiokafka.errors import KafkaError
 
 from punchcard_platform.db import Database, is_unavailable
-from punchcard_platform.kafka import ResilientProducer
-from punchcard_platform.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
-from punchcard_platform.outbox import OUTBOX_CHANNEL
+from punchcard_platform.kafka import ResilientProducer, SendFailedError, describe_refusal
+from punchcard_platform.metrics import (
+    OUTBOX_BACKLOG,
+    OUTBOX_FAILED,
+    OUTBOX_PUBLISHED,
+    OUTBOX_SET_ASIDE,
+)
+from punchcard_platform.outbox import OUTBOX_CHANNEL, count_failed_publications, set_aside
 from punchcard_platform.settings import Settings
 
 __all__ = ["OutboxRelay"]
@@ -54,6 +66,7 @@ class OutboxRelay:
         self._known_topics: set[str] = set()
         self._unavailable: dict[str, float] = {}
         self.published = 0
+        self.set_aside = 0
 
     async def run(self, stop: asyncio.Event) -> None:
         """Relay until ``stop`` is set, surviving database and broker outages."""
@@ -73,7 +86,9 @@ class OutboxRelay:
         finally:
             await producer.stop()
 
-    async def _relay_while_connected(self, producer: Any, stop: asyncio.Event) -> None:
+    async def _relay_while_connected(
+        self, producer: ResilientProducer, stop: asyncio.Event
+    ) -> None:
         async with self._db.connection() as conn:
             await conn.add_listener(OUTBOX_CHANNEL, self._on_notify)
             try:
@@ -95,7 +110,7 @@ class OutboxRelay:
                     await conn.remove_listener(OUTBOX_CHANNEL, self._on_notify)
                     await conn.execute("SELECT pg_advisory_unlock_all()")
 
-    async def _publish_once(self, conn: asyncpg.Connection, producer: Any) -> int:
+    async def _publish_once(self, conn: asyncpg.Connection, producer: ResilientProducer) -> int:
         now = time.monotonic()
         unavailable = [topic for topic, until in self._unavailable.items() if until > now]
         rows = await conn.fetch(
@@ -114,12 +129,7 @@ class OutboxRelay:
         rows = [r for r in rows if r["topic"] not in missing]
         if not rows:
             return 0
-        await producer.send_all(
-            [
-                (topic, key.encode(), payload, [("punchcard.event_id", event_id.encode())])
-                for _, topic, key, event_id, payload in rows
-            ]
-        )
+        rows, refused = await self._send_setting_aside_refusals(conn, producer, rows)
         await conn.execute("DELETE FROM outbox WHERE id = ANY($1::bigint[])", [r[0] for r in rows])
         per_topic: dict[str, int] = {}
         for row in rows:
@@ -127,9 +137,64 @@ class OutboxRelay:
         for topic, count in per_topic.items():
             OUTBOX_PUBLISHED.labels(topic).inc(count)
         self.published += len(rows)
-        return len(rows)
+        return len(rows) + refused
 
-    async def _topic_exists(self, producer: Any, topic: str) -> bool:
+    async def _send_setting_aside_refusals(
+        self, conn: asyncpg.Connection, producer: ResilientProducer, rows: list[asyncpg.Record]
+    ) -> tuple[list[asyncpg.Record], int]:
+        """Send ``rows`` in order; the rows acknowledged, and how many were set aside.
+
+        The broker refuses a whole batch of records for one record too large, so a refusal
+        among several rows blames none of them yet: the rows are sent again in two halves,
+        one after the other (keeping their order), until a row refused on its own is found
+        and set aside. Rows acknowledged before a refusal are sent again; readers drop
+        the repeats by ``event_id``.
+        """
+        try:
+            outcomes = await producer.send_each(
+                [
+                    (topic, key.encode(), payload, [("punchcard.event_id", event_id.encode())])
+                    for _, topic, key, event_id, payload in rows
+                ]
+            )
+        except SendFailedError as exc:
+            # Check every topic again before the next round: one may have gone away.
+            self._known_topics.clear()
+            if not exc.refusals:
+                raise
+            refusals: Mapping[int, KafkaError] = exc.refusals
+        else:
+            refusals = {i: error for i, error in enumerate(outcomes) if error is not None}
+            if not refusals:
+                return rows, 0
+        if len(rows) == 1:
+            await self._set_aside(conn, rows[0], refusals[0])
+            return [], 1
+        middle = len(rows) // 2
+        first, first_refused = await self._send_setting_aside_refusals(
+            conn, producer, rows[:middle]
+        )
+        rest, rest_refused = await self._send_setting_aside_refusals(conn, producer, rows[middle:])
+        return first + rest, first_refused + rest_refused
+
+    async def _set_aside(
+        self, conn: asyncpg.Connection, row: asyncpg.Record, error: KafkaError
+    ) -> None:
+        refusal = describe_refusal(error)
+        await set_aside(conn, {row["id"]: refusal})
+        log.error(
+            "output event refused by the broker for good; set aside",
+            topic=row["topic"],
+            key=row["key"],
+            event_id=row["event_id"],
+            bytes=len(row["payload"]),
+            error=refusal,
+        )
+        OUTBOX_SET_ASIDE.labels(row["topic"]).inc()
+        self.set_aside += 1
+        OUTBOX_FAILED.set(await count_failed_publications(conn))
+
+    async def _topic_exists(self, producer: ResilientProducer, topic: str) -> bool:
         if topic in self._known_topics:
             return True
         try:
@@ -146,6 +211,7 @@ class OutboxRelay:
 
     async def _housekeeping(self, conn: asyncpg.Connection) -> None:
         OUTBOX_BACKLOG.set(await conn.fetchval("SELECT count(*) FROM outbox"))
+        OUTBOX_FAILED.set(await count_failed_publications(conn))
 
     def _on_notify(self, *_: object) -> None:
         self._wake.set()

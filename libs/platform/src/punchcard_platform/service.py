@@ -40,14 +40,15 @@ class ConsumerWiring:
 
 
 class _Readiness:
-    """/readyz: ready only while both the database and the broker answer."""
+    """/readyz: ready only while the database and the broker answer and the loop is not halted."""
 
     def __init__(self) -> None:
         self.db: Database | None = None
         self.loop: ConsumerLoop[Any] | None = None
 
     async def __call__(self) -> bool:
-        if self.db is None or self.loop is None or not self.loop.broker_reachable:
+        loop = self.loop
+        if self.db is None or loop is None or not loop.broker_reachable or loop.halted:
             return False
         return await self.db.is_ready()
 

@@ -110,6 +110,9 @@ class Settings(BaseSettings):
     topics: TopicNames = Field(default_factory=TopicNames)
     topic_partitions: int = Field(default=12, ge=1, le=10_000)
     topic_replication_factor: int = Field(default=1, ge=1, le=32)
+    topic_min_insync_replicas: int | None = Field(default=None, ge=1, le=32)
+    """Replicas that must have a record before an ``acks=all`` send is acknowledged; unset:
+    one less than the replication factor (2 of 3), at least 1."""
 
     http_host: str = "127.0.0.1"
     http_port: int | None = Field(default=None, ge=0, le=65535)
@@ -124,6 +127,9 @@ class Settings(BaseSettings):
     consumer_group_prefix: str = "punchcard"
     batch_max_records: int = Field(default=1000, ge=1, le=100_000)
     batch_wait_ms: int = Field(default=200, ge=0, le=60_000)
+    consumer_halt_retry_max_seconds: float = Field(default=30.0, gt=0, le=3600)
+    """Longest pause between two tries of a consumer halted by a fault that is not the
+    records' (a bug, a missing privilege): it resumes within this once the fault is gone."""
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Settings:
@@ -135,6 +141,22 @@ class Settings(BaseSettings):
                 "PUNCHCARD_KAFKA_SASL_USERNAME and PUNCHCARD_KAFKA_SASL_PASSWORD"
             )
         return self
+
+    @model_validator(mode="after")
+    def _in_sync_within_replicas(self) -> Settings:
+        if self.min_insync_replicas > self.topic_replication_factor:
+            raise ValueError(
+                "PUNCHCARD_TOPIC_MIN_INSYNC_REPLICAS is larger than "
+                "PUNCHCARD_TOPIC_REPLICATION_FACTOR: no send could ever be acknowledged"
+            )
+        return self
+
+    @property
+    def min_insync_replicas(self) -> int:
+        """``min.insync.replicas`` for the topics ``punchcard topics create`` makes."""
+        if self.topic_min_insync_replicas is not None:
+            return self.topic_min_insync_replicas
+        return max(1, self.topic_replication_factor - 1)
 
     def consumer_group(self, service: str) -> str:
         """The consumer group a service's instances share."""
