@@ -8,7 +8,7 @@ from urllib.parse import urlsplit
 
 import pytest
 from punchcard_coupon_query.app import create_app, server_config
-from punchcard_coupon_query.protocol import HotRouteProtocol
+from punchcard_coupon_query.hotroute.protocol import HotRouteProtocol
 from punchcard_devstack import Endpoints
 from punchcard_platform.db import Database
 from punchcard_platform.settings import Settings
