@@ -164,14 +164,15 @@ def _over_limits(scope: Scope) -> Answer | None:
     headers = scope["headers"]
     size = head_bytes(scope["method"], scope.get("raw_path") or b"", scope["query_string"], headers)
     if size > MAX_HEAD_BYTES:
-        status, body = 431, head_too_large()
-    else:
-        declared = declared_body_bytes(headers)
-        if declared is None or declared <= MAX_BODY_BYTES:
-            return None
-        status, body = 413, orjson.dumps(problem_body(413, body_too_large()))
-    REQUESTS.labels(scope["method"], "unmatched", str(status)).inc()
-    return status, _PROBLEM, body, ((b"connection", b"close"),)
+        REQUESTS.labels(scope["method"], "unmatched", "431").inc()
+        return 431, _PROBLEM, head_too_large(), ((b"connection", b"close"),)
+    declared = declared_body_bytes(headers)
+    if declared is None or declared <= MAX_BODY_BYTES:
+        return None
+    REQUESTS.labels(scope["method"], "unmatched", "413").inc()
+    # The connection stays open: uvicorn drops the body as it comes, so that a client
+    # still sending it reads the answer instead of a reset connection.
+    return 413, _PROBLEM, orjson.dumps(problem_body(413, body_too_large())), ()
 
 
 async def _send(send: Send, answer: Answer) -> None:

@@ -45,6 +45,8 @@ __all__ = ["HotRouteProtocol"]
 _CLOSE = b"connection: close\r\n"
 _PROBLEM = PROBLEM_MEDIA_TYPE.encode()
 _HEAD_REFUSED = REQUESTS.labels("-", "unmatched", "431")
+_LINGER_SECONDS = 2.0
+"""How long a connection whose head was refused is read (and dropped) before closing."""
 
 
 class _NoEvent:
@@ -109,6 +111,7 @@ class HotRouteProtocol(HttpToolsProtocol):
         self._head = 0
         self._head_received = 0
         self._has_body = False
+        self._refused = False
 
     @property
     def answers_hot_route(self) -> bool:
@@ -117,6 +120,8 @@ class HotRouteProtocol(HttpToolsProtocol):
 
     def data_received(self, data: bytes) -> None:
         """uvicorn's ``data_received``, refusing a head over ``MAX_HEAD_BYTES`` with 431."""
+        if self._refused:
+            return  # the rest of a refused head, read only so that the client gets its 431
         if self._reading_head:
             self._head_received += len(data)
         self._unset_keepalive_if_required()
@@ -148,7 +153,15 @@ class HotRouteProtocol(HttpToolsProtocol):
         self.send_400_response(message)
 
     def _refuse_head(self) -> None:
-        """Answer 431 as a problem document if no response is pending, and hang up."""
+        """Answer 431 as a problem document if no response is pending, and hang up.
+
+        Closing at once, with the client's bytes still unread, makes the kernel reset the
+        connection, and a client still sending would never read the answer. So the answer
+        is followed by the end of our side of the stream, and what the client still sends
+        is read and dropped until it closes or ``_LINGER_SECONDS`` have passed.
+        """
+        self._refused = True
+        _HEAD_REFUSED.inc()
         if self.cycle is None or self.cycle.response_complete:
             body = head_too_large()
             head = [STATUS_LINE[431]]
@@ -165,7 +178,10 @@ class HotRouteProtocol(HttpToolsProtocol):
                 body,
             )
             self.transport.write(b"".join(head))
-        _HEAD_REFUSED.inc()
+            if self.transport.can_write_eof():
+                self.transport.write_eof()
+                self.loop.call_later(_LINGER_SECONDS, self.transport.close)
+                return
         self.transport.close()
 
     def connection_lost(self, exc: Exception | None) -> None:
