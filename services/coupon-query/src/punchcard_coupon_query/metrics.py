@@ -12,6 +12,8 @@ from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = [
+    "KEYS_REFUSED_UNASKED",
+    "KEY_QUERIES",
     "LIST_QUERY_SECONDS",
     "LIST_SHED",
     "LIST_WAITING",
@@ -46,6 +48,15 @@ LIST_QUERY_SECONDS = Histogram(
     "Time of one batched coupon-list query, from taking a connection to its rows.",
     ["outcome"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
+)
+
+KEY_QUERIES = Counter(
+    "punchcard_coupon_query_api_key_queries_total",
+    "API key lookups this process sent to the database (cache misses and refreshes).",
+)
+KEYS_REFUSED_UNASKED = Counter(
+    "punchcard_coupon_query_api_keys_refused_unasked_total",
+    "Keys not in the cache refused without a lookup: the process's key query rate was spent.",
 )
 
 
