@@ -43,8 +43,11 @@ _ENCODED_SLASH = re.compile(r"%2[fF]")
 def head_bytes(
     method: str, raw_path: bytes, query_string: bytes, headers: Iterable[tuple[bytes, bytes]]
 ) -> int:
-    """The size of a request's head as sent (``GET /path?query HTTP/1.1``, ``name: value``)."""
-    size = len(method) + len(raw_path) + len(query_string) + 12
+    """The size of a request's head as sent: ``GET /path?query HTTP/1.1``, ``name: value``
+    lines, each ending in CRLF, and the blank line."""
+    size = len(method) + 1 + len(raw_path) + len(" HTTP/1.1\r\n") + 2
+    if query_string:
+        size += 1 + len(query_string)
     for name, value in headers:
         size += len(name) + len(value) + 4
     return size
