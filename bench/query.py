@@ -298,11 +298,18 @@ def _machine_cpu() -> list[int]:
 
 
 def _busy_share(before: list[int], after: list[int]) -> dict[str, float]:
-    """How busy all cores together were between two readings, and how much was iowait."""
+    """How busy all cores together were between two readings, how much was iowait, and
+    how much was stolen: time a virtual machine's cores wanted but its host ran something
+    else (or throttled it), which stalls every process of the run at once."""
     delta = [b - a for a, b in zip(before, after, strict=False)]
     total = sum(delta) or 1
     idle, iowait = delta[3], delta[4] if len(delta) > 4 else 0
-    return {"busy": round(1 - (idle + iowait) / total, 3), "iowait": round(iowait / total, 3)}
+    steal = delta[7] if len(delta) > 7 else 0
+    return {
+        "busy": round(1 - (idle + iowait) / total, 3),
+        "iowait": round(iowait / total, 3),
+        "steal": round(steal / total, 3),
+    }
 
 
 def _per_second(samples: list[tuple[float, float]], start: float) -> list[dict[str, float]]:
@@ -680,9 +687,11 @@ def _tail(step: dict[str, Any]) -> str:
     if not slow:
         return "no answers"
     start, end = slow["window_s"]
+    machine = step["machine_busy_share"]
     return (
         f"slowest 1%: sent {slow['median_send_lag_ms']:.1f} ms late, answered in "
-        f"{slow['median_answer_ms']:.1f} ms, due between {start:.2f} and {end:.2f} s"
+        f"{slow['median_answer_ms']:.1f} ms, due between {start:.2f} and {end:.2f} s; "
+        f"machine {machine['busy']:.0%} busy, {machine.get('steal', 0.0):.0%} stolen"
     )
 
 
