@@ -133,6 +133,22 @@ async def test_a_stalled_database_is_answered_503_within_the_deadline_and_serves
         assert await seconds_until_served(http, limit=1.0) < 1.0
 
 
+async def test_a_list_request_answered_by_fastapi_keeps_the_same_deadline(
+    served_alone: Served, own_postgres: PostgresServer
+) -> None:
+    """A request the hot route leaves to FastAPI (a repeated parameter) is 503 in ~2 s too."""
+    at = "2026-11-15T12:00:00Z"
+    path = f"/v1/customers/{unique_id('C')}/coupons?at={at}&at={at}"
+    async with client(served_alone, served_alone.read_key) as http:
+        with stopped(own_postgres):
+            response, seconds = await timed_get(http, path)
+        assert response.status_code == 503
+        assert response.headers["retry-after"] == "1"
+        assert response.headers["content-type"] == "application/problem+json"
+        assert seconds < MAX_WAIT + SLACK
+        assert (await http.get(path)).status_code == 200
+
+
 async def test_requests_arriving_during_a_stall_are_each_answered_within_the_deadline(
     served_alone: Served, own_postgres: PostgresServer
 ) -> None:

@@ -52,7 +52,12 @@ from punchcard_coupon_query.models import (
     ReturnOutcome,
     eligibility_json,
 )
-from punchcard_coupon_query.problems import PROBLEM_MEDIA_TYPE, failure_problem, problem_body
+from punchcard_coupon_query.problems import (
+    PROBLEM_MEDIA_TYPE,
+    ServiceBusyError,
+    failure_problem,
+    problem_body,
+)
 
 __all__ = [
     "JSON",
@@ -469,4 +474,8 @@ def install_error_handlers(app: FastAPI) -> None:
     """Answer every error, FastAPI's own validation errors included, as a problem document."""
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    # Shedding is expected under a failing database: answered inside the app, so it is
+    # not also reported by the server as an exception with its traceback, as the
+    # catch-all below is.
+    app.add_exception_handler(ServiceBusyError, _unexpected_error)
     app.add_exception_handler(Exception, _unexpected_error)
