@@ -15,9 +15,10 @@ on few, busy backends. (The measurements behind these numbers are in bench/RESUL
 An app backend at a checkout cannot wait on a database that does not answer, so no
 request waits longer than ``MAX_WAIT`` for its list: past it, its future fails with
 ``DeadlineExceededError`` (503 with ``Retry-After``), whether it was still queued or in
-a query that has not returned. A query that misses its deadline is abandoned: it no
-longer holds the process's query slot, so the next batch starts (on another connection)
-and the first query after the database answers again serves everyone waiting. At most
+a query that has not returned. A query that misses its deadline is cancelled and no
+longer holds the process's query slot (its connection may take a while to come back), so
+the next batch starts on another connection and the first query after the database
+answers again serves everyone waiting. At most
 ``MAX_WAITING`` requests queue; beyond that they fail at once with ``QueueFullError``.
 Connections come from ``Database``, whose stale-connection dropping then applies.
 """
@@ -59,14 +60,16 @@ class _Waiters:
 
 
 class _Flight:
-    """One query's waiters, and whether it still holds the process's query slot."""
+    """One query: its waiters, when they must be answered by, and its task."""
 
-    __slots__ = ("batch", "holds_slot", "timer")
+    __slots__ = ("batch", "deadline", "holds_slot", "missed", "task")
 
-    def __init__(self, batch: dict[str, _Waiters]) -> None:
+    def __init__(self, batch: dict[str, _Waiters], deadline: float) -> None:
         self.batch = batch
+        self.deadline = deadline
         self.holds_slot = True
-        self.timer: asyncio.TimerHandle | None = None
+        self.missed = False
+        self.task: asyncio.Task[None] | None = None
 
 
 class CouponListBatcher:
@@ -91,10 +94,13 @@ class CouponListBatcher:
         self._waiting: dict[str, _Waiters] = {}
         self._queued = 0
         self._queries = 0
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._flights: set[_Flight] = set()
         self._last_start = -self.MIN_QUERY_INTERVAL
         self._timer: asyncio.TimerHandle | None = None
-        self._expiry: asyncio.TimerHandle | None = None
+        # One timer for every deadline, queued or in a query, armed for the earliest: a
+        # timer per query cost as much as the rest of a one-customer query's bookkeeping.
+        self._watchdog: asyncio.TimerHandle | None = None
+        LIST_WAITING.set_function(lambda: self._queued)
 
     def fetch(self, customer_id: str) -> ListFuture:
         """The customer's candidate coupons, as ``queries.fetch_customer_coupons`` gives them.
@@ -117,9 +123,8 @@ class CouponListBatcher:
         waiters.answers.append(answer)
         self._queued += 1
         self._start_batch()
-        if self._waiting and self._expiry is None:
-            oldest = next(iter(self._waiting.values()))
-            self._expiry = loop.call_at(oldest.since + self._max_wait, self._expire_queued)
+        if self._watchdog is None and self._waiting:
+            self._watch(next(iter(self._waiting.values())).since + self._max_wait)
         return answer
 
     def _start_batch(self) -> None:
@@ -131,7 +136,6 @@ class CouponListBatcher:
                 if self._timer is None:
                     self._timer = loop.call_at(due, self._on_timer)
                 return
-            LIST_WAITING.set(self._queued)
             batch: dict[str, _Waiters] = {}
             for customer_id in list(islice(self._waiting, self.MAX_CUSTOMERS)):
                 waiters = self._waiting.pop(customer_id)
@@ -143,13 +147,12 @@ class CouponListBatcher:
                 continue
             self._last_start = loop.time()
             self._queries += 1
-            flight = _Flight(batch)
-            task = loop.create_task(self._fetch_batch(flight))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
             # The batch came from the front of the queue: its first customer waited longest.
-            deadline = next(iter(batch.values())).since + self._max_wait
-            flight.timer = loop.call_at(deadline, self._miss_deadline, flight)
+            flight = _Flight(batch, next(iter(batch.values())).since + self._max_wait)
+            self._flights.add(flight)
+            flight.task = loop.create_task(self._fetch_batch(flight))
+            if self._watchdog is None:
+                self._watch(flight.deadline)
 
     def _on_timer(self) -> None:
         self._timer = None
@@ -158,19 +161,36 @@ class CouponListBatcher:
         self._last_start = -math.inf
         self._start_batch()
 
-    def _expire_queued(self) -> None:
-        """Fail the queued requests that have waited ``MAX_WAIT``; look again at the next."""
-        loop = asyncio.get_running_loop()
-        self._expiry = None
-        now = loop.time()
+    def _watch(self, when: float) -> None:
+        """Have ``_check_deadlines`` run at ``when``, unless it already runs no later."""
+        if self._watchdog is not None:
+            if self._watchdog.when() <= when:
+                return
+            self._watchdog.cancel()
+        self._watchdog = asyncio.get_running_loop().call_at(when, self._check_deadlines)
+
+    def _check_deadlines(self) -> None:
+        """Fail every request past its deadline, queued or in a query; watch for the next."""
+        self._watchdog = None
+        now = asyncio.get_running_loop().time()
+        earliest = math.inf
+        for flight in list(self._flights):
+            if flight.missed:
+                continue
+            if flight.deadline <= now:
+                self._miss_deadline(flight)
+            else:
+                earliest = min(earliest, flight.deadline)
         while self._waiting:
             customer_id, waiters = next(iter(self._waiting.items()))
             if waiters.since + self._max_wait > now:
-                self._expiry = loop.call_at(waiters.since + self._max_wait, self._expire_queued)
-                return
+                earliest = min(earliest, waiters.since + self._max_wait)
+                break
             del self._waiting[customer_id]
             self._queued -= len(waiters.answers)
             _SHED_DEADLINE.inc(_fail(waiters.answers, self._late()))
+        if earliest < math.inf:
+            self._watch(earliest)
 
     def _late(self) -> DeadlineExceededError:
         return DeadlineExceededError(
@@ -178,14 +198,14 @@ class CouponListBatcher:
         )
 
     def _miss_deadline(self, flight: _Flight) -> None:
-        """Answer a query's waiters that it is too late, and let the next query start."""
-        flight.timer = None
-        failed = 0
+        """Answer a query's waiters that it is too late, let the next query start, and
+        cancel this one (``_fetch_lists`` turns that into a timeout ``Database`` sees)."""
+        flight.missed = True
         late = self._late()
-        for waiters in flight.batch.values():
-            failed += _fail(waiters.answers, late)
-        _SHED_DEADLINE.inc(failed)
+        _SHED_DEADLINE.inc(sum(_fail(w.answers, late) for w in flight.batch.values()))
         self._release(flight)
+        if flight.task is not None:
+            flight.task.cancel()
 
     def _release(self, flight: _Flight) -> None:
         if flight.holds_slot:
@@ -198,11 +218,15 @@ class CouponListBatcher:
         started = perf_counter()
         timing = _QUERY_FAILED
         try:
-            deadline = next(iter(batch.values())).since + self._max_wait
-            lists = await self._fetch_lists(list(batch), deadline)
+            lists = await self._fetch_lists(flight)
         except TimeoutError:
             timing = _QUERY_LATE
             _SHED_DEADLINE.inc(sum(_fail(w.answers, self._late()) for w in batch.values()))
+        except asyncio.CancelledError:
+            if not flight.missed:
+                raise  # shutting down
+            _uncancel()  # our own cancellation, which has done its job
+            timing = _QUERY_LATE
         except Exception as exc:
             for waiters in batch.values():
                 _fail(waiters.answers, exc)
@@ -217,22 +241,31 @@ class CouponListBatcher:
             for waiters in batch.values():  # cancelled (at shutdown): nobody waits forever
                 for answer in waiters.answers:
                     answer.cancel()
-            if flight.timer is not None:
-                flight.timer.cancel()
+            self._flights.discard(flight)
             self._release(flight)
 
-    async def _fetch_lists(
-        self, customer_ids: list[str], deadline: float
-    ) -> dict[str, list[queries.CouponCandidate]]:
-        # The deadline is enforced around the statement, inside ``Database.connection``, so
-        # that a miss drops the pool's idle connections as possibly stale. Taking the
-        # connection is bounded by the pool's own acquire timeout; the waiters are
-        # answered at the deadline by ``_miss_deadline`` whatever this task is doing.
-        async with self._reads.connection() as conn, asyncio.timeout_at(deadline):
-            if len(customer_ids) == 1:  # the one-customer statement costs PostgreSQL less
-                (customer_id,) = customer_ids
-                return {customer_id: await queries.fetch_customer_coupons(conn, customer_id)}
-            return await queries.fetch_many_customer_coupons(conn, customer_ids)
+    async def _fetch_lists(self, flight: _Flight) -> dict[str, list[queries.CouponCandidate]]:
+        customer_ids = list(flight.batch)
+        async with self._reads.connection() as conn:
+            try:
+                if len(customer_ids) == 1:  # the one-customer statement costs PostgreSQL less
+                    (customer_id,) = customer_ids
+                    return {customer_id: await queries.fetch_customer_coupons(conn, customer_id)}
+                return await queries.fetch_many_customer_coupons(conn, customer_ids)
+            except asyncio.CancelledError:
+                if not flight.missed:
+                    raise
+                # Missed its deadline: raised as a timeout inside ``Database.connection``,
+                # which then drops the pool's idle connections as possibly stale.
+                _uncancel()
+                raise TimeoutError from None
+
+
+def _uncancel() -> None:
+    """Undo the current task's cancellation request once it has been handled here."""
+    task = asyncio.current_task()
+    if task is not None:
+        task.uncancel()
 
 
 def _still_waiting(answers: list[ListFuture]) -> list[ListFuture]:
