@@ -36,7 +36,7 @@ REQUEST_SECONDS = Histogram(
 
 LIST_WAITING = Gauge(
     "punchcard_coupon_query_list_waiting",
-    "Hot-route requests of this process waiting for their coupon list, when a query started.",
+    "Hot-route requests of this process queued for their coupon list's query.",
 )
 LIST_SHED = Counter(
     "punchcard_coupon_query_list_shed_total",
