@@ -10,17 +10,17 @@ one-customer statement if it is alone).
 
 The busier the process, the fuller its queries, so it spends less per request instead
 of queueing without end. One query in flight per process also keeps PostgreSQL's work
-on few, busy backends. (The measurements behind these numbers are in bench/RESULTS.md.)
+on few, busy backends (the measurements behind both are in bench/RESULTS.md).
 
 An app backend at a checkout cannot wait on a database that does not answer, so no
 request waits longer than ``MAX_WAIT`` for its list: past it, its future fails with
 ``DeadlineExceededError`` (503 with ``Retry-After``), whether it was still queued or in
 a query that has not returned. A query that misses its deadline is cancelled and no
-longer holds the process's query slot (its connection may take a while to come back), so
-the next batch starts on another connection and the first query after the database
-answers again serves everyone waiting. At most
-``MAX_WAITING`` requests queue; beyond that they fail at once with ``QueueFullError``.
-Connections come from ``Database``, whose stale-connection dropping then applies.
+longer holds the process's query slot (its connection may take a while to come back),
+so the next batch starts on another connection, and the first query after the database
+answers again serves everyone waiting. At most ``MAX_WAITING`` requests queue; beyond
+that they fail at once with ``QueueFullError``. Connections come from ``Database``, so
+its acquire timeout and its dropping of stale connections after a failure apply.
 """
 
 from __future__ import annotations
