@@ -63,6 +63,9 @@ class LoadResult:
     latencies: list[float] = field(default_factory=list)
     samples: list[tuple[float, float]] = field(default_factory=list)
     send_lags: list[float] = field(default_factory=list)
+    send_lag_at: dict[float, float] = field(default_factory=dict)
+    """Each measured request's send lag by its scheduled time, to tell a late send (the
+    generator or the machine stalled) from a slow answer (the service or PostgreSQL)."""
     statuses: dict[int, int] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     first_send: float = 0.0
@@ -193,7 +196,9 @@ class _Run:
 
     def _send(self, conn: _Connection, request: _Request) -> None:
         if request.measured:
-            self.result.send_lags.append(time.perf_counter() - request.scheduled)
+            lag = time.perf_counter() - request.scheduled
+            self.result.send_lags.append(lag)
+            self.result.send_lag_at[request.scheduled] = lag
         conn.send(request)
 
     def completed(
@@ -411,6 +416,7 @@ def _loaded(summary: str, data: bytes, measured: int) -> LoadResult:
         first_send = min(first_send, scheduled)
         if not math.isnan(send_lag):
             result.send_lags.append(send_lag)
+            result.send_lag_at[scheduled] = send_lag
         if not status:
             continue
         statuses[status] = statuses.get(status, 0) + 1

@@ -298,11 +298,18 @@ def _machine_cpu() -> list[int]:
 
 
 def _busy_share(before: list[int], after: list[int]) -> dict[str, float]:
-    """How busy all cores together were between two readings, and how much was iowait."""
+    """How busy all cores together were between two readings, how much was iowait, and
+    how much was stolen: time a virtual machine's cores wanted but its host ran something
+    else (or throttled it), which stalls every process of the run at once."""
     delta = [b - a for a, b in zip(before, after, strict=False)]
     total = sum(delta) or 1
     idle, iowait = delta[3], delta[4] if len(delta) > 4 else 0
-    return {"busy": round(1 - (idle + iowait) / total, 3), "iowait": round(iowait / total, 3)}
+    steal = delta[7] if len(delta) > 7 else 0
+    return {
+        "busy": round(1 - (idle + iowait) / total, 3),
+        "iowait": round(iowait / total, 3),
+        "steal": round(steal / total, 3),
+    }
 
 
 def _per_second(samples: list[tuple[float, float]], start: float) -> list[dict[str, float]]:
@@ -606,7 +613,7 @@ async def _sweep(target: _Target, sizes: Sizes) -> dict[str, Any]:
                 f"generator {step['generator_cpu_ms_per_request']:.3f} ms CPU/req, "
                 f"PostgreSQL {step['postgresql_cpu_ms_per_request'] or 0:.3f} ms CPU/req, "
                 f"send lag p99 {step['send_lag_p99_ms']:.2f} ms"
-                + ("" if step["held"] else f"  -> not held ({step['why_not']})")
+                + ("" if step["held"] else f"  -> not held ({step['why_not']}; {_tail(step)})")
             )
             await _until_idle(target.service)
             if step["held"]:
@@ -648,6 +655,46 @@ async def _sweep(target: _Target, sizes: Sizes) -> dict[str, Any]:
     }
 
 
+def _slowest(result: LoadResult) -> dict[str, Any]:
+    """Where a step's slowest 1% of requests lost their time, and when they were due.
+
+    Each request's latency runs from its scheduled send: its send lag is time lost
+    before it left the generator (the generator, or the whole machine, was not running),
+    the rest is time until the answer (the service, PostgreSQL, the kernel between them).
+    A tail made of late sends is the machine's, not the service's. ``window_s`` is when
+    those requests were due (seconds from the first measured one): a single stall shows
+    as one narrow window, a steady overload as the whole step.
+    """
+    if not result.samples:
+        return {}
+    ordered = sorted(result.samples, key=lambda sample: sample[1])
+    tail = ordered[len(ordered) * 99 // 100 :]
+    lags = sorted(result.send_lag_at.get(scheduled, 0.0) for scheduled, _ in tail)
+    answers = sorted(latency - result.send_lag_at.get(at, 0.0) for at, latency in tail)
+    due = [scheduled - result.first_send for scheduled, _ in tail]
+    return {
+        "requests": len(tail),
+        "median_latency_ms": round(percentile([lat for _, lat in tail], 50) * 1000, 2),
+        "median_send_lag_ms": round(percentile(lags, 50) * 1000, 2),
+        "median_answer_ms": round(percentile(answers, 50) * 1000, 2),
+        "window_s": [round(min(due), 3), round(max(due), 3)],
+    }
+
+
+def _tail(step: dict[str, Any]) -> str:
+    """The slowest 1% of a step in a few words, for the sweep's line."""
+    slow = step.get("slowest_1_percent") or {}
+    if not slow:
+        return "no answers"
+    start, end = slow["window_s"]
+    machine = step["machine_busy_share"]
+    return (
+        f"slowest 1%: sent {slow['median_send_lag_ms']:.1f} ms late, answered in "
+        f"{slow['median_answer_ms']:.1f} ms, due between {start:.2f} and {end:.2f} s; "
+        f"machine {machine['busy']:.0%} busy, {machine.get('steal', 0.0):.0%} stolen"
+    )
+
+
 def _sweep_step(rate: float, run: _Measured) -> dict[str, Any]:
     """A sweep step's row, and whether it held, from what was measured at ``rate``."""
     result, achieved, latency, sent = run.result, run.achieved, run.latency, run.sent
@@ -676,6 +723,7 @@ def _sweep_step(rate: float, run: _Measured) -> dict[str, Any]:
         "generator_cpu_ms_per_request": round(result.cpu_seconds / sent * 1000, 3),
         "postgresql_cpu_ms_per_request": _per_request_ms(run.postgresql_cpu_seconds, sent),
         "send_lag_p99_ms": lag["p99_ms"],
+        "slowest_1_percent": _slowest(result),
         "machine_busy_share": run.machine_busy_share,
         "connections_opened": result.connections,
         "held": not reasons,

@@ -58,8 +58,10 @@ def _server(
     *,
     reads: Database | None = None,
     keys: ApiKeyCache | None = None,
+    uvicorn_version: str = uvicorn.__version__,
 ) -> uvicorn.Server:
-    return uvicorn.Server(server_config(create_app(settings, db, reads=reads, keys=keys)))
+    app = create_app(settings, db, reads=reads, keys=keys)
+    return uvicorn.Server(server_config(app, uvicorn_version=uvicorn_version))
 
 
 @asynccontextmanager
@@ -69,14 +71,17 @@ async def serve_in_loop(
     *,
     reads: Database | None = None,
     keys: ApiKeyCache | None = None,
+    uvicorn_version: str = uvicorn.__version__,
 ) -> AsyncIterator[Served]:
     """Serve the app on this event loop (the test's), over a real TCP socket.
 
-    ``reads`` is a replica's pool for the read endpoints; ``keys`` a key cache to use.
+    ``reads`` is a replica's pool for the read endpoints; ``keys`` a key cache to use;
+    ``uvicorn_version`` the version the protocol fence is told uvicorn has.
     """
     sock = _listening_socket()
     port = sock.getsockname()[1]
-    server = _server(Settings(database_url=database_url), db, reads=reads, keys=keys)
+    settings = Settings(database_url=database_url)
+    server = _server(settings, db, reads=reads, keys=keys, uvicorn_version=uvicorn_version)
     task = asyncio.create_task(server.serve(sockets=[sock]))
 
     async def started() -> bool:

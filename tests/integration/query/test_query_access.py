@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-from typing import Any, cast
+import secrets
+import time
+from typing import Any
 
 import pytest
 from punchcard_coupon_query.apikeys import (
     KEY_CACHE_SECONDS,
+    KEY_QUERIES_PER_SECOND,
     ApiKeyCache,
     create_api_key,
     list_api_keys,
@@ -110,23 +113,28 @@ async def test_a_known_key_is_checked_again_once_its_cache_entry_expires(
         assert (await http.get("/v1/coupons")).status_code == 401
 
 
-class CountingDatabase:
-    """A real pool that counts the connections taken from it: one per key query."""
+class CountingDatabase(Database):
+    """The real pool, counting the connections taken from it: one per key query."""
 
     def __init__(self, db: Database) -> None:
-        self.db = db
+        super().__init__(db.pool)
         self.taken = 0
 
     def connection(self) -> Any:
         """The pool's connection, counted."""
         self.taken += 1
-        return self.db.connection()
+        return super().connection()
+
+
+def made_up_key() -> str:
+    """A well-formed key that no one created."""
+    return f"pc_{secrets.token_hex(8)}_{secrets.token_urlsafe(32)}"
 
 
 async def test_requests_missing_the_same_key_together_share_one_query(db: Database) -> None:
     """Twenty requests asking at once for a key not in the cache cost one query."""
     counting = CountingDatabase(db)
-    keys = ApiKeyCache(cast("Database", counting))
+    keys = ApiKeyCache(counting)
     key_id, key = await create_api_key(db, "read", "asked together")
     callers = await asyncio.gather(*(keys.authenticate(key) for _ in range(20)))
     assert {caller.key_id if caller else None for caller in callers} == {key_id}
@@ -137,7 +145,7 @@ async def test_a_key_in_use_is_checked_again_before_its_entry_expires(db: Databa
     """A use in the last second asks again once, in the background; a revocation shows early."""
     now = [1000.0]
     counting = CountingDatabase(db)
-    keys = ApiKeyCache(cast("Database", counting), clock=lambda: now[0], refresh_ahead=1.0)
+    keys = ApiKeyCache(counting, clock=lambda: now[0], refresh_ahead=1.0)
     key_id, key = await create_api_key(db, "read", "in use")
     assert await keys.authenticate(key) is not None
     assert await revoke_api_key(db, key_id)
@@ -152,6 +160,82 @@ async def test_a_key_in_use_is_checked_again_before_its_entry_expires(db: Databa
 
     await eventually(refused, timeout=5, what="the revocation seen before the entry expired")
     assert counting.taken == 2
+
+
+async def test_made_up_keys_cost_bounded_queries_and_never_evict_a_real_key(db: Database) -> None:
+    """20,000 made-up keys: at most one second's key queries; the real key stays cached."""
+    now = [1000.0]
+    counting = CountingDatabase(db)
+    keys = ApiKeyCache(counting, clock=lambda: now[0])
+    key_id, key = await create_api_key(db, "read", "real")
+    assert await keys.authenticate(key) is not None
+    refused = await asyncio.gather(*(keys.authenticate(made_up_key()) for _ in range(20_000)))
+    assert set(refused) == {None}
+    assert counting.taken <= 1 + KEY_QUERIES_PER_SECOND
+    before = counting.taken
+    for _ in range(100):
+        known, caller = keys.lookup(key)
+        assert known
+        assert caller is not None
+        assert caller.key_id == key_id
+        assert await keys.authenticate(key) == caller
+    assert counting.taken == before
+
+
+async def test_a_new_real_key_works_once_the_key_query_rate_allows_it(db: Database) -> None:
+    """Over the rate a key is refused without being remembered; a moment later it works."""
+    now = [1000.0]
+    counting = CountingDatabase(db)
+    keys = ApiKeyCache(counting, clock=lambda: now[0], max_queries_per_second=5)
+    await asyncio.gather(*(keys.authenticate(made_up_key()) for _ in range(50)))
+    assert counting.taken == 5
+    key_id, key = await create_api_key(db, "read", "new")
+    assert await keys.authenticate(key) is None
+    assert counting.taken == 5
+    now[0] += 1.0
+    caller = await keys.authenticate(key)
+    assert caller is not None
+    assert caller.key_id == key_id
+
+
+async def test_a_made_up_key_asked_again_is_answered_from_its_own_cache(db: Database) -> None:
+    """A refused key costs one query; its retries until the entry expires cost none."""
+    now = [1000.0]
+    counting = CountingDatabase(db)
+    keys = ApiKeyCache(counting, clock=lambda: now[0])
+    bad = made_up_key()
+    for _ in range(10):
+        assert await keys.authenticate(bad) is None
+        assert keys.lookup(bad) == (True, None)
+    assert counting.taken == 1
+    now[0] += KEY_CACHE_SECONDS
+    assert await keys.authenticate(bad) is None
+    assert counting.taken == 2
+
+
+async def test_made_up_keys_over_http_leave_real_key_requests_served(
+    stack: Endpoints, db: Database
+) -> None:
+    """Hot-route requests with 2,000 made-up keys are 401; the real key's are 200 throughout."""
+    counting = CountingDatabase(db)
+    keys = ApiKeyCache(counting)
+    me = f"/v1/customers/{unique_id('C')}/coupons"
+    async with serve_in_loop(stack.database_url, db, keys=keys) as served:
+        started = time.monotonic()
+        async with client(served, served.read_key) as real, client(served, None) as other:
+            assert (await real.get(me)).status_code == 200
+            for _ in range(20):
+                statuses = await asyncio.gather(
+                    *(
+                        other.get(me, headers={"Authorization": f"Bearer {made_up_key()}"})
+                        for _ in range(100)
+                    )
+                )
+                assert {response.status_code for response in statuses} == {401}
+                assert (await real.get(me)).status_code == 200
+        elapsed = time.monotonic() - started
+    # The served keys (read, admin) and a refill of the rate per second elapsed, at most.
+    assert counting.taken <= 2 + KEY_QUERIES_PER_SECOND * (1 + elapsed)
 
 
 async def test_a_read_key_may_read_but_not_manage_coupons(served: Served) -> None:

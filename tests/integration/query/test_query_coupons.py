@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import time
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
-from typing import Any, cast
+from typing import Any
 
 import pytest
 from punchcard_coupon_query import queries
-from punchcard_coupon_query.fastpath import CouponListBatcher
+from punchcard_coupon_query.hotroute.batcher import CouponListBatcher
 from punchcard_platform.db import Database
 
 from tests.helpers import unique_id
@@ -493,17 +492,17 @@ async def test_one_query_for_many_customers_gives_each_their_own_candidates(
     assert not any(terms.coupon_id == withdrawn for listed in together for terms, _, _ in listed)
 
 
-class _TimedPool:
-    """A real pool that notes when each connection is taken: one per list query."""
+class _TimedDatabase(Database):
+    """The real pool, noting when each connection is taken: one per list query."""
 
     def __init__(self, db: Database) -> None:
-        self._pool = db.pool
+        super().__init__(db.pool)
         self.taken: list[float] = []
 
-    def acquire(self) -> Any:
+    def connection(self) -> Any:
         """The pool's connection, its time noted."""
         self.taken.append(time.monotonic())
-        return self._pool.acquire()
+        return super().connection()
 
 
 async def test_list_queries_start_at_least_the_interval_apart_and_share_the_wait(
@@ -514,11 +513,11 @@ async def test_list_queries_start_at_least_the_interval_apart_and_share_the_wait
     class Spaced(CouponListBatcher):
         MIN_QUERY_INTERVAL = 0.2
 
-    reads = SimpleNamespace(pool=_TimedPool(db))
-    batcher = Spaced(cast("Database", reads))
+    reads = _TimedDatabase(db)
+    batcher = Spaced(reads)
     first, *others = [unique_id("C") for _ in range(4)]
     await batcher.fetch(first)
     await asyncio.gather(*(batcher.fetch(c) for c in others))
-    taken = reads.pool.taken
+    taken = reads.taken
     assert len(taken) == 2
     assert taken[1] - taken[0] >= Spaced.MIN_QUERY_INTERVAL * 0.95

@@ -8,16 +8,19 @@ from urllib.parse import urlsplit
 
 import pytest
 from punchcard_coupon_query.app import create_app, server_config
-from punchcard_coupon_query.protocol import HotRouteProtocol
+from punchcard_coupon_query.hotroute.protocol import HotRouteProtocol
 from punchcard_devstack import Endpoints
 from punchcard_platform.db import Database
 from punchcard_platform.settings import Settings
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.server import ServerState
 
 from tests.helpers import unique_id
-from tests.integration.query.support import Served, client
+from tests.integration.query.support import Served, client, serve_in_loop
 
 pytestmark = pytest.mark.integration
+
+DURING = "2026-11-15T12:00:00Z"
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[bytes, dict[bytes, bytes], bytes]:
@@ -136,3 +139,28 @@ async def test_the_protocol_as_served_answers_the_hot_route_itself(
     assert config.http_protocol_class is HotRouteProtocol
     protocol = HotRouteProtocol(config=config, server_state=ServerState(), app_state={})
     assert protocol.answers_hot_route
+
+
+async def test_under_another_uvicorn_the_stock_protocol_serves_the_same_answers(
+    stack: Endpoints, db: Database
+) -> None:
+    """The fence's fallback: uvicorn's own protocol, the hot route answered through ASGI."""
+    me = unique_id("C")
+    async with serve_in_loop(stack.database_url, db, uvicorn_version="0.99.0") as served:
+        await warm_key(served)
+        async with client(served, served.read_key) as http:
+            fast = await http.get(f"/v1/customers/{me}/coupons", params={"at": DURING})
+            slow = await http.get(f"/v1/customers/{me}/coupons?at={DURING}&at={DURING}")
+    assert fast.status_code == slow.status_code == 200
+    assert fast.content == slow.content
+    assert list(fast.headers.keys()) == list(slow.headers.keys())
+
+
+async def test_the_stock_protocol_is_what_a_mismatched_version_configures(
+    stack: Endpoints, db: Database
+) -> None:
+    """server_config gives uvicorn its stock httptools protocol when the version does not fit."""
+    app = create_app(Settings(database_url=stack.database_url), db)
+    config = server_config(app, uvicorn_version="0.55.0")
+    config.load()
+    assert config.http_protocol_class is HttpToolsProtocol

@@ -124,6 +124,8 @@ async def test_every_measured_request_is_counted_with_its_status_and_latency(
     assert len(result.latencies) == 450
     assert len(result.samples) == 450
     assert len(result.send_lags) == 500
+    assert len(result.send_lag_at) == 500
+    assert all(scheduled in result.send_lag_at for scheduled, _ in result.samples)
     assert all(latency > 0 for latency in result.latencies)
     slow = 0
     for scheduled, latency in result.samples:

@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from punchcard_platform.db import Database, is_unavailable
+from punchcard_platform.db import Database
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from punchcard_coupon_query import queries
@@ -32,6 +32,8 @@ from punchcard_coupon_query.cursors import (
     encode_receipt_cursor,
 )
 from punchcard_coupon_query.eligibility import evaluate
+from punchcard_coupon_query.hotroute.batcher import CouponListBatcher
+from punchcard_coupon_query.limits import MAX_BODY_BYTES, MAX_HEAD_BYTES
 from punchcard_coupon_query.listing import coupon_list_json
 from punchcard_coupon_query.models import (
     IDENTIFIER_PATTERN,
@@ -50,6 +52,12 @@ from punchcard_coupon_query.models import (
     ReturnOutcome,
     eligibility_json,
 )
+from punchcard_coupon_query.problems import (
+    PROBLEM_MEDIA_TYPE,
+    ServiceBusyError,
+    failure_problem,
+    problem_body,
+)
 
 __all__ = [
     "JSON",
@@ -62,7 +70,6 @@ __all__ = [
     "reader",
 ]
 
-PROBLEM_MEDIA_TYPE = "application/problem+json"
 JSON = "application/json"
 log = structlog.get_logger(__name__)
 
@@ -97,25 +104,14 @@ def _problem_ref(description: str) -> dict[str, Any]:
 _AUTH_ERRORS: dict[int | str, dict[str, Any]] = {
     401: _problem_ref("No key, or a key that is unknown or revoked."),
     422: _problem_ref("An invalid identifier or parameter."),
+    431: _problem_ref(f"The request line and headers exceed {MAX_HEAD_BYTES} bytes."),
+    503: _problem_ref("The database did not answer in time; try again after Retry-After."),
 }
 _ADMIN_ERRORS: dict[int | str, dict[str, Any]] = {
     **_AUTH_ERRORS,
     403: _problem_ref("The key's scope does not allow this call."),
 }
 _NOT_FOUND: dict[int | str, dict[str, Any]] = {404: _problem_ref("Not found.")}
-
-
-def problem_body(
-    status: int, detail: str | None = None, *, errors: list[dict[str, Any]] | None = None
-) -> dict[str, Any]:
-    """The fields of an RFC 9457 problem document."""
-    body: dict[str, Any] = {"type": "about:blank", "title": HTTPStatus(status).phrase}
-    body["status"] = status
-    if detail:
-        body["detail"] = detail
-    if errors is not None:
-        body["errors"] = errors
-    return body
 
 
 def problem_response(
@@ -228,7 +224,7 @@ manager = APIRouter(dependencies=[Depends(_admin)], responses=_ADMIN_ERRORS)
     response_model=CustomerCoupons,
 )
 async def customer_coupons(
-    db: Reads,
+    request: Request,
     customer_id: CustomerId,
     store_id: StoreId = None,
     at: At = None,
@@ -237,11 +233,12 @@ async def customer_coupons(
     ] = False,
 ) -> Response:
     """The customer's eligible coupons (and, if asked, those not usable now or here)."""
-    # Most calls never get here: ``fastpath`` answers them. This route answers the rest
-    # (unusual parameters, errors) and documents the call.
+    # Most calls never get here: ``hotroute`` answers them. This route answers the rest
+    # (unusual parameters, errors) and documents the call. Its list comes through the
+    # same batcher, so it is bound by the same deadline.
+    lists: CouponListBatcher = request.app.state.lists
     moment = _parse_at(at)
-    async with db.connection() as conn:
-        candidates = await queries.fetch_customer_coupons(conn, customer_id)
+    candidates = await lists.fetch(customer_id)
     body = coupon_list_json(
         customer_id, moment, candidates, store_id=store_id, include_ineligible=include_ineligible
     )
@@ -379,6 +376,7 @@ async def coupon(db: Reads, coupon_id: CouponId) -> Coupon:
     responses={
         200: {"description": "Replaced."},
         201: {"model": Coupon, "description": "Created."},
+        413: _problem_ref(f"The body exceeds {MAX_BODY_BYTES} bytes."),
     },
 )
 async def put_coupon(db: Db, coupon_id: CouponId, body: CouponInput, response: Response) -> Coupon:
@@ -469,15 +467,16 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
-    if is_unavailable(exc):
-        log.warning("database_unavailable", path=request.url.path, error=str(exc))
-        return problem_response(503, "the database does not answer; try again")
-    log.exception("request_failed", path=request.url.path)
-    return problem_response(500, "an unexpected error; it has been logged")
+    failure = failure_problem(exc, request.url.path)
+    return problem_response(failure.status, failure.detail, headers=failure.headers or None)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     """Answer every error, FastAPI's own validation errors included, as a problem document."""
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    # Shedding is expected under a failing database: answered inside the app, so it is
+    # not also reported by the server as an exception with its traceback, as the
+    # catch-all below is.
+    app.add_exception_handler(ServiceBusyError, _unexpected_error)
     app.add_exception_handler(Exception, _unexpected_error)

@@ -29,8 +29,9 @@ from punchcard_coupon_query.api import (
     reader,
 )
 from punchcard_coupon_query.apikeys import ApiKeyCache
-from punchcard_coupon_query.fastpath import CouponQueryApp
-from punchcard_coupon_query.protocol import HotRouteProtocol
+from punchcard_coupon_query.hotroute.asgi import CouponQueryApp
+from punchcard_coupon_query.hotroute.fence import http_protocol
+from punchcard_coupon_query.limits import MAX_BODY_BYTES, MAX_HEAD_BYTES
 
 __all__ = ["DEFAULT_PORT", "create_app", "run", "serve", "serve_worker", "server_config"]
 
@@ -41,6 +42,9 @@ _DESCRIPTION = """\
 Coupon eligibility, points, receipts and returns for app backends, and the coupon
 catalog for administrators (CONTRACT.md section 5). Every `/v1` call needs
 `Authorization: Bearer <key>`; errors are `application/problem+json` (RFC 9457).
+
+A request's line and headers may take {head} bytes in all (431 beyond) and its body
+{body} bytes (413 beyond). A 503 carries `Retry-After`.
 """
 
 
@@ -58,7 +62,7 @@ def create_app(
     api = FastAPI(
         title="Punchcard coupon-query",
         version="1.0.0",
-        description=_DESCRIPTION,
+        description=_DESCRIPTION.format(head=MAX_HEAD_BYTES, body=MAX_BODY_BYTES),
         docs_url=None,
         redoc_url=None,
     )
@@ -78,7 +82,7 @@ def create_app(
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
-    return CouponQueryApp(api, reads=api.state.reads, keys=keys)
+    return CouponQueryApp.over(api, reads=api.state.reads, keys=keys)
 
 
 def _problem_documents(spec: dict[str, Any]) -> dict[str, Any]:
@@ -99,14 +103,17 @@ def _problem_documents(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def server_config(app: CouponQueryApp, **options: Any) -> uvicorn.Config:
+def server_config(
+    app: CouponQueryApp, *, uvicorn_version: str = uvicorn.__version__, **options: Any
+) -> uvicorn.Config:
     """How uvicorn serves the app, here and in the tests; ``options`` add to it.
 
-    Its protocol answers the hot route itself (``protocol.HotRouteProtocol``).
+    Its protocol answers the hot route itself (``hotroute.protocol``) when uvicorn is the
+    version it was written for (``hotroute.fence``).
     """
     return uvicorn.Config(
         app,
-        http=HotRouteProtocol,
+        http=http_protocol(uvicorn_version),
         lifespan="off",
         log_config=None,
         access_log=False,

@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from time import perf_counter
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-__all__ = ["REQUESTS", "REQUEST_SECONDS", "RequestMetricsMiddleware"]
+__all__ = [
+    "KEYS_REFUSED_UNASKED",
+    "KEY_QUERIES",
+    "LIST_QUERY_SECONDS",
+    "LIST_SHED",
+    "LIST_WAITING",
+    "REQUESTS",
+    "REQUEST_SECONDS",
+    "RequestMetricsMiddleware",
+]
 
 REQUESTS = Counter(
     "punchcard_coupon_query_http_requests_total",
@@ -23,6 +32,31 @@ REQUEST_SECONDS = Histogram(
     "Time to answer an HTTP request of coupon-query.",
     ["method", "route", "status"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+
+LIST_WAITING = Gauge(
+    "punchcard_coupon_query_list_waiting",
+    "Hot-route requests of this process queued for their coupon list's query.",
+)
+LIST_SHED = Counter(
+    "punchcard_coupon_query_list_shed_total",
+    "Hot-route requests answered 503 without their list, or dropped as their client left.",
+    ["reason"],
+)
+LIST_QUERY_SECONDS = Histogram(
+    "punchcard_coupon_query_list_query_seconds",
+    "Time of one batched coupon-list query, from taking a connection to its rows.",
+    ["outcome"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0),
+)
+
+KEY_QUERIES = Counter(
+    "punchcard_coupon_query_api_key_queries_total",
+    "API key lookups this process sent to the database (cache misses and refreshes).",
+)
+KEYS_REFUSED_UNASKED = Counter(
+    "punchcard_coupon_query_api_keys_refused_unasked_total",
+    "Keys not in the cache refused without a lookup: the process's key query rate was spent.",
 )
 
 
