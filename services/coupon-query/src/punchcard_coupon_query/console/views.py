@@ -136,6 +136,8 @@ class CsvTargets:
 
 
 _MAX_CSV_ERRORS = 5
+_HEADERS = frozenset({"customer_id", "customer", "customer-id", "customerid", "id"})
+"""First cells taken as a header row, although they are valid identifiers too."""
 
 
 def parse_customer_csv(data: bytes, *, limit: int) -> CsvTargets:
@@ -153,12 +155,12 @@ def parse_customer_csv(data: bytes, *, limit: int) -> CsvTargets:
     bad = 0
     for number, line in enumerate(text.splitlines(), start=1):
         cell = line.split(",", 1)[0].split(";", 1)[0].strip().strip('"').strip()
-        if not cell:
+        if not cell or (number == 1 and cell.lower() in _HEADERS):
             continue
         if _IDENTIFIER.fullmatch(cell):
             ids[cell] = None
         elif number == 1:
-            continue  # a header such as "customer_id" (a valid id is taken as one)
+            continue  # some other header, such as "Customer ID"
         else:
             bad += 1
             if bad <= _MAX_CSV_ERRORS:
