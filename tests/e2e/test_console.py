@@ -14,13 +14,13 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import axe_playwright_python
 import httpx
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, FilePayload, Page, ViewportSize, async_playwright
 from punchcard_coupon_query.apikeys import create_api_key
 from punchcard_platform.db import Database
 from punchcard_platform.settings import Settings
@@ -41,8 +41,9 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-AXE_SCRIPT = Path(axe_playwright_python.__file__).parent / "axe.min.js"
-LAPTOP = {"width": 1280, "height": 860}
+# axe-core as the PyPI package axe-playwright-python ships it (no npm, no download).
+AXE_SCRIPT = resources.files("axe_playwright_python") / "axe.min.js"
+LAPTOP = ViewportSize(width=1280, height=860)
 
 
 def _chromium_installed() -> bool:
@@ -216,11 +217,11 @@ async def test_marketing_targets_a_coupon_from_a_csv_and_only_those_customers_se
     assert "choose a CSV file" in await page.inner_text("#targeting-errors")
     await look(page, shots, "coupon-form")
 
-    csv = {
-        "name": "christmas.csv",
-        "mimeType": "text/csv",
-        "buffer": f"customer_id\n{targeted}\nC-also-1\n{targeted}\n".encode(),
-    }
+    csv = FilePayload(
+        name="christmas.csv",
+        mimeType="text/csv",
+        buffer=f"customer_id\n{targeted}\nC-also-1\n{targeted}\n".encode(),
+    )
     await page.fill("#uses_permitted", "1")
     await page.set_input_files("#customer_csv", files=[csv])
     await page.click("text=Create coupon")
