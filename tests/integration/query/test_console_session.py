@@ -154,3 +154,34 @@ async def test_a_revoked_key_stops_working_within_the_key_caches_delay(
         started = datetime.now(UTC)
         await eventually(refused, timeout=5, what="the revoked key refused")
         assert (datetime.now(UTC) - started).total_seconds() < 2
+
+
+async def test_a_coupon_for_a_hundred_thousand_customers_is_made_from_one_csv(
+    served: Served,
+) -> None:
+    """The largest list the API takes goes through the console's upload, counted on the page."""
+    coupon = unique_id("BIG")
+    ids = [f"{coupon}-C{i}" for i in range(100_000)]
+    csv = ("customer_id\n" + "\n".join(ids) + "\n").encode()
+    async with _client(served) as http:
+        token = await _signed_in(http, served.admin_key)
+        created = await http.post(
+            "/console/coupons/new",
+            data={
+                "csrf_token": token,
+                "coupon_id": coupon,
+                "name": "Everyone on the list",
+                "targeting": "csv",
+                "active": "on",
+                "restore_on_return": "on",
+            },
+            files={"customer_csv": ("list.csv", csv, "text/csv")},
+            timeout=60,
+        )
+        assert created.status_code == 303, created.text
+        page = await http.get(f"/console/coupons/{coupon}")
+        assert '<dd data-testid="targets">100,000 customers</dd>' in page.text
+        listed = await http.get(
+            f"/v1/customers/{ids[-1]}/coupons", headers=served.headers(served.read_key)
+        )
+        assert coupon in {c["coupon_id"] for c in listed.json()["coupons"]}
