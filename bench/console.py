@@ -58,7 +58,7 @@ _LOAD_LEDGER = """
     INSERT INTO points_ledger (customer_id, transaction_no, kind, points, occurred_at)
     SELECT customer_id, transaction_no, 'earn', 19, occurred_at
     FROM receipts
-    WHERE customer_id BETWEEN ('C' || lpad($1::text, 7, '0')) AND ('C' || lpad($2::text, 7, '0'))
+    WHERE customer_id BETWEEN $1 AND $2
 """
 
 _LOAD_BALANCES = """
@@ -115,7 +115,7 @@ async def _load_history(url: str, sizes: Sizes) -> dict[str, Any]:
         conn = await asyncpg.connect(url)
         try:
             await conn.execute(_LOAD_RECEIPTS, first, last, per)
-            await conn.execute(_LOAD_LEDGER, first, last)
+            await conn.execute(_LOAD_LEDGER, query._customer(first), query._customer(last))
         finally:
             await conn.close()
 

@@ -119,11 +119,11 @@ async def coupon_use(conn: Connection, coupon_id: str) -> CouponUse:
     """Uses made across customers, how many customers used it, how many it targets."""
     row = await conn.fetchrow(
         """
-        SELECT (SELECT COALESCE(sum(uses_made), 0) FROM coupon_usage WHERE coupon_id = $1)
-                   AS uses_made,
-               (SELECT count(*) FROM coupon_usage WHERE coupon_id = $1 AND uses_made > 0)
-                   AS customers,
+        SELECT COALESCE(sum(u.uses_made), 0) AS uses_made,
+               count(*) FILTER (WHERE u.uses_made > 0) AS customers,
                (SELECT count(*) FROM coupon_targets WHERE coupon_id = $1) AS targets
+        FROM coupon_usage AS u
+        WHERE u.coupon_id = $1
         """,
         coupon_id,
     )
