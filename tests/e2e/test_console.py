@@ -44,6 +44,7 @@ CHROMIUM_ARGS = [
 # axe-core as the PyPI package axe-playwright-python ships it (no npm, no download).
 AXE_SCRIPT = resources.files("axe_playwright_python") / "axe.min.js"
 LAPTOP = ViewportSize(width=1280, height=860)
+TABLET = ViewportSize(width=768, height=1024)
 
 
 def _chromium_installed() -> bool:
@@ -177,6 +178,9 @@ async def test_the_service_desk_finds_a_customer_fed_through_kafka_with_balance_
     assert "refused" in returns
     assert "this sale was returned before" in returns
     await look(page, shots, "customer")
+    await page.set_viewport_size(TABLET)
+    await look(page, shots, "customer-tablet")
+    await page.set_viewport_size(LAPTOP)
 
     await page.click(f"#receipts-heading + table a:has-text('{returned}')")
     assert page.url == f"{api.url}/console/receipts/{returned}"

@@ -35,6 +35,8 @@ async def test_a_signed_out_visit_asks_for_the_key_and_then_lands_where_it_was_g
 ) -> None:
     """The address survives the sign-in, and the cookie is HttpOnly and SameSite=Strict."""
     async with _client(served) as http:
+        bare = await http.get("/console")
+        assert bare.headers["location"].endswith("/console/")
         visit = await http.get("/console/customers/C-42?ineligible=true")
         assert visit.status_code == 303
         assert visit.headers["location"] == (
