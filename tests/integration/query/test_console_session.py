@@ -33,7 +33,7 @@ async def _signed_in(http: httpx.AsyncClient, key: str) -> str:
 async def test_a_signed_out_visit_asks_for_the_key_and_then_lands_where_it_was_going(
     served: Served,
 ) -> None:
-    """The address survives the sign-in, and the cookie is HttpOnly and SameSite=Strict."""
+    """The address survives the sign-in; the session cookie is HttpOnly and SameSite=Strict."""
     async with _client(served) as http:
         bare = await http.get("/console")
         assert bare.headers["location"].endswith("/console/")
@@ -57,6 +57,7 @@ async def test_a_signed_out_visit_asks_for_the_key_and_then_lands_where_it_was_g
         assert "samesite=strict" in cookie
         assert "path=/console" in cookie
         assert "secure" not in cookie
+        assert "max-age" not in cookie  # a session cookie: gone when the browser closes
 
         page = await http.get("/console/customers/C-42?ineligible=true")
         assert page.status_code == 200

@@ -80,8 +80,6 @@ _IDENTIFIER = re.compile(IDENTIFIER_PATTERN)
 PAGE_SIZE = 20
 """Rows per page of the ledger, the receipts, the returns and the dead letters."""
 COUPON_LIST_LIMIT = 500
-SESSION_SECONDS = 12 * 3600
-"""How long the browser keeps the sign-in: a working day, then the key is asked again."""
 
 
 class ConsoleError(Exception):
@@ -154,12 +152,15 @@ Db = Annotated[Database, Depends(_primary)]
 
 
 def _same_origin(request: Request) -> bool:
-    """A browser names the page a form came from; refuse forms from other sites."""
+    """A browser names the site a form came from; refuse forms from other sites.
+
+    Only the host and port are compared: behind a proxy that ends TLS the browser's
+    origin is https and this request is http, and the form's token is the real check.
+    """
     origin = request.headers.get("origin")
     if origin is None or origin == "null":
         return origin is None
-    own = f"{request.url.scheme}://{request.url.netloc}"
-    return origin == own
+    return origin.partition("://")[2] == request.url.netloc
 
 
 async def _change_form(request: Request, session: Session) -> FormData:
@@ -253,10 +254,10 @@ async def sign_in(request: Request) -> Response:
         )
     log.info("console_signed_in", key_id=caller.key_id, scope=caller.scope)
     response = _see_other(target)
+    # A session cookie (no max-age): a shared desk's browser forgets the key when closed.
     response.set_cookie(
         COOKIE_NAME,
         key,
-        max_age=SESSION_SECONDS,
         path="/console",
         httponly=True,
         samesite="strict",
