@@ -59,6 +59,10 @@ async def test_a_signed_out_visit_asks_for_the_key_and_then_lands_where_it_was_g
         assert "secure" not in cookie
         assert "max-age" not in cookie  # a session cookie: gone when the browser closes
 
+        for nowhere in ("/console/dead-letters/x", "/console/customers/not%20an%20id"):
+            missing = await http.get(nowhere)
+            assert missing.status_code == 404
+            assert missing.headers["content-type"].startswith("text/html")
         page = await http.get("/console/customers/C-42?ineligible=true")
         assert page.status_code == 200
         assert 'Customer <span class="id">C-42</span>' in page.text

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import structlog
 from fastapi import FastAPI, Request, Response
+from fastapi.exceptions import RequestValidationError
 from punchcard_platform.db import Database, is_unavailable
 from punchcard_platform.settings import Settings
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -121,6 +122,11 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return _error_page(request, exc.status_code, message)
 
 
+async def _invalid_address(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return _error_page(request, 404, "No page at this address (a part of it is not valid).")
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     status = 503 if is_unavailable(exc) else 500
     message = (
@@ -151,6 +157,7 @@ def create_console(
     console.state.keys = keys
     console.add_exception_handler(ConsoleError, _console_error)
     console.add_exception_handler(StarletteHTTPException, _http_error)
+    console.add_exception_handler(RequestValidationError, _invalid_address)
     console.add_exception_handler(Exception, _unexpected_error)
     console.mount("/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static")
     console.include_router(router)
