@@ -38,25 +38,34 @@ class CouponRow:
     valid_until: datetime | None
     active: bool
     targeted: bool
-    targets: int
+    targets: int | None
+    """Customers a targeted coupon is issued to (0 for everyone); None when not counted."""
     store_ids: list[str] | None
     restore_on_return: bool
 
 
-# Targets are counted, never fetched: a coupon may be issued to 100,000 customers.
-_COUPON_ROW = """
-    SELECT c.coupon_id, c.name, c.description, c.uses_permitted, c.valid_from, c.valid_until,
-           c.active, c.targeted, c.store_ids, c.restore_on_return,
-           CASE WHEN c.targeted THEN (
-               SELECT count(*) FROM coupon_targets AS t WHERE t.coupon_id = c.coupon_id
-           ) ELSE 0 END AS targets
-    FROM coupons AS c
+_COUPON_COLUMNS = """
+    c.coupon_id, c.name, c.description, c.uses_permitted, c.valid_from, c.valid_until,
+    c.active, c.targeted, c.store_ids, c.restore_on_return
 """
 
 
 async def fetch_coupon_row(conn: Connection, coupon_id: str) -> CouponRow | None:
-    """One coupon with the number of customers it is issued to; None if unknown."""
-    row = await conn.fetchrow(_COUPON_ROW + " WHERE c.coupon_id = $1", coupon_id)
+    """One coupon with the number of customers it is issued to; None if unknown.
+
+    Counted, never fetched: a coupon may be issued to 100,000 customers.
+    """
+    row = await conn.fetchrow(
+        f"""
+        SELECT {_COUPON_COLUMNS},
+               CASE WHEN c.targeted THEN (
+                   SELECT count(*) FROM coupon_targets AS t WHERE t.coupon_id = c.coupon_id
+               ) ELSE 0 END AS targets
+        FROM coupons AS c
+        WHERE c.coupon_id = $1
+        """,  # noqa: S608 -- constant columns
+        coupon_id,
+    )
     return None if row is None else CouponRow(**dict(row))
 
 
@@ -72,11 +81,13 @@ async def list_coupon_rows(
     """Catalog coupons by the list's filters, ordered by coupon_id.
 
     ``validity``: ``current`` (started, not ended at ``at``), ``upcoming``, ``ended``, or
-    None for any.
+    None for any. Targets are not counted here: a list of a few 100,000-customer campaigns
+    took 0.1 s to count (each coupon's page counts its own).
     """
     rows = await conn.fetch(
-        _COUPON_ROW
-        + """
+        f"""
+        SELECT {_COUPON_COLUMNS}, NULL::bigint AS targets
+        FROM coupons AS c
         WHERE ($1::boolean IS NULL OR c.active = $1)
           AND ($2::boolean IS NULL OR c.targeted = $2)
           AND CASE $3::text
@@ -88,7 +99,7 @@ async def list_coupon_rows(
               END
         ORDER BY c.coupon_id
         LIMIT $5
-        """,
+        """,  # noqa: S608 -- constant columns
         active,
         targeted,
         validity,
