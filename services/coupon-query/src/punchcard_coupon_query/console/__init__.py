@@ -21,6 +21,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from punchcard_coupon_query.apikeys import ApiKeyCache
+from punchcard_coupon_query.console.counts import CouponUseCounts
+from punchcard_coupon_query.console.queries import CouponUse, coupon_use
 from punchcard_coupon_query.console.routes import (
     ConsoleError,
     SignedOutError,
@@ -155,6 +157,12 @@ def create_console(
     console.state.db = db
     console.state.reads = reads
     console.state.keys = keys
+
+    async def count_use(coupon_id: str) -> CouponUse:
+        async with reads.connection() as conn:
+            return await coupon_use(conn, coupon_id)
+
+    console.state.use_counts = CouponUseCounts(count_use)
     console.add_exception_handler(ConsoleError, _console_error)
     console.add_exception_handler(StarletteHTTPException, _http_error)
     console.add_exception_handler(RequestValidationError, _invalid_address)

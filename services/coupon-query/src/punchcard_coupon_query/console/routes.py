@@ -29,6 +29,7 @@ from starlette.datastructures import FormData, UploadFile
 from punchcard_coupon_query import queries
 from punchcard_coupon_query.apikeys import ApiKeyCache, Caller
 from punchcard_coupon_query.console import queries as console_queries
+from punchcard_coupon_query.console.counts import CouponUseCounts
 from punchcard_coupon_query.console.session import (
     COOKIE_NAME,
     CSRF_FIELD,
@@ -149,6 +150,11 @@ async def _primary(request: Request) -> Database:
 
 Reads = Annotated[Database, Depends(_reads)]
 Db = Annotated[Database, Depends(_primary)]
+
+
+def _use_counts(request: Request) -> CouponUseCounts:
+    counts: CouponUseCounts = request.app.state.use_counts
+    return counts
 
 
 def _same_origin(request: Request) -> bool:
@@ -532,9 +538,9 @@ async def coupon(
     # The primary: an admin who just saved must see what they saved.
     async with db.connection() as conn:
         found = await console_queries.fetch_coupon_row(conn, coupon_id)
-        use = await console_queries.coupon_use(conn, coupon_id)
     if found is None:
         raise NotFoundError(f"coupon {coupon_id} is not in the catalog")
+    use = await _use_counts(request).get(coupon_id)
     return _render(
         request,
         "coupon.html",
@@ -582,9 +588,9 @@ async def confirm_deactivation(
     _admin(session)
     async with db.connection() as conn:
         found = await console_queries.fetch_coupon_row(conn, coupon_id)
-        use = await console_queries.coupon_use(conn, coupon_id)
     if found is None:
         raise NotFoundError(f"coupon {coupon_id} is not in the catalog")
+    use = await _use_counts(request).get(coupon_id)
     return _render(request, "deactivate.html", session, coupon=found, use=use)
 
 
