@@ -144,6 +144,6 @@ def test_a_forms_token_belongs_to_its_key_and_gives_the_key_away_to_nobody() -> 
     """Derived by HMAC: another key's token, or none, does not match."""
     token = csrf_token("pc_key_one")
     assert "pc_key_one" not in token
-    assert csrf_token_matches("pc_key_one", token)
-    assert not csrf_token_matches("pc_key_two", token)
-    assert not csrf_token_matches("pc_key_one", None)
+    assert csrf_token_matches(token, csrf_token("pc_key_one"))
+    assert not csrf_token_matches(token, csrf_token("pc_key_two"))
+    assert not csrf_token_matches(token, None)

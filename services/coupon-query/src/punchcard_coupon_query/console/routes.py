@@ -173,9 +173,8 @@ async def _change_form(request: Request, session: Session) -> FormData:
     """The posted form, if it carries this session's token and came from this site."""
     form = await request.form(max_files=1, max_fields=50, max_part_size=1024 * 1024)
     token = form.get(CSRF_FIELD)
-    key = request.cookies.get(COOKIE_NAME, "")
     if not _same_origin(request) or not csrf_token_matches(
-        key, token if isinstance(token, str) else None
+        session.csrf, token if isinstance(token, str) else None
     ):
         raise ForbiddenError("this form is out of date or came from another site; try again")
     return form

@@ -32,9 +32,9 @@ def csrf_token(key: str) -> str:
     return hmac.new(key.encode(), b"punchcard console form", hashlib.sha256).hexdigest()
 
 
-def csrf_token_matches(key: str, presented: str | None) -> bool:
-    """Whether a form's token belongs to this session's key (compared in constant time)."""
-    return presented is not None and hmac.compare_digest(csrf_token(key), presented)
+def csrf_token_matches(expected: str, presented: str | None) -> bool:
+    """Whether a form's token is the session's ``csrf_token`` (compared in constant time)."""
+    return presented is not None and hmac.compare_digest(expected, presented)
 
 
 def safe_next(target: str | None) -> str:
