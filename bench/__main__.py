@@ -25,13 +25,14 @@ from punchcard_devstack import DevStack, Endpoints
 from punchcard_platform.logging import configure_logging
 from punchcard_platform.settings import Settings
 
-from bench import ingest, plots, query, returns
+from bench import console, ingest, plots, query, returns
 from bench.common import Context, Sizes, machine, say
 
 _BENCHMARKS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "ingest": ingest.run,
     "returns": returns.run,
     "coupon_query": query.run,
+    "console": console.run,
 }
 
 
@@ -312,6 +313,7 @@ def _table(results: dict[str, Any]) -> str:
         )
     elif "error" in ret:
         rows.append(("returns", "FAILED", ret["error"][:60], ""))
+    rows += _console_rows(results.get("console", {}))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
@@ -322,6 +324,50 @@ def _table(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"machine: {m['nproc']} cpu ({m['cpu_model']}), {m['memory_gib']} GiB")
     return "\n".join(lines)
+
+
+def _console_rows(con: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The console's pages (p95, one request at a time) and the hot route beside it."""
+    if "error" in con:
+        return [("console", "FAILED", con["error"][:60], "")]
+    if "pages" not in con:
+        return []
+    pages, ratios = con["pages"], con["ratios"]
+    rows = [
+        (
+            "console customer page p95",
+            _fmt(pages["customer"]["p95_ms"], " ms", 1),
+            f"its 3 API calls {_fmt(pages['customer_json_api_3_calls']['p95_ms'], ' ms', 1)}",
+            _ratio(ratios["customer_page_p95_over_its_3_api_calls_p95"]),
+        ),
+        (
+            "console receipt page p95",
+            _fmt(pages["receipt"]["p95_ms"], " ms", 1),
+            f"GET /v1/receipts {_fmt(pages['receipt_json_api']['p95_ms'], ' ms', 1)}",
+            _ratio(ratios["receipt_page_p95_over_api_p95"]),
+        ),
+        (
+            "console other pages p95 (list/coupon/DLQ)",
+            "/".join(
+                _fmt(pages[name]["p95_ms"], "", 1)
+                for name in ("coupons_list", "coupon", "dead_letters")
+            )
+            + " ms",
+            "",
+            "",
+        ),
+    ]
+    hot = con.get("hot_route", {})
+    if "alone" in hot:
+        rows.append(
+            (
+                "hot route p99 beside the console",
+                _fmt(hot["beside_console"]["latency"]["p99_ms"], " ms", 1),
+                f"alone {_fmt(hot['alone']['latency']['p99_ms'], ' ms', 1)}",
+                _ratio(hot["ratios"]["p99_beside_over_alone"]),
+            )
+        )
+    return rows
 
 
 def _query_sweep_table(cq: dict[str, Any]) -> list[str]:

@@ -54,6 +54,12 @@ class Sizes:
     returns: int = 20_000
     return_rate: float = 200.0
     return_seconds: float = 10.0
+    console_receipts_per_customer: int = 10
+    """Receipts per customer for the console's pages: 10,000,000 with the full customers."""
+    console_samples: int = 500
+    """Requests per console page timed, one at a time."""
+    console_page_rate: float = 2.0
+    """Customer pages a second one person opens beside the hot route's load."""
 
     @classmethod
     def quick(cls) -> Sizes:
@@ -69,6 +75,8 @@ class Sizes:
             returns=2_000,
             return_rate=100.0,
             return_seconds=4.0,
+            console_receipts_per_customer=2,
+            console_samples=100,
         )
 
     def as_dict(self) -> dict[str, Any]:

@@ -1,4 +1,4 @@
-"""The ``punchcard`` command: run a service, migrate, create topics, manage API keys.
+"""The ``punchcard`` command: run a service, migrate, create topics, API keys, dead letters.
 
 This is the composition root: it reads ``Settings`` once from the environment and hands
 them to whatever it starts. Operator mistakes end in one line saying what to fix.
@@ -11,6 +11,7 @@ import sys
 import uuid
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import uvloop
@@ -19,6 +20,7 @@ from punchcard_platform.settings import Settings
 
 if TYPE_CHECKING:
     from punchcard_platform.db import Database
+    from punchcard_platform.dead_letters import DeadLetterFilter
 from pydantic import ValidationError
 
 __all__ = ["main"]
@@ -111,6 +113,71 @@ async def _outbox_retry(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def _dead_letter_filter(args: argparse.Namespace) -> DeadLetterFilter:
+    from punchcard_platform.dead_letters import DeadLetterFilter
+
+    return DeadLetterFilter(reason=args.reason, since=args.since, id=args.id)
+
+
+async def _dlq_list(settings: Settings, args: argparse.Namespace) -> int:
+    from punchcard_platform.dead_letters import list_dead_letters
+
+    async with _database(settings) as db, db.connection() as conn:
+        letters = await list_dead_letters(conn, _dead_letter_filter(args), limit=args.limit)
+    for letter in letters:
+        state = f"replayed {letter.replayed_at:%Y-%m-%dT%H:%M:%S%z}" if letter.replayed_at else "-"
+        print(
+            f"{letter.id}  {letter.dead_lettered_at:%Y-%m-%dT%H:%M:%S%z}  {letter.reason:<26}  "
+            f"{letter.topic}[{letter.partition}]@{letter.offset}  {state}  {letter.detail[:80]}"
+        )
+    return 0
+
+
+async def _dlq_replay(settings: Settings, args: argparse.Namespace) -> int:
+    from punchcard_platform.dead_letters import replay_dead_letters
+    from punchcard_platform.kafka import ResilientProducer
+
+    producer = ResilientProducer(settings)
+    try:
+        async with _database(settings) as db:
+            replayed = await replay_dead_letters(db, producer, _dead_letter_filter(args))
+    finally:
+        await producer.stop()
+    for letter in replayed:
+        print(f"replayed {letter.id} to {letter.topic} ({letter.reason})")
+    print(f"{len(replayed)} dead letter(s) replayed")
+    return 0
+
+
+def _rfc3339(value: str) -> datetime:
+    """An argparse type: an RFC 3339 time with its offset."""
+    try:
+        moment = datetime.fromisoformat(value.upper())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an RFC 3339 time: {value!r}") from exc
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give the time with its offset: {value!r}")
+    return moment
+
+
+def _add_dlq_commands(commands: Any) -> None:
+    dlq = commands.add_parser("dlq", help="list and replay dead letters")
+    dlq_commands = dlq.add_subparsers(dest="dlq_command", required=True)
+    list_letters = dlq_commands.add_parser("list", help="dead letters, newest first")
+    replay = dlq_commands.add_parser(
+        "replay",
+        help="publish dead letters not replayed yet back to their topic (key and bytes as "
+        "they arrived) and mark them replayed",
+    )
+    for parser in (list_letters, replay):
+        parser.add_argument("--reason", help="only this punchcard.error.reason")
+        parser.add_argument("--since", type=_rfc3339, help="only those dead-lettered since")
+        parser.add_argument("--id", type=int, help="only this one")
+    list_letters.add_argument("--limit", type=int, default=100, help="at most this many")
+    list_letters.set_defaults(run=_dlq_list)
+    replay.set_defaults(run=_dlq_replay)
+
+
 async def _serve(settings: Settings, args: argparse.Namespace) -> int:
     # A consumer service waits for a broker or database that is not reachable yet (saying
     # so in its log and on /readyz) instead of exiting into a supervisor's crash loop;
@@ -188,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
         "event_ids", nargs="*", type=_event_id, metavar="EVENT_ID", help="only these (default all)"
     )
     retry_failed.set_defaults(run=_outbox_retry)
+    _add_dlq_commands(commands)
 
     from punchcard.simulator import add_arguments as add_simulator_arguments
 

@@ -174,6 +174,7 @@ async def _show(settings: Settings, query_url: str, db: Database) -> None:
         await _show_second_return(settings, db, http, read, customer, balance=points["balance"])
     await _show_dead_letters(settings, db)
     say(f"\nadmin key for trying the API: {admin_key}")
+    say(f"the web console (sign in with that key): {query_url}/console/customers/{customer}")
 
 
 async def _busiest_customer(db: Database) -> str:

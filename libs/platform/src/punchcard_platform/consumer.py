@@ -50,7 +50,7 @@ from aiokafka.errors import CommitFailedError, IllegalStateError, KafkaError
 from prometheus_client import Gauge
 from punchcard_contract import DeadLetterReason, InvalidEventError
 
-from punchcard_platform.db import is_retryable, is_the_records_fault, is_unavailable
+from punchcard_platform.db import Database, is_retryable, is_the_records_fault, is_unavailable
 from punchcard_platform.dead_letters import DeadLetterWriter
 from punchcard_platform.errors import KafkaUnavailableError
 from punchcard_platform.kafka import ResilientProducer, broker_accepts_connections, make_consumer
@@ -175,8 +175,11 @@ class ConsumerLoop(Generic[T]):
         handler: BatchHandler[T],
         topic: str,
         group_id: str,
+        db: Database | None = None,
     ) -> None:
         self._settings = settings
+        self._db = db
+        """Where dead letters are recorded as they are published (``dead_letters``)."""
         self._handler = handler
         self._topic = topic
         self._group_id = group_id
@@ -197,7 +200,7 @@ class ConsumerLoop(Generic[T]):
         """Run until ``stop`` is set; the batch in flight is finished or abandoned uncommitted."""
         self._stop = stop
         producer = ResilientProducer(self._settings)
-        dead_letters = DeadLetterWriter(producer, self._settings.topics, self._service)
+        dead_letters = DeadLetterWriter(producer, self._settings.topics, self._service, db=self._db)
         try:
             while not stop.is_set():
                 consumer = await self._start_consumer()
@@ -612,7 +615,11 @@ class ConsumerLoop(Generic[T]):
         while True:
             try:
                 await action()
-            except KafkaError as exc:
+            except Exception as exc:
+                # A dead letter is recorded in the database too: its outage is waited out
+                # like the broker's, never a reason to move past the records.
+                if not (isinstance(exc, KafkaError) or is_unavailable(exc)):
+                    raise
                 attempt += 1
                 if self._stop.is_set():
                     raise StopRequestedError from exc

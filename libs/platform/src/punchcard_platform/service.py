@@ -84,6 +84,7 @@ async def serve_consumer(
                 handler=wiring.handler,
                 topic=topic,
                 group_id=settings.consumer_group(name),
+                db=db,
             )
             readiness.loop = loop
             relay = OutboxRelay(settings, db)

@@ -29,6 +29,7 @@ from punchcard_coupon_query.api import (
     reader,
 )
 from punchcard_coupon_query.apikeys import ApiKeyCache
+from punchcard_coupon_query.console import CONSOLE_PATH, create_console
 from punchcard_coupon_query.hotroute.asgi import CouponQueryApp
 from punchcard_coupon_query.hotroute.fence import http_protocol
 from punchcard_coupon_query.limits import MAX_BODY_BYTES, MAX_HEAD_BYTES
@@ -75,6 +76,8 @@ def create_app(
     api.include_router(reader)
     api.include_router(manager)
     api.include_router(operations)
+    # The web console: same process and port, the same pools and key cache.
+    api.mount(CONSOLE_PATH, create_console(settings, db, reads=api.state.reads, keys=keys))
 
     def openapi() -> dict[str, Any]:
         if api.openapi_schema is None:
