@@ -81,7 +81,7 @@ _CUSTOMER_COUPONS = """
 """
 
 # _CUSTOMER_COUPONS for several customers at once: the lists of requests that arrive
-# together (fastpath.CouponListBatcher), in one round trip and one statement execution,
+# together (hotroute.batcher.CouponListBatcher), in one round trip and one statement execution,
 # in a compact form. Row 0 holds the catalog: every active coupon's row version, in
 # coupon_id order, and the targeted ones among them. Row n holds the n-th customer's
 # usage (coupon ids and uses, any order) and the targeted coupons issued to them: a
