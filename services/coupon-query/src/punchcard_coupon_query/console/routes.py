@@ -340,7 +340,10 @@ async def customer(
     next_points = None
     if len(ledger) > PAGE_SIZE:
         ledger = ledger[:PAGE_SIZE]
-        next_points = encode_ledger_cursor(LedgerCursor(id=ledger[-1][0]))
+        ledger_id, last_entry = ledger[-1]
+        next_points = encode_ledger_cursor(
+            LedgerCursor(occurred_at=last_entry.occurred_at, id=ledger_id)
+        )
     next_receipts = None
     if len(receipts) > PAGE_SIZE:
         receipts = receipts[:PAGE_SIZE]
