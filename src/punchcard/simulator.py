@@ -95,7 +95,8 @@ class SimulationOptions:
     ``receipts`` and ``duration`` bound the run (whichever is reached first; at least one
     must be set). ``rate`` is receipts per second, ``0`` as fast as possible. Shares are
     probabilities: ``anonymous_share`` of sales, ``return_share`` of sales returned,
-    ``repeat_return_share`` and ``early_return_share`` of those returns. ``run_tag`` goes
+    ``repeat_return_share`` and ``early_return_share`` of those returns,
+    ``partial_return_share`` of returned sales that come back in parts. ``run_tag`` goes
     into every ``transaction_no`` so two runs never send the same one; None means a fresh
     random tag per run.
     """
@@ -111,6 +112,7 @@ class SimulationOptions:
     return_share: float = 0.05
     repeat_return_share: float = 0.2
     early_return_share: float = 0.1
+    partial_return_share: float = 0.5
     seed: int | None = None
     customer_prefix: str = "C"
     run_tag: str | None = None
@@ -137,6 +139,7 @@ class SimulationOptions:
             "return_share",
             "repeat_return_share",
             "early_return_share",
+            "partial_return_share",
         ):
             if not 0 <= getattr(self, name) <= 1:
                 yield f"{name} must be between 0 and 1"
@@ -160,6 +163,11 @@ class PlannedEvent:
     repeated: bool = False
     early: bool = False
 
+    @property
+    def partial(self) -> bool:
+        """A return of some lines of its sale (it names them)."""
+        return self.kind == "return" and "lines" in self.document
+
     def value(self) -> bytes:
         """The record value, UTF-8 JSON as the contract wants."""
         return orjson.dumps(self.document)
@@ -175,6 +183,7 @@ class _Tally:
     returns: int = 0
     repeated_returns: int = 0
     early_returns: int = 0
+    partial_returns: int = 0
 
     def count(self, event: PlannedEvent) -> None:
         if event.kind == "receipt":
@@ -188,6 +197,7 @@ class _Tally:
             self.returns += 1
             self.repeated_returns += event.repeated
             self.early_returns += event.early
+            self.partial_returns += event.partial
 
 
 @dataclass(frozen=True)
@@ -202,6 +212,7 @@ class SimulationSummary:
     returns: int
     repeated_returns: int
     early_returns: int
+    partial_returns: int
     elapsed_seconds: float
 
     @property
@@ -231,6 +242,7 @@ class SimulationSummary:
                 f"returns           {self.returns}",
                 f"  repeated        {self.repeated_returns}",
                 f"  early           {self.early_returns}",
+                f"  of some lines   {self.partial_returns}",
                 f"elapsed           {self.elapsed_seconds:.2f}s",
                 f"rate              {self.receipts_per_second:.1f} receipts/s, "
                 f"{self.events_per_second:.1f} records/s",
@@ -243,6 +255,7 @@ class _Sale:
     transaction_no: str
     store_id: str
     occurred_at: datetime
+    quantities: tuple[int, ...] = ()
 
 
 @dataclass
@@ -264,6 +277,7 @@ class FleetModel:
     # Returns not yet sent, by the time they happen (the counter keeps equal times in order).
     _due: list[tuple[datetime, int, PlannedEvent]] = field(init=False, default_factory=list)
     _queued: int = field(init=False, default=0)
+    _refunds: int = field(init=False, default=0)
     # Per member, the points the member may still spend: see ``_receipt``.
     _spendable: dict[str, int] = field(init=False, default_factory=dict)
 
@@ -295,18 +309,55 @@ class FleetModel:
         if returned:
             early = self.rng.random() < self.options.early_return_share
             first_at = sale.occurred_at + self._delay(_RETURN_DELAY)
-            first = self._return(sale, first_at, early=early)
+            parts = self._parts(sale) if sale.quantities else None
+            first = self._return(sale, first_at, early=early, lines=parts[0] if parts else None)
             if early:
                 events.append(first)
             else:
                 self._queue(first_at, first)
+            at = first_at
+            for lines in (parts or [])[1:]:
+                at += self._delay(_REPEAT_DELAY)
+                self._queue(at, self._return(sale, at, lines=lines))
             if self.rng.random() < self.options.repeat_return_share:
-                again_at = first_at + self._delay(_REPEAT_DELAY)
-                self._queue(again_at, self._return(sale, again_at, repeated=True))
+                again_at = at + self._delay(_REPEAT_DELAY)
+                # The desk tries again: a whole sale is refused (already_returned); a refund
+                # of some lines is sent again under its return_id (a redelivery).
+                again = (
+                    {**first.document, "event_id": self._event_id()}
+                    if parts
+                    else self._return(sale, again_at).document
+                )
+                self._queue(
+                    again_at, PlannedEvent("return", sale.transaction_no, again, repeated=True)
+                )
         events.append(receipt)
         while self._due and self._due[0][0] <= self._clock:
             events.append(heapq.heappop(self._due)[2])
         return events
+
+    def _parts(self, sale: _Sale) -> list[list[tuple[int, int]]] | None:
+        """How a sale comes back in parts, or None for all of it at once.
+
+        One or two of its lines, each whole or a unit at a time, and now and then a line
+        asked for once more than was sold (the desk's miscount: ``exceeds_remaining``).
+        """
+        rng = self.rng
+        if rng.random() >= self.options.partial_return_share:
+            return None
+        numbers = list(range(1, len(sale.quantities) + 1))
+        chosen = sorted(rng.sample(numbers, min(len(numbers), rng.choice((1, 2)))))
+        parts: list[list[tuple[int, int]]] = []
+        for line_no in chosen:
+            quantity = sale.quantities[line_no - 1]
+            if quantity > 1 and rng.random() < 0.5:
+                parts += [[(line_no, 1)], [(line_no, quantity - 1)]]
+            else:
+                parts.append([(line_no, quantity)])
+        if rng.random() < 0.1:
+            line_no = chosen[0]
+            parts.insert(0, [(line_no, sale.quantities[line_no - 1] + 1)])
+        return parts
 
     def drain(self) -> Iterator[PlannedEvent]:
         """Every return still owed (its time is after the last sale), in time order."""
@@ -386,7 +437,8 @@ class FleetModel:
             "points_earned": points_earned,
         }
         event = PlannedEvent("receipt", customer_id or transaction_no, document)
-        return _Sale(transaction_no, store_id, clock), event
+        quantities = tuple(line["quantity"] for line in lines)
+        return _Sale(transaction_no, store_id, clock, quantities), event
 
     def _coupons(self, *, member: bool) -> list[dict[str, Any]]:
         rng, coupons = self.rng, self.options.coupons
@@ -397,7 +449,12 @@ class FleetModel:
         return [{"coupon_id": c, "uses": _pick(rng.random, _USES_PER_COUPON)} for c in chosen]
 
     def _return(
-        self, sale: _Sale, occurred_at: datetime, *, early: bool = False, repeated: bool = False
+        self,
+        sale: _Sale,
+        occurred_at: datetime,
+        *,
+        early: bool = False,
+        lines: list[tuple[int, int]] | None = None,
     ) -> PlannedEvent:
         rng = self.rng
         document: dict[str, Any] = {
@@ -409,7 +466,11 @@ class FleetModel:
             "occurred_at": occurred_at.isoformat(timespec="seconds"),
             "reason": rng.choice(_RETURN_REASONS),
         }
-        return PlannedEvent("return", sale.transaction_no, document, repeated=repeated, early=early)
+        if lines is not None:
+            self._refunds += 1
+            document["return_id"] = f"{sale.store_id}-R{self._refunds:06d}"
+            document["lines"] = [{"line_no": n, "quantity": q} for n, q in lines]
+        return PlannedEvent("return", sale.transaction_no, document, early=early)
 
     def _event_id(self) -> str:
         # A version-4 UUID (RFC 9562 layout) from the seeded generator, so a seed fixes the
@@ -659,6 +720,7 @@ async def simulate(
         returns=tally.returns,
         repeated_returns=tally.repeated_returns,
         early_returns=tally.early_returns,
+        partial_returns=tally.partial_returns,
         elapsed_seconds=elapsed,
     )
 
@@ -727,6 +789,7 @@ _SHARES = (
     ("return_share", "of sales, returned later"),
     ("repeat_return_share", "of returns, sent again (the desk must see already_returned)"),
     ("early_return_share", "of returns, sent before their sale"),
+    ("partial_return_share", "of returned sales, returned one or two lines at a time"),
 )
 """The mix's options: a field of ``SimulationOptions`` each, and what it is a share of."""
 
@@ -803,6 +866,7 @@ def options_from_args(args: argparse.Namespace) -> SimulationOptions:
         return_share=args.return_share,
         repeat_return_share=args.repeat_return_share,
         early_return_share=args.early_return_share,
+        partial_return_share=args.partial_return_share,
         seed=args.seed,
         customer_prefix=args.customer_prefix,
         run_tag=args.run_tag,

@@ -103,9 +103,10 @@ async def test_a_second_return_of_a_sale_is_refused_and_points_move_once(
         assert sorted(e["kind"] for e in points["ledger"]) == ["burn", "earn", "restore", "revoke"]
         stored = (await http.get(f"/v1/receipts/{tx}")).json()
         assert stored["returned"] is True
-        assert stored["return"]["status"] == "accepted"
+        assert [r["status"] for r in stored["returns"]] == ["accepted", "rejected"]
         latest = (await http.get(f"/v1/returns/{tx}")).json()
         assert latest["status"] == "rejected"
+        assert stored["return"] == latest
 
 
 async def _equals(value: Awaitable[object], expected: object) -> bool:
