@@ -171,7 +171,13 @@ async def _show(settings: Settings, query_url: str, db: Database) -> None:
             )
         )
 
-        await _show_second_return(settings, db, http, read, customer, balance=points["balance"])
+        partial = await _show_partial_return(settings, db, http, read, customer)
+        balance = (await http.get(f"/v1/customers/{customer}/points", headers=read)).json()[
+            "balance"
+        ]
+        await _show_second_return(
+            settings, db, http, read, customer, balance=balance, other_than=partial
+        )
     await _show_dead_letters(settings, db)
     say(f"\nadmin key for trying the API: {admin_key}")
     say(f"the web console (sign in with that key): {query_url}/console/customers/{customer}")
@@ -195,20 +201,74 @@ async def _show_second_return(
     customer: str,
     *,
     balance: int,
+    other_than: str,
 ) -> None:
     async with db.connection() as conn:
         # A sale with coupons and burned points shows the most; one whose earned points the
         # customer still holds, as a real return desk's customer would (the contract lets a
         # return take a balance below zero, but the demo's customer should not need it).
         tx: str = await conn.fetchval(
-            "SELECT transaction_no FROM receipts WHERE customer_id = $1 AND returned_at IS NULL "
+            "SELECT transaction_no FROM receipts AS r WHERE customer_id = $1 "
+            "AND transaction_no <> $3 AND NOT EXISTS "
+            "(SELECT 1 FROM return_events AS e WHERE e.transaction_no = r.transaction_no) "
             "ORDER BY $2::bigint + points_used - points_earned >= 0 DESC, "
             "jsonb_array_length(coupons) > 0 DESC, points_used DESC, occurred_at DESC "
             "LIMIT 1",
             customer,
             balance,
+            other_than,
         )
-    events = [_return_event(tx) for _ in range(2)]
+    await _send_returns(settings, db, tx, [_return_event(tx) for _ in range(2)])
+    first = (await http.get(f"/v1/receipts/{tx}", headers=read)).json()["returns"][0]
+    latest = (await http.get(f"/v1/returns/{tx}", headers=read)).json()
+    say(f"\nreturning {tx} twice at the return desk:")
+    say(
+        f"  first:  {first['status']}, points restored {first['points_restored']}, "
+        f"revoked {first['points_revoked']}, coupons {first['coupons_restored']}"
+    )
+    say(f"  second: {latest['status']} ({latest['reason']})  <- GET /v1/returns/{tx}")
+    after = (await http.get(f"/v1/customers/{customer}/points", headers=read)).json()["balance"]
+    say(f"  customer {customer}'s balance now {after} (was {balance}): points moved once")
+
+
+async def _show_partial_return(
+    settings: Settings, db: Database, http: httpx.AsyncClient, read: dict[str, str], customer: str
+) -> str:
+    """Return one unit of one line of a sale of several lines, and show what it moved."""
+    async with db.connection() as conn:
+        tx: str = await conn.fetchval(
+            "SELECT transaction_no FROM receipts AS r WHERE customer_id = $1 AND NOT EXISTS "
+            "(SELECT 1 FROM return_events AS e WHERE e.transaction_no = r.transaction_no) "
+            "ORDER BY jsonb_array_length(document -> 'lines') > 1 DESC, points_earned DESC, "
+            "occurred_at DESC LIMIT 1",
+            customer,
+        )
+    before = (await http.get(f"/v1/receipts/{tx}", headers=read)).json()
+    event = _return_event(tx, lines=[{"line_no": 1, "quantity": 1}])
+    await _send_returns(settings, db, tx, [event])
+    after = (await http.get(f"/v1/receipts/{tx}", headers=read)).json()
+    outcome = after["return"]
+    line = before["lines"][0]
+    say(f"\nreturning one {line['description']} of {tx} (return_id {event['return_id']}):")
+    say(
+        f"  {outcome['status']}: lines {outcome['lines']}, points restored "
+        f"{outcome['points_restored']} of {before['points_used']}, revoked "
+        f"{outcome['points_revoked']} of {before['points_earned']}, fully returned "
+        f"{outcome['fully_returned']}"
+    )
+    say(f"  still to return: {after['lines_remaining']}  <- GET /v1/receipts/{tx}")
+    return tx
+
+
+async def _send_returns(
+    settings: Settings, db: Database, tx: str, events: list[dict[str, Any]]
+) -> None:
+    """Publish return events of one sale and wait until each is decided."""
+    async with db.connection() as conn:
+        decided: int = await conn.fetchval(
+            "SELECT count(*) FROM return_events WHERE transaction_no = $1 AND status <> 'pending'",
+            tx,
+        )
     producer = make_producer(settings)
     await producer.start()
     try:
@@ -221,24 +281,14 @@ async def _show_second_return(
     await _wait_for(
         db,
         "SELECT count(*) FROM return_events WHERE transaction_no = $1 AND status <> 'pending'",
-        2,
+        decided + len(events),
         tx,
         timeout=30,
     )
-    first = (await http.get(f"/v1/receipts/{tx}", headers=read)).json()["return"]
-    latest = (await http.get(f"/v1/returns/{tx}", headers=read)).json()
-    say(f"\nreturning {tx} twice at the return desk:")
-    say(
-        f"  first:  {first['status']}, points restored {first['points_restored']}, "
-        f"revoked {first['points_revoked']}, coupons {first['coupons_restored']}"
-    )
-    say(f"  second: {latest['status']} ({latest['reason']})  <- GET /v1/returns/{tx}")
-    after = (await http.get(f"/v1/customers/{customer}/points", headers=read)).json()["balance"]
-    say(f"  customer {customer}'s balance now {after} (was {balance}): points moved once")
 
 
-def _return_event(tx: str) -> dict[str, Any]:
-    return {
+def _return_event(tx: str, *, lines: list[dict[str, int]] | None = None) -> dict[str, Any]:
+    event: dict[str, Any] = {
         "schema_version": 1,
         "event_id": str(uuid.uuid4()),
         "transaction_no": tx,
@@ -247,6 +297,10 @@ def _return_event(tx: str) -> dict[str, Any]:
         "occurred_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "reason": "changed mind",
     }
+    if lines is not None:
+        event["return_id"] = f"DEMO-{uuid.uuid4().hex[:8]}"
+        event["lines"] = lines
+    return event
 
 
 async def _show_dead_letters(settings: Settings, db: Database) -> None:
