@@ -55,8 +55,8 @@ _LOAD_RECEIPTS = """
 """
 
 _LOAD_LEDGER = """
-    INSERT INTO points_ledger (customer_id, transaction_no, kind, points, occurred_at)
-    SELECT customer_id, transaction_no, 'earn', 19, occurred_at
+    INSERT INTO points_ledger (customer_id, transaction_no, cause, kind, points, occurred_at)
+    SELECT customer_id, transaction_no, 'sale', 'earn', 19, occurred_at
     FROM receipts
     WHERE customer_id BETWEEN $1 AND $2
 """
@@ -68,12 +68,13 @@ _LOAD_BALANCES = """
 
 _LOAD_RETURNS = """
     INSERT INTO return_events (event_id, transaction_no, store_id, terminal_id, occurred_at,
-                               reason, document, wait_until, status, outcome, decided_at)
+                               reason, document, wait_until, status, outcome, decided_at,
+                               decision_seq)
     SELECT return_event_id, transaction_no, 'S0042', 'T01', returned_at, 'changed mind',
            '{}'::jsonb, returned_at, 'accepted',
            jsonb_build_object('status', 'accepted', 'reason', NULL,
                               'points_restored', 0, 'points_revoked', 19),
-           returned_at
+           returned_at, nextval('return_decisions')
     FROM receipts WHERE return_event_id IS NOT NULL
 """
 
