@@ -134,7 +134,7 @@ async def _show(settings: Settings, query_url: str, db: Database) -> None:
         returns = await _wait_for(
             db,
             "SELECT count(*) FROM return_events WHERE status <> 'pending'",
-            summary.returns,
+            summary.returns - summary.resent_refunds,
             timeout=60,
         )
         say(f"\nreceipts applied: {applied} of {summary.receipts}; returns decided: {returns}")

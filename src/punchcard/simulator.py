@@ -184,6 +184,7 @@ class _Tally:
     repeated_returns: int = 0
     early_returns: int = 0
     partial_returns: int = 0
+    resent_refunds: int = 0
 
     def count(self, event: PlannedEvent) -> None:
         if event.kind == "receipt":
@@ -198,6 +199,7 @@ class _Tally:
             self.repeated_returns += event.repeated
             self.early_returns += event.early
             self.partial_returns += event.partial
+            self.resent_refunds += event.partial and event.repeated
 
 
 @dataclass(frozen=True)
@@ -213,6 +215,8 @@ class SimulationSummary:
     repeated_returns: int
     early_returns: int
     partial_returns: int
+    resent_refunds: int
+    """Refunds of some lines sent again under their return_id: redeliveries, no outcome."""
     elapsed_seconds: float
 
     @property
@@ -243,6 +247,7 @@ class SimulationSummary:
                 f"  repeated        {self.repeated_returns}",
                 f"  early           {self.early_returns}",
                 f"  of some lines   {self.partial_returns}",
+                f"  sent again      {self.resent_refunds} (same return_id: no new outcome)",
                 f"elapsed           {self.elapsed_seconds:.2f}s",
                 f"rate              {self.receipts_per_second:.1f} receipts/s, "
                 f"{self.events_per_second:.1f} records/s",
@@ -721,6 +726,7 @@ async def simulate(
         repeated_returns=tally.repeated_returns,
         early_returns=tally.early_returns,
         partial_returns=tally.partial_returns,
+        resent_refunds=tally.resent_refunds,
         elapsed_seconds=elapsed,
     )
 
