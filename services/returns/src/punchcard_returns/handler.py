@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from functools import partial
 
 import structlog
 from prometheus_client import Counter
@@ -95,32 +96,26 @@ async def apply_pending(
 
 def _outcome(decided: Decided, booked: ledger.Booked, *, now_text: str) -> OutputEvent:
     item, sale, verdict = decided.item, decided.sale, decided.verdict
-    customer_id = None if sale is None else sale.customer_id
-    if not isinstance(verdict, Accepted):
-        return return_outcome_event(
-            return_event_id=item.event_id,
-            occurred_at=now_text,
-            transaction_no=item.transaction_no,
-            return_id=item.return_id,
-            customer_id=customer_id,
-            status="rejected",
-            reason=verdict.reason,
-        )
-    given_back = [
-        (use.posting.coupon_id, -use.delta)
-        for use in booked.posted.uses
-        if use.posting.cause == item.event_id and use.posting.transaction_no == item.transaction_no
-    ]
-    return return_outcome_event(
+    outcome = partial(
+        return_outcome_event,
         return_event_id=item.event_id,
         occurred_at=now_text,
         transaction_no=item.transaction_no,
         return_id=item.return_id,
-        customer_id=customer_id,
+        customer_id=None if sale is None else sale.customer_id,
+    )
+    if not isinstance(verdict, Accepted):
+        return outcome(status="rejected", reason=verdict.reason)
+    return outcome(
         status="accepted",
         points_restored=verdict.points_restored,
         points_revoked=verdict.points_revoked,
-        coupons_restored=given_back,
+        coupons_restored=[
+            (use.posting.coupon_id, -use.delta)
+            for use in booked.posted.uses
+            if use.posting.cause == item.event_id
+            and use.posting.transaction_no == item.transaction_no
+        ],
         lines=[(line_no, decimal_text(quantity)) for line_no, quantity in verdict.taken],
         fully_returned=verdict.fully_returned,
     )
