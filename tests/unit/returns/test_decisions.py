@@ -105,7 +105,7 @@ def test_a_second_whole_return_is_already_returned_and_changes_nothing() -> None
     batch = decide([waiting("r1", seq=1), waiting("r2", seq=2)], sale)
 
     assert [type(d.verdict).__name__ for d in batch.decided] == ["Accepted", "Rejected"]
-    assert batch.decided[1].verdict == Rejected("already_returned")
+    assert batch.decided[1].verdict == Rejected("already_returned", fully_returned=True)
     assert len(batch.points) == 2
 
 
@@ -307,4 +307,4 @@ def test_no_quantity_ever_goes_below_zero_and_rejections_change_nothing(
         assert 0 <= state.points_restored <= sale.points_used
     whole = decide_return(sale, state, None)
     if isinstance(whole, Accepted):
-        assert decide_return(sale, whole.state, None) == Rejected("already_returned")
+        assert decide_return(sale, whole.state, None) == Rejected("already_returned", True)

@@ -116,9 +116,10 @@ class Accepted:
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """A return that changes nothing, and why."""
+    """A return that changes nothing, and why; ``fully_returned`` says the sale is all back."""
 
     reason: RejectReason
+    fully_returned: bool = False
 
 
 def decide_return(
@@ -130,17 +131,18 @@ def decide_return(
     nothing left to return, then a quantity over what remains.
     """
     remaining = state.remaining(sale)
+    done = state.fully_returned
     if lines is None:
-        if state.fully_returned:
-            return Rejected("already_returned")
+        if done:
+            return Rejected("already_returned", done)
         taken = tuple((n, left) for n, left in enumerate(remaining, start=1) if left > 0)
     else:
         if any(n > len(sale.lines) for n, _ in lines):
-            return Rejected("unknown_line")
+            return Rejected("unknown_line", done)
         if all(remaining[n - 1] <= 0 for n, _ in lines):
-            return Rejected("already_returned")
+            return Rejected("already_returned", done)
         if any(quantity > remaining[n - 1] for n, quantity in lines):
-            return Rejected("exceeds_remaining")
+            return Rejected("exceeds_remaining", done)
         taken = tuple(sorted(lines))
     returned = list(state.returned)
     for n, quantity in taken:

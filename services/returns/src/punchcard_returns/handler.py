@@ -105,7 +105,9 @@ def _outcome(decided: Decided, booked: ledger.Booked, *, now_text: str) -> Outpu
         customer_id=None if sale is None else sale.customer_id,
     )
     if not isinstance(verdict, Accepted):
-        return outcome(status="rejected", reason=verdict.reason)
+        return outcome(
+            status="rejected", reason=verdict.reason, fully_returned=verdict.fully_returned
+        )
     return outcome(
         status="accepted",
         points_restored=verdict.points_restored,
