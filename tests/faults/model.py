@@ -130,10 +130,9 @@ def expected_state(receipts: Iterable[InputRecord], returns: Iterable[InputRecor
     for tx, sale in sales.items():
         _book_sale(out, tx, sale)
     for tx, records in return_records.items():
-        sale = sales.get(tx)
-        if sale is None:
+        if tx not in sales:
             raise AssertionError(f"the workload returned {tx} but never sold it")
-        _SaleReturns(out, tx, sale).replay(records)
+        _SaleReturns(out, tx, sales[tx]).replay(records)
     out.uses = {k: v for k, v in out.uses.items() if v}
     return out
 
