@@ -5,26 +5,37 @@ log itself (read back after the load), not what the load generator meant to send
 that timed out during a broker restart may or may not be in the log, and its retry may be
 there twice, so the log is the only truth about what was published and in what order.
 
-The rules, from the contract:
+The rules, from the contract (section 2):
 - receipts: the first record of a ``transaction_no`` stands; a later one with the same
   content (``event_id`` aside) is a redelivery; with other content it is a
   ``conflicting_duplicate`` dead letter.
-- returns: a repeated ``event_id`` is a redelivery; of the distinct return events of a
-  transaction, the first in the log is accepted (its sale always arrives here) and every
-  later one is rejected ``already_returned``.
-- an accepted return gives back the points used (``restore``), takes back the points
-  earned (``revoke``) and gives back each coupon use; net, a returned sale counts nothing.
+- returns of one sale are decided in log order (one partition, keyed by the sale): a
+  repeated ``event_id`` is a redelivery; a repeated ``return_id`` with the same content is
+  one too (no outcome), with other content a ``conflicting_duplicate`` dead letter.
+- a return without ``lines`` takes back all that remains; with ``lines``, those
+  quantities. Rejected, in this order: ``unknown_line``, ``already_returned`` (nothing
+  remains of the sale, or of every named line), ``exceeds_remaining``.
+- points are cumulative per sale: after a return, ``floor(earned * R / W)`` revoked and
+  ``floor(used * R / W)`` restored in all (W: positive line amounts; R: their returned
+  share), the return that leaves nothing books the rest, each return books the difference.
+- coupon uses come back only with the return that leaves nothing of the sale.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
-__all__ = ["Expected", "InputRecord", "expected_state"]
+__all__ = ["SALE", "Expected", "InputRecord", "Outcome", "expected_state", "quantity"]
+
+SALE = "sale"
+"""The ledger's cause for a sale's own earn and burn; a return's entries name its event_id."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,10 +47,25 @@ class InputRecord:
     value: bytes
 
 
-PointsKey = tuple[str, str]
-"""(transaction_no, kind)"""
+PointsKey = tuple[str, str, str]
+"""(transaction_no, kind, cause)"""
 UsageKey = tuple[str, str, str]
 """(transaction_no, coupon_id, source)"""
+Lines = tuple[tuple[int, Fraction], ...]
+"""(line_no, quantity) pairs, by line_no"""
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a ReturnOutcomeEvent must say (quantities compared exactly, not as text)."""
+
+    status: str
+    reason: str | None
+    points_restored: int
+    points_revoked: int
+    return_id: str | None
+    lines: Lines
+    fully_returned: bool
 
 
 @dataclass(slots=True)
@@ -50,23 +76,35 @@ class Expected:
     customer_of: dict[str, str | None] = field(default_factory=dict)
     uses: dict[tuple[str, str], int] = field(default_factory=dict)
     balances: dict[str, int] = field(default_factory=dict)
-    ledger: Counter[tuple[str, str, str, int]] = field(default_factory=Counter)
-    """(customer_id, transaction_no, kind, signed points) -> 1"""
+    ledger: Counter[tuple[str, str, str, str, int]] = field(default_factory=Counter)
+    """(customer_id, transaction_no, kind, cause, signed points) -> 1"""
     returns: dict[str, tuple[str, str | None]] = field(default_factory=dict)
-    """return event_id -> (status, reason)"""
+    """return event_id -> (status, reason), for every return that gets an outcome"""
     tx_of_return: dict[str, str] = field(default_factory=dict)
     """return event_id -> transaction_no"""
-    first_return: dict[str, str] = field(default_factory=dict)
-    """transaction_no -> the return event_id that must be the accepted one"""
+    decided: dict[str, list[str]] = field(default_factory=dict)
+    """transaction_no -> its returns' event ids in the order they must be decided"""
+    sale_returns: dict[str, tuple[tuple[Fraction, ...], int, int, bool]] = field(
+        default_factory=dict
+    )
+    """transaction_no -> (returned per line, points restored, points revoked, fully returned),
+    for every sale with an accepted return"""
     points_events: dict[PointsKey, tuple[str, int]] = field(default_factory=dict)
-    """(transaction_no, kind) -> (customer_id, signed points)"""
+    """(transaction_no, kind, cause) -> (customer_id, signed points)"""
     usage_events: dict[UsageKey, tuple[str, int]] = field(default_factory=dict)
     """(transaction_no, coupon_id, source) -> (customer_id, delta)"""
-    outcome_events: dict[str, tuple[str, str | None, int, int]] = field(default_factory=dict)
-    """return event_id -> (status, reason, points_restored, points_revoked)"""
+    outcome_events: dict[str, Outcome] = field(default_factory=dict)
+    """return event_id -> its outcome"""
     conflicts: set[tuple[int, int]] = field(default_factory=set)
     """(partition, offset) of every receipt record that must be dead-lettered"""
+    return_conflicts: set[tuple[int, int]] = field(default_factory=set)
+    """(partition, offset) of every return record that must be dead-lettered"""
     input_records: int = 0
+
+
+def quantity(value: object) -> Fraction:
+    """A quantity as the contract reads it: exactly, from a decimal string or JSON number."""
+    return Fraction(Decimal(str(value)))
 
 
 def _content(document: dict[str, Any]) -> dict[str, Any]:
@@ -88,11 +126,13 @@ def expected_state(receipts: Iterable[InputRecord], returns: Iterable[InputRecor
     """The expected end state after every record of both logs was applied once."""
     out = Expected()
     sales = _standing_sales(receipts, out)
-    return_events = _distinct_returns(returns, out)
+    return_records = _returns_by_sale(returns, out)
     for tx, sale in sales.items():
-        _book_sale(out, tx, sale, returned=bool(return_events.get(tx)))
-    for tx, ids in return_events.items():
-        _decide_returns(out, tx, ids, sales.get(tx))
+        _book_sale(out, tx, sale)
+    for tx, records in return_records.items():
+        if tx not in sales:
+            raise AssertionError(f"the workload returned {tx} but never sold it")
+        _SaleReturns(out, tx, sales[tx]).replay(records)
     out.uses = {k: v for k, v in out.uses.items() if v}
     return out
 
@@ -109,19 +149,19 @@ def _standing_sales(records: Iterable[InputRecord], out: Expected) -> dict[str, 
     return sales
 
 
-def _distinct_returns(records: Iterable[InputRecord], out: Expected) -> dict[str, list[str]]:
-    """Each transaction's return event ids, first appearance in the log first."""
-    return_events: dict[str, list[str]] = defaultdict(list)
+def _returns_by_sale(
+    records: Iterable[InputRecord], out: Expected
+) -> dict[str, list[tuple[InputRecord, dict[str, Any]]]]:
+    """Each sale's return records in log order (all of a sale's share one partition)."""
+    by_sale: dict[str, list[tuple[InputRecord, dict[str, Any]]]] = defaultdict(list)
     for record in _in_log_order(records):
         out.input_records += 1
         document = json.loads(record.value)
-        ids = return_events[document["transaction_no"]]
-        if document["event_id"] not in ids:
-            ids.append(document["event_id"])
-    return return_events
+        by_sale[document["transaction_no"]].append((record, document))
+    return by_sale
 
 
-def _book_sale(out: Expected, tx: str, sale: dict[str, Any], *, returned: bool) -> None:
+def _book_sale(out: Expected, tx: str, sale: dict[str, Any]) -> None:
     customer = sale.get("customer_id")
     out.receipts.add(tx)
     out.customer_of[tx] = customer
@@ -131,32 +171,120 @@ def _book_sale(out: Expected, tx: str, sale: dict[str, Any], *, returned: bool) 
     used, earned = int(sale.get("points_used", 0)), int(sale.get("points_earned", 0))
     for coupon, count in _coupon_uses(sale).items():
         out.usage_events[(tx, coupon, "receipt")] = (customer, count)
-        if returned:
-            out.usage_events[(tx, coupon, "return")] = (customer, -count)
-        else:
-            out.uses[(customer, coupon)] = out.uses.get((customer, coupon), 0) + count
-    booked = [("burn", -used), ("earn", earned)]
-    if returned:
-        booked += [("restore", used), ("revoke", -earned)]
-    for kind, points in booked:
+        out.uses[(customer, coupon)] = out.uses.get((customer, coupon), 0) + count
+    for kind, points in (("burn", -used), ("earn", earned)):
         if points:
-            out.ledger[(customer, tx, kind, points)] += 1
-            out.points_events[(tx, kind)] = (customer, points)
-    out.balances.setdefault(customer, 0)
-    if not returned:
-        out.balances[customer] += earned - used
+            out.ledger[(customer, tx, kind, SALE, points)] += 1
+            out.points_events[(tx, kind, SALE)] = (customer, points)
+    out.balances[customer] = out.balances.get(customer, 0) + earned - used
 
 
-def _decide_returns(out: Expected, tx: str, ids: list[str], sale: dict[str, Any] | None) -> None:
-    if sale is None:
-        raise AssertionError(f"the workload returned {tx} but never sold it")
-    out.first_return[tx] = ids[0]
-    out.tx_of_return.update(dict.fromkeys(ids, tx))
-    customer = sale.get("customer_id")
-    restored = int(sale.get("points_used", 0)) if customer else 0
-    revoked = int(sale.get("points_earned", 0)) if customer else 0
-    out.returns[ids[0]] = ("accepted", None)
-    out.outcome_events[ids[0]] = ("accepted", None, restored, revoked)
-    for later in ids[1:]:
-        out.returns[later] = ("rejected", "already_returned")
-        out.outcome_events[later] = ("rejected", "already_returned", 0, 0)
+class _SaleReturns:
+    """One sale's returns replayed in log order: what remains, and what has been booked."""
+
+    def __init__(self, out: Expected, tx: str, sale: dict[str, Any]) -> None:
+        self.out, self.tx, self.sale = out, tx, sale
+        self.customer: str | None = sale.get("customer_id")
+        lines = sale.get("lines") or []
+        self.quantities = [quantity(line["quantity"]) for line in lines]
+        self.amounts = [max(quantity(line["amount"]), Fraction(0)) for line in lines]
+        self.returned = [Fraction(0)] * len(lines)
+        self.whole_returned = False  # a sale without lines, returned whole
+        self.restored = self.revoked = 0
+        self.seen_events: set[str] = set()
+        self.return_ids: dict[str, dict[str, Any]] = {}
+        out.decided[tx] = []
+
+    def replay(self, records: list[tuple[InputRecord, dict[str, Any]]]) -> None:
+        """Decide each return record in log order, then note what the sale's row holds."""
+        for record, document in records:
+            self._one(record, document)
+        if self.restored or self.revoked or any(self.returned) or self.whole_returned:
+            self.out.sale_returns[self.tx] = (
+                tuple(self.returned),
+                self.restored,
+                self.revoked,
+                self._nothing_remains(),
+            )
+
+    def _one(self, record: InputRecord, document: dict[str, Any]) -> None:
+        event_id = document["event_id"]
+        if event_id in self.seen_events:
+            return
+        self.seen_events.add(event_id)
+        return_id = document.get("return_id")
+        if return_id is not None:
+            standing = self.return_ids.setdefault(return_id, document)
+            if standing is not document:
+                if _content(standing) != _content(document):
+                    self.out.return_conflicts.add((record.partition, record.offset))
+                return
+        self.out.tx_of_return[event_id] = self.tx
+        self.out.decided[self.tx].append(event_id)
+        outcome = self._decide(document)
+        self.out.returns[event_id] = (outcome.status, outcome.reason)
+        self.out.outcome_events[event_id] = outcome
+
+    def _remaining(self, n: int) -> Fraction:
+        return self.quantities[n] - self.returned[n]
+
+    def _nothing_remains(self) -> bool:
+        if not self.quantities:
+            return self.whole_returned
+        return all(self._remaining(n) == 0 for n in range(len(self.quantities)))
+
+    def _returned_share(self) -> Fraction:
+        """R / W: the returned share of the positive line amounts (0 when W is 0)."""
+        whole = sum(self.amounts, Fraction(0))
+        if not whole:
+            return Fraction(0)
+        parts = zip(self.amounts, self.returned, self.quantities, strict=True)
+        return sum((a * r / q for a, r, q in parts), Fraction(0)) / whole
+
+    def _rejected(self, return_id: str | None, reason: str) -> Outcome:
+        return Outcome("rejected", reason, 0, 0, return_id, (), self._nothing_remains())
+
+    def _decide(self, document: dict[str, Any]) -> Outcome:
+        return_id = document.get("return_id")
+        named = document.get("lines")
+        count = len(self.quantities)
+        if named is not None:
+            wanted = {int(line["line_no"]): quantity(line["quantity"]) for line in named}
+            if any(not 1 <= n <= count for n in wanted):
+                return self._rejected(return_id, "unknown_line")
+            if all(self._remaining(n - 1) == 0 for n in wanted):
+                return self._rejected(return_id, "already_returned")
+            if any(q > self._remaining(n - 1) for n, q in wanted.items()):
+                return self._rejected(return_id, "exceeds_remaining")
+        else:
+            if self._nothing_remains():
+                return self._rejected(return_id, "already_returned")
+            wanted = {n + 1: self._remaining(n) for n in range(count) if self._remaining(n)}
+        for n, q in wanted.items():
+            self.returned[n - 1] += q
+        if not self.quantities:
+            self.whole_returned = True
+        return self._accept(return_id, document["event_id"], wanted)
+
+    def _accept(self, return_id: str | None, event_id: str, taken: dict[int, Fraction]) -> Outcome:
+        fully = self._nothing_remains()
+        used = int(self.sale.get("points_used", 0)) if self.customer else 0
+        earned = int(self.sale.get("points_earned", 0)) if self.customer else 0
+        share = Fraction(1) if fully else self._returned_share()
+        restore = math.floor(used * share) - self.restored
+        revoke = math.floor(earned * share) - self.revoked
+        self.restored += restore
+        self.revoked += revoke
+        customer = self.customer
+        if customer is not None:
+            for kind, points in (("restore", restore), ("revoke", -revoke)):
+                if points:
+                    self.out.ledger[(customer, self.tx, kind, event_id, points)] += 1
+                    self.out.points_events[(self.tx, kind, event_id)] = (customer, points)
+            self.out.balances[customer] += restore - revoke
+            if fully:
+                for coupon, uses in _coupon_uses(self.sale).items():
+                    self.out.usage_events[(self.tx, coupon, "return")] = (customer, -uses)
+                    self.out.uses[(customer, coupon)] -= uses
+        lines = tuple(sorted(taken.items()))
+        return Outcome("accepted", None, restore, revoke, return_id, lines, fully)

@@ -1,0 +1,96 @@
+"""The fault suite's oracle decides partial returns as CONTRACT.md section 2 says."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Any
+
+from tests.documents import encode, receipt_document, return_document, sale_lines
+from tests.faults.model import SALE, Expected, InputRecord, expected_state
+
+
+def _replay(sale: dict[str, Any], *returns: dict[str, Any]) -> Expected:
+    receipts = [InputRecord(0, 0, encode(sale))]
+    logged = [InputRecord(0, n, encode(document)) for n, document in enumerate(returns)]
+    return expected_state(receipts, logged)
+
+
+def _three_lines(**extra: Any) -> dict[str, Any]:
+    return receipt_document(
+        "C1",
+        points_earned=10,
+        points_used=5,
+        coupons=[("CPN", 2)],
+        lines=sale_lines((1, "100"), (1, "100"), (1, "100")),
+        **extra,
+    )
+
+
+def test_a_sale_returned_line_by_line_moves_floors_then_exactly_the_rest() -> None:
+    """Revoked in all after each part: floor(10/3), floor(20/3), then all 10."""
+    sale = _three_lines()
+    parts = [return_document(sale["transaction_no"], lines=[(n, 1)]) for n in (1, 2, 3)]
+    expected = _replay(sale, *parts)
+    moved = [expected.outcome_events[p["event_id"]] for p in parts]
+    assert [(o.points_revoked, o.points_restored) for o in moved] == [(3, 1), (3, 2), (4, 2)]
+    assert [o.fully_returned for o in moved] == [False, False, True]
+    assert expected.balances["C1"] == 0
+    assert expected.uses == {}
+    assert (sale["transaction_no"], "CPN", "return") in expected.usage_events
+    assert expected.ledger[("C1", sale["transaction_no"], "revoke", parts[0]["event_id"], -3)]
+
+
+def test_coupon_uses_stay_while_anything_of_the_sale_remains() -> None:
+    """Two lines of three back: the points move, the coupon count does not."""
+    sale = _three_lines()
+    expected = _replay(sale, return_document(sale["transaction_no"], lines=[(1, 1), (2, 1)]))
+    assert expected.uses == {("C1", "CPN"): 2}
+    assert expected.balances["C1"] == 10 - 5 - 6 + 3
+
+
+def test_rejections_are_checked_unknown_line_then_already_returned_then_exceeds() -> None:
+    """Each rejection changes nothing, and the order of the checks is the contract's."""
+    sale = _three_lines()
+    tx = sale["transaction_no"]
+    first = return_document(tx, lines=[(1, 1)])
+    unknown = return_document(tx, lines=[(1, 1), (4, 1)])
+    already = return_document(tx, lines=[(1, 1)])
+    exceeds = return_document(tx, lines=[(1, 1), (2, 2)])
+    rest = return_document(tx)
+    again = return_document(tx)
+    expected = _replay(sale, first, unknown, already, exceeds, rest, again)
+    reasons = [expected.returns[d["event_id"]] for d in (unknown, already, exceeds, again)]
+    assert [reason for _, reason in reasons] == [
+        "unknown_line",
+        "already_returned",
+        "exceeds_remaining",
+        "already_returned",
+    ]
+    whole = expected.outcome_events[rest["event_id"]]
+    assert whole.lines == ((2, Fraction(1)), (3, Fraction(1)))
+    assert expected.sale_returns[tx] == ((Fraction(1),) * 3, 5, 10, True)
+
+
+def test_a_repeated_return_id_is_a_redelivery_or_a_conflict_by_its_content() -> None:
+    """Same content under a new event_id: no outcome; other content: a dead letter."""
+    sale = _three_lines()
+    tx = sale["transaction_no"]
+    first = return_document(tx, lines=[(1, 1)], return_id="R1")
+    redelivered = {**first, "event_id": "another"}
+    conflicting = return_document(tx, lines=[(2, 1)], return_id="R1")
+    expected = _replay(sale, first, redelivered, conflicting)
+    assert list(expected.returns) == [first["event_id"]]
+    assert expected.return_conflicts == {(0, 2)}
+
+
+def test_a_sale_without_positive_amounts_moves_points_only_when_nothing_remains() -> None:
+    """W = 0: the first part moves nothing, the last moves everything."""
+    sale = receipt_document(
+        "C1", points_earned=7, lines=sale_lines((1, "0"), (2, "-50")), total="0"
+    )
+    tx = sale["transaction_no"]
+    part, rest = return_document(tx, lines=[(2, 1)]), return_document(tx)
+    expected = _replay(sale, part, rest)
+    assert expected.outcome_events[part["event_id"]].points_revoked == 0
+    assert expected.outcome_events[rest["event_id"]].points_revoked == 7
+    assert (tx, "revoke", SALE) not in expected.points_events
