@@ -17,7 +17,7 @@ import time
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -1115,10 +1115,6 @@ class Scenario:
         )
         r.note("events nobody should have published", unexpected)
         wrong_content: set[tuple[object, ...]] = set()
-        # The contract says fully_returned is "nothing of the sale remains"; the returns
-        # service sends false on every rejection. Shown, not counted, until the lead settles
-        # which one is right (faults18 report).
-        rejection_fully_returned: set[tuple[str, str | None, bool]] = set()
         for pkey, pwant in expected.points_events.items():
             pgot = seen.points_content.get(pkey)
             if pgot is not None and pgot != pwant:
@@ -1131,19 +1127,8 @@ class Scenario:
             ogot = seen.outcome_content.get(event_id)
             if ogot is None or ogot == owant or _tx_of(event_id, expected) in out_of_order:
                 continue
-            if owant.status == "rejected" and ogot == replace(
-                owant, fully_returned=ogot.fully_returned
-            ):
-                rejection_fully_returned.add((event_id, ogot.reason, ogot.fully_returned))
-            else:
-                wrong_content.add(("outcome", event_id, ogot, owant))
+            wrong_content.add(("outcome", event_id, ogot, owant))
         r.note("events with the wrong content (got, want)", wrong_content)
-        r.note(
-            "rejections whose fully_returned is not the sale's state, not counted "
-            "(event, reason, got)",
-            rejection_fully_returned,
-            limit=3,
-        )
         unexpected_dead = {
             (p, o) for (p, o) in seen.dead_letters if (p, o) not in expected.conflicts
         }
