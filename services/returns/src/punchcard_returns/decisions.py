@@ -9,7 +9,6 @@ points moved depend only on what has been returned, never on how it was split.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -166,35 +165,52 @@ def decide_return(
 def _points_after(sale: StoredSale, returned: Sequence[Decimal], *, fully: bool) -> tuple[int, int]:
     """The sale's restored and revoked totals once ``returned`` is back (rule 6).
 
-    ``floor(points * R / W)`` on exact fractions, so the totals only grow as more comes
-    back and the last return books exactly the rest, however the sale was split.
+    ``floor(points * R / W)`` in exact integer arithmetic, so the totals only grow as more
+    comes back and the last return books exactly the rest, however the sale was split.
     """
     if sale.customer_id is None:
         return 0, 0
     if fully:
         return sale.points_used, sale.points_earned
-    whole = _positive_total(sale)
-    if whole == 0:
+    whole_n, whole_d = _positive_total(sale)
+    if whole_n == 0:
         return 0, 0
-    share = _returned_share(sale, returned) / whole
-    return math.floor(sale.points_used * share), math.floor(sale.points_earned * share)
-
-
-def _positive_total(sale: StoredSale) -> Fraction:
-    """W: the sum of the sale's positive line amounts."""
-    return sum((Fraction(line.amount) for line in sale.lines if line.amount > 0), Fraction(0))
-
-
-def _returned_share(sale: StoredSale, returned: Sequence[Decimal]) -> Fraction:
-    """R: each line's returned share of its amount, lines with amount <= 0 counting 0."""
-    return sum(
-        (
-            Fraction(line.amount) * Fraction(back) / Fraction(line.quantity)
-            for line, back in zip(sale.lines, returned, strict=True)
-            if line.amount > 0
-        ),
-        Fraction(0),
+    share_n, share_d = _returned_share(sale, returned)
+    # points * (share_n / share_d) / (whole_n / whole_d), all denominators positive.
+    numerator, denominator = share_n * whole_d, share_d * whole_n
+    return (
+        sale.points_used * numerator // denominator,
+        sale.points_earned * numerator // denominator,
     )
+
+
+# R and W are sums of a few exact fractions. They are kept as (numerator, denominator)
+# pairs of plain integers, reduced once at the end if at all: fractions.Fraction reduces
+# at every step and cost most of a return's decision (a profile of 1,000 returns).
+_Ratio = tuple[int, int]
+
+
+def _positive_total(sale: StoredSale) -> _Ratio:
+    """W: the sum of the sale's positive line amounts."""
+    total_n, total_d = 0, 1
+    for line in sale.lines:
+        if line.amount > 0:
+            n, d = line.amount.as_integer_ratio()
+            total_n, total_d = total_n * d + n * total_d, total_d * d
+    return total_n, total_d
+
+
+def _returned_share(sale: StoredSale, returned: Sequence[Decimal]) -> _Ratio:
+    """R: each line's returned share of its amount, lines with amount <= 0 counting 0."""
+    total_n, total_d = 0, 1
+    for line, back in zip(sale.lines, returned, strict=True):
+        if line.amount > 0 and back:
+            an, ad = line.amount.as_integer_ratio()
+            bn, bd = back.as_integer_ratio()
+            qn, qd = line.quantity.as_integer_ratio()
+            n, d = an * bn * qd, ad * bd * qn
+            total_n, total_d = total_n * d + n * total_d, total_d * d
+    return total_n, total_d
 
 
 def returned_amount(sale: StoredSale, state: ReturnState) -> Decimal:
@@ -203,7 +219,7 @@ def returned_amount(sale: StoredSale, state: ReturnState) -> Decimal:
     Returning one of three items sold for 100 gives 33.33...: shown to the places the
     sale's own amounts have (rounded half to even), which is what the till printed.
     """
-    share = _returned_share(sale, state.returned)
+    share = Fraction(*_returned_share(sale, state.returned))
     denominator = share.denominator
     for prime in (2, 5):
         while denominator % prime == 0:
