@@ -1,7 +1,9 @@
 """Returns: applied per second, and the time from publishing a return to its outcome.
 
 Receipts are stored first through the receipt consumer's own handler (no Kafka), so
-every return finds its sale. Then:
+every return finds its sale. Every run's returns are half partial (one or two lines of
+the sale, one unit of each, under a ``return_id``) and half whole, alternating, as
+returns desks send them (issue 18). Then:
 
 - throughput: K returns are published to a fresh topic, and the returns handler runs
   in-process in ``ConsumerLoop`` with the ``OutboxRelay`` and the waiting-return
@@ -66,17 +68,27 @@ _WARMUP_SECONDS = 2.0
 new topics and the service's first batches settle before anything is measured."""
 
 
+_PARTIAL_EVERY = 2
+"""Every second return names lines: a 50% partial mix."""
+
+
 class _Sale:
-    __slots__ = ("occurred_at", "store_id", "transaction_no")
+    __slots__ = ("line_count", "occurred_at", "store_id", "transaction_no")
 
     def __init__(self, document: dict[str, Any]) -> None:
         self.transaction_no: str = document["transaction_no"]
         self.store_id: str = document["store_id"]
         self.occurred_at = datetime.fromisoformat(document["occurred_at"])
+        self.line_count = len(document["lines"])
 
 
-def _return_document(sale: _Sale) -> dict[str, Any]:
-    return {
+def _return_document(sale: _Sale, index: int) -> dict[str, Any]:
+    """The ``index``-th return of a run: whole, or of one or two lines (one unit each).
+
+    Lines are picked from the transaction number's hash, so the three runs (throughput,
+    ceiling, latency) get the same mix without sharing a random generator.
+    """
+    document: dict[str, Any] = {
         "schema_version": 1,
         "event_id": str(uuid.uuid4()),
         "transaction_no": sale.transaction_no,
@@ -85,6 +97,18 @@ def _return_document(sale: _Sale) -> dict[str, Any]:
         "occurred_at": (sale.occurred_at + timedelta(hours=2)).isoformat(timespec="seconds"),
         "reason": "changed mind",
     }
+    if index % _PARTIAL_EVERY == 0 and sale.line_count > 0:
+        picker = Random(sale.transaction_no)
+        named = picker.sample(
+            range(1, sale.line_count + 1), min(sale.line_count, 1 + index % 4 // 2)
+        )
+        document["return_id"] = f"R{index:07d}"
+        document["lines"] = [{"line_no": n, "quantity": "1"} for n in sorted(named)]
+    return document
+
+
+def _return_documents(sales: list[_Sale]) -> list[dict[str, Any]]:
+    return [_return_document(sale, index) for index, sale in enumerate(sales)]
 
 
 async def run(ctx: Context) -> dict[str, Any]:
@@ -102,6 +126,8 @@ async def run(ctx: Context) -> dict[str, Any]:
         latency = await _latency(ctx, settings, sales[2 * k :], warmup)
     return {
         "returns": k,
+        "mix": "every second return partial (one or two lines, one unit each, with a "
+        "return_id), the others whole",
         "receipts_stored_first": stored,
         "throughput": throughput,
         "postgres_ceiling": ceiling,
@@ -189,7 +215,7 @@ async def _throughput(settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
     k = len(sales)
     topic = settings.topics.returns
     say(f"returns: publishing {k:,} returns to {topic}")
-    await _publish(settings, topic, [_return_document(s) for s in sales])
+    await _publish(settings, topic, _return_documents(sales))
     raw = await raw_consume(settings, topic, k)
     say(f"returns: raw consume {k:,} records at {raw['records_per_second']:,.0f}/s")
 
@@ -255,7 +281,7 @@ async def _postgres_ceiling(settings: Settings, sales: list[_Sale]) -> dict[str,
     handler = ReturnHandler(settings, db)
     records = [
         InboundRecord(settings.topics.returns, 0, offset, None, orjson.dumps(document))
-        for offset, document in enumerate(_return_document(s) for s in sales)
+        for offset, document in enumerate(_return_documents(sales))
     ]
     decoded = [Decoded(record, handler.decode(record)) for record in records]
     size = settings.batch_max_records
@@ -332,7 +358,7 @@ async def _latency(
     await producer.start()
     try:
         await asyncio.to_thread(service.wait_healthy, 60.0)
-        documents = [_return_document(s) for s in sales]
+        documents = _return_documents(sales)
         warmup, steady = documents[:warmup_count], documents[warmup_count:]
         say(
             f"returns: returns service (process) up; warming up with {len(warmup)} returns "
