@@ -21,6 +21,7 @@ returns desks send them (issue 18). Then:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -60,6 +61,7 @@ from bench.common import (
     suffix,
     wait_or_fail,
 )
+from bench.cpu import postgres_cpu_seconds, service_cpu_seconds
 from punchcard.simulator import FleetModel, SimulationOptions
 
 _STORE_BATCH = 1000
@@ -230,10 +232,12 @@ async def _throughput(settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
         settings, handler=handler, topic=topic, group_id=settings.consumer_group("returns")
     )
     relay = OutboxRelay(settings, db)
+    cpu = await _CpuWindow.start(settings.database_url)
     tasks = [asyncio.ensure_future(part(stop)) for part in (loop.run, relay.run, resolver.run)]
     try:
         await wait_or_fail(handler.done, 600, "returns throughput")
         applied_seconds = handler.seconds
+        cpu_used = await cpu.per_return_ms(k, service="bench_process")
         say(
             f"returns: applied {k:,} returns in {applied_seconds:.2f}s "
             f"({k / applied_seconds:,.0f}/s, {handler.batches} transactions); waiting for the relay"
@@ -269,6 +273,7 @@ async def _throughput(settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
         "all_outputs_published_seconds": round(relayed_seconds, 4),
         "outputs_per_second_end_to_end": round(k / relayed_seconds, 1) if relayed_seconds else 0,
         "outbox_rows_published": relay.published,
+        "cpu_ms_per_return": cpu_used,
         "raw_consume": raw,
         "timeline": handler.timeline(),
     }
@@ -286,7 +291,9 @@ async def _postgres_ceiling(settings: Settings, sales: list[_Sale]) -> dict[str,
     decoded = [Decoded(record, handler.decode(record)) for record in records]
     size = settings.batch_max_records
     try:
+        cpu = await _CpuWindow.start(settings.database_url)
         seconds, _, _ = await apply_in_batches(handler.apply, decoded, size)
+        cpu_used = await cpu.per_return_ms(len(decoded), service="bench_process")
     finally:
         await db.close()
     rate = len(decoded) / seconds if seconds > 0 else 0.0
@@ -296,6 +303,7 @@ async def _postgres_ceiling(settings: Settings, sales: list[_Sale]) -> dict[str,
         "batch_size": size,
         "seconds": round(seconds, 4),
         "returns_per_second": round(rate, 1),
+        "cpu_ms_per_return": cpu_used,
         "method": "decoded before the clock; ReturnHandler.apply per batch (one transaction "
         "each, the same statements) sequentially, no Kafka and no relay",
     }
@@ -378,9 +386,11 @@ async def _latency(
             called[event_id] = time.perf_counter()
             future.add_done_callback(partial(_note_time, acked, event_id))
 
+        cpu = await _CpuWindow.start(live.database_url, service.pid)
         futures = await _paced(producer, topics.returns, steady, sizes.return_rate, timed)
         await asyncio.gather(*futures)
         await _until(lambda: all(e in outcome_at for e in sent), 120, "every outcome")
+        cpu_used = await cpu.per_return_ms(len(steady), service="service_process")
         await _until(lambda: all(e in hop_at for e in sent), 30, "every raw read")
     finally:
         stop.set()
@@ -418,6 +428,7 @@ async def _latency(
         "outcome_latency": outcome,
         "broker_latency": broker,
         "stages": stages,
+        "cpu_ms_per_return": cpu_used,
         "definition": "from each return's scheduled send (aiokafka producer with Punchcard's "
         "settings: acks=all, idempotent, linger 0 ms) to the moment its record was fetched "
         "here: the ReturnOutcomeEvent on the outcomes topic (outcome), or the return itself "
@@ -492,6 +503,39 @@ async def _service_marks(
         "transaction_began": {r[0]: r[1] - wall_offset for r in rows},
         "decided": {r[0]: r[2] - wall_offset for r in rows if r[2] is not None},
     }
+
+
+class _CpuWindow:
+    """CPU used from ``start`` on: one process's (the service's, or this one) and PostgreSQL's."""
+
+    def __init__(self, url: str, pid: int | None, process: float, postgres: float | None) -> None:
+        self._url, self._pid, self._process, self._postgres = url, pid, process, postgres
+
+    @classmethod
+    async def start(cls, url: str, pid: int | None = None) -> _CpuWindow:
+        return cls(url, pid, _process_cpu_seconds(pid), await postgres_cpu_seconds(url))
+
+    async def per_return_ms(self, returns: int, *, service: str) -> dict[str, float | None]:
+        """Milliseconds of CPU per return since ``start``, by party."""
+        process = _process_cpu_seconds(self._pid) - self._process
+        postgres_now = await postgres_cpu_seconds(self._url)
+        postgres = (
+            None
+            if postgres_now is None or self._postgres is None
+            else postgres_now - self._postgres
+        )
+        return {
+            service: round(process / returns * 1000, 3),
+            "postgresql": None if postgres is None else round(postgres / returns * 1000, 3),
+        }
+
+
+def _process_cpu_seconds(pid: int | None) -> float:
+    """The service's CPU (with its children) if ``pid`` is given, else this process's."""
+    if pid is not None:
+        return service_cpu_seconds(pid)
+    times = os.times()
+    return times.user + times.system
 
 
 def _note_time(times: dict[str, float], key: str, _: object) -> None:
