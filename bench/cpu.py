@@ -18,7 +18,8 @@ __all__ = [
     "backends_cpu_after",
     "children",
     "cpu_seconds",
-    "postgres_cpu_seconds",
+    "postgres_server_pid",
+    "server_cpu_seconds",
     "service_cpu_seconds",
 ]
 
@@ -83,14 +84,8 @@ def backends_cpu_after(before: dict[int, float] | None) -> float | None:
     return used
 
 
-async def postgres_cpu_seconds(url: str) -> float | None:
-    """CPU seconds so far of every process of a local PostgreSQL server.
-
-    The postmaster and all its children (backends, WAL writer, checkpointer): what the
-    server spends on a run, its background writes included. Read before and after a run
-    whose pools stay open, so no backend that worked in it has ended. None when
-    PostgreSQL runs elsewhere (its process ids mean nothing here).
-    """
+async def postgres_server_pid(url: str) -> int | None:
+    """The process id of a local PostgreSQL server's postmaster; None when it runs elsewhere."""
     if urlsplit(url).hostname not in (None, "", "localhost", "127.0.0.1", "::1"):
         return None
     conn = await asyncpg.connect(url)
@@ -98,7 +93,18 @@ async def postgres_cpu_seconds(url: str) -> float | None:
         data_directory = await conn.fetchval("SHOW data_directory")
     finally:
         await conn.close()
-    postmaster = int((Path(data_directory) / "postmaster.pid").read_text().split()[0])
+    return int((Path(data_directory) / "postmaster.pid").read_text().split()[0])
+
+
+def server_cpu_seconds(postmaster: int | None) -> float:
+    """CPU seconds so far of a PostgreSQL server: its postmaster and every child.
+
+    Backends, WAL writer and checkpointer: what the server spends, its background writes
+    included. Read before and after a run whose pools stay open, so no backend that
+    worked in it has ended meanwhile. 0 for None (a server elsewhere).
+    """
+    if postmaster is None:
+        return 0.0
     used = cpu_seconds(postmaster)
     for child in children(postmaster):
         with contextlib.suppress(OSError):  # a backend that has just ended
