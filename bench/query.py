@@ -13,7 +13,6 @@ offered rate (its latency at that load).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
 import tempfile
@@ -34,6 +33,7 @@ from punchcard_devstack.processes import free_port
 from punchcard_platform.db import Database
 
 from bench.common import Context, Sizes, latency_summary, percentile, ratio, say, settle
+from bench.cpu import backends_cpu, backends_cpu_after, service_cpu_seconds
 from bench.http_load import LoadResult, open_loop
 
 _CUSTOMER_DIGITS = 7
@@ -284,14 +284,6 @@ async def _pgbench(binary: Path, url: str, script: str, options: list[str]) -> d
     }
 
 
-def _cpu_seconds(pid: int | None) -> float:
-    """User and system CPU seconds a process has used so far (Linux /proc)."""
-    if pid is None:
-        return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _machine_cpu() -> list[int]:
     """The machine's CPU time counters (jiffies): user nice system idle iowait irq ..."""
     return [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:]]
@@ -357,22 +349,6 @@ _SWEEP_REFINEMENTS = 3
 _SWEEP_RESOLUTION = 0.04
 
 
-def _children(pid: int) -> list[int]:
-    """The running child processes of ``pid`` (coupon-query's workers)."""
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(child) for child in text.split()]
-
-
-def _service_cpu_seconds(pid: int | None) -> float:
-    """CPU seconds of the service: the supervisor and every worker process."""
-    if pid is None:
-        return 0.0
-    return _cpu_seconds(pid) + sum(_cpu_seconds(child) for child in _children(pid))
-
-
 async def _until_idle(service: ServiceProcess) -> None:
     """Pause between sweep steps until the service has worked off what it still holds.
 
@@ -385,46 +361,10 @@ async def _until_idle(service: ServiceProcess) -> None:
     deadline = time.monotonic() + _SWEEP_IDLE_TIMEOUT_SECONDS
     interval = 0.25
     while time.monotonic() < deadline:
-        before = _service_cpu_seconds(service.pid)
+        before = service_cpu_seconds(service.pid)
         await asyncio.sleep(interval)
-        if _service_cpu_seconds(service.pid) - before < _SWEEP_IDLE_SHARE * interval:
+        if service_cpu_seconds(service.pid) - before < _SWEEP_IDLE_SHARE * interval:
             return
-
-
-async def _backends_cpu(url: str) -> dict[int, float] | None:
-    """CPU seconds so far of each PostgreSQL backend serving the database, but this one.
-
-    Read right before and after each measured run: the service's pools are open
-    throughout, so the backends present at both readings are its connections, and
-    their CPU is what PostgreSQL spends on it. None when PostgreSQL runs elsewhere
-    (its process ids mean nothing here).
-    """
-    if urlsplit(url).hostname not in (None, "", "localhost", "127.0.0.1", "::1"):
-        return None
-    conn = await asyncpg.connect(url)
-    try:
-        rows = await conn.fetch(
-            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() "
-            "AND backend_type = 'client backend' AND pid <> pg_backend_pid()"
-        )
-    finally:
-        await conn.close()
-    seconds: dict[int, float] = {}
-    for row in rows:
-        with contextlib.suppress(OSError):  # a backend that has just ended
-            seconds[int(row["pid"])] = _cpu_seconds(int(row["pid"]))
-    return seconds
-
-
-def _backends_cpu_after(before: dict[int, float] | None) -> float | None:
-    """CPU seconds the backends read in ``before`` have used since (ended ones left out)."""
-    if before is None:
-        return None
-    used = 0.0
-    for pid, seconds in before.items():
-        with contextlib.suppress(OSError):
-            used += _cpu_seconds(pid) - seconds
-    return used
 
 
 def _per_request_ms(used: float | None, sent: float) -> float | None:
@@ -499,8 +439,8 @@ class _Measured:
 async def _measure(target: _Target, *, rate: float, seconds: float, warmup: float) -> _Measured:
     """Offer ``rate`` for ``warmup + seconds``, noting the service's and its backends' CPU."""
     service = target.service
-    service_before = _service_cpu_seconds(service.pid)
-    pg_before = await _backends_cpu(target.url)
+    service_before = service_cpu_seconds(service.pid)
+    pg_before = await backends_cpu(target.url)
     machine_before = _machine_cpu()
     result = await open_loop(
         "127.0.0.1",
@@ -511,8 +451,8 @@ async def _measure(target: _Target, *, rate: float, seconds: float, warmup: floa
         seconds=seconds,
         warmup_seconds=warmup,
     )
-    service_used = _service_cpu_seconds(service.pid) - service_before
-    pg_used = _backends_cpu_after(pg_before)
+    service_used = service_cpu_seconds(service.pid) - service_before
+    pg_used = backends_cpu_after(pg_before)
     machine = _busy_share(machine_before, _machine_cpu())
     span = result.last_done - result.first_send
     return _Measured(

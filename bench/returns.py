@@ -1,7 +1,9 @@
 """Returns: applied per second, and the time from publishing a return to its outcome.
 
 Receipts are stored first through the receipt consumer's own handler (no Kafka), so
-every return finds its sale. Then:
+every return finds its sale. Every run's returns are half partial (one or two lines of
+the sale, one unit of each, under a ``return_id``) and half whole, alternating, as
+returns desks send them (issue 18). Then:
 
 - throughput: K returns are published to a fresh topic, and the returns handler runs
   in-process in ``ConsumerLoop`` with the ``OutboxRelay`` and the waiting-return
@@ -19,14 +21,16 @@ every return finds its sale. Then:
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from random import Random
-from typing import Any
+from typing import Any, cast
 
 import asyncpg
 import orjson
@@ -58,6 +62,7 @@ from bench.common import (
     suffix,
     wait_or_fail,
 )
+from bench.cpu import postgres_server_pid, server_cpu_seconds, service_cpu_seconds
 from punchcard.simulator import FleetModel, SimulationOptions
 
 _STORE_BATCH = 1000
@@ -66,17 +71,27 @@ _WARMUP_SECONDS = 2.0
 new topics and the service's first batches settle before anything is measured."""
 
 
+_PARTIAL_EVERY = 2
+"""Every second return names lines: a 50% partial mix."""
+
+
 class _Sale:
-    __slots__ = ("occurred_at", "store_id", "transaction_no")
+    __slots__ = ("line_count", "occurred_at", "store_id", "transaction_no")
 
     def __init__(self, document: dict[str, Any]) -> None:
         self.transaction_no: str = document["transaction_no"]
         self.store_id: str = document["store_id"]
         self.occurred_at = datetime.fromisoformat(document["occurred_at"])
+        self.line_count = len(document["lines"])
 
 
-def _return_document(sale: _Sale) -> dict[str, Any]:
-    return {
+def _return_document(sale: _Sale, index: int) -> dict[str, Any]:
+    """The ``index``-th return of a run: whole, or of one or two lines (one unit each).
+
+    Lines are picked from the transaction number's hash, so the three runs (throughput,
+    ceiling, latency) get the same mix without sharing a random generator.
+    """
+    document: dict[str, Any] = {
         "schema_version": 1,
         "event_id": str(uuid.uuid4()),
         "transaction_no": sale.transaction_no,
@@ -85,6 +100,18 @@ def _return_document(sale: _Sale) -> dict[str, Any]:
         "occurred_at": (sale.occurred_at + timedelta(hours=2)).isoformat(timespec="seconds"),
         "reason": "changed mind",
     }
+    if index % _PARTIAL_EVERY == 0 and sale.line_count > 0:
+        picker = Random(sale.transaction_no)
+        named = picker.sample(
+            range(1, sale.line_count + 1), min(sale.line_count, 1 + index % 4 // 2)
+        )
+        document["return_id"] = f"R{index:07d}"
+        document["lines"] = [{"line_no": n, "quantity": "1"} for n in sorted(named)]
+    return document
+
+
+def _return_documents(sales: list[_Sale]) -> list[dict[str, Any]]:
+    return [_return_document(sale, index) for index, sale in enumerate(sales)]
 
 
 async def run(ctx: Context) -> dict[str, Any]:
@@ -92,19 +119,24 @@ async def run(ctx: Context) -> dict[str, Any]:
     k = ctx.sizes.returns
     steady = int(ctx.sizes.return_rate * ctx.sizes.return_seconds)
     warmup = int(ctx.sizes.return_rate * _WARMUP_SECONDS)
-    async with ctx.database("returns") as url:
+    async with ctx.database("returns") as url, ctx.database("returns_mirror") as mirror_url:
         settings = ctx.settings(url, "returns")
         await create_all_topics(settings)
-        sales, stored = await _store_receipts(settings, 2 * k + warmup + steady)
+        sales, stored = await _store_receipts(settings, mirror_url, 3 * k + warmup + steady)
         throughput = await _throughput(settings, sales[:k])
-        ceiling = await _postgres_ceiling(settings, sales[k : 2 * k])
+        await settle(mirror_url)
+        ceiling = await _postgres_ceiling(settings, mirror_url, sales[k : 2 * k])
+        sequential = await _handler_sequential(settings, sales[2 * k : 3 * k])
         await settle(url)  # the throughput runs' writes stay out of the latency window
-        latency = await _latency(ctx, settings, sales[2 * k :], warmup)
+        latency = await _latency(ctx, settings, sales[3 * k :], warmup)
     return {
         "returns": k,
+        "mix": "every second return partial (one or two lines, one unit each, with a "
+        "return_id), the others whole",
         "receipts_stored_first": stored,
         "throughput": throughput,
         "postgres_ceiling": ceiling,
+        "handler_sequential": sequential,
         "latency": latency,
         "outcome_latency": latency["outcome_latency"],
         "ratios": {
@@ -113,6 +145,9 @@ async def run(ctx: Context) -> dict[str, Any]:
             ),
             "applied_over_postgres_ceiling": ratio(
                 throughput["returns_per_second"], ceiling["returns_per_second"]
+            ),
+            "applied_over_handler_sequential": ratio(
+                throughput["returns_per_second"], sequential["returns_per_second"]
             ),
             "outcome_p50_over_broker_p50": ratio(
                 latency["outcome_latency"]["p50_ms"], latency["broker_latency"]["p50_ms"]
@@ -124,8 +159,11 @@ async def run(ctx: Context) -> dict[str, Any]:
     }
 
 
-async def _store_receipts(settings: Settings, count: int) -> tuple[list[_Sale], dict[str, Any]]:
-    say(f"returns: storing {count:,} receipts through ReceiptHandler.apply (no Kafka)")
+async def _store_receipts(
+    settings: Settings, mirror_url: str, count: int
+) -> tuple[list[_Sale], dict[str, Any]]:
+    """Store ``count`` receipts in the benchmark's database and, the same ones, its mirror."""
+    say(f"returns: storing {count:,} receipts through ReceiptHandler.apply (no Kafka), twice")
     model = FleetModel(
         SimulationOptions(receipts=count, customers=100_000, return_share=0.0),
         Random(20261123),
@@ -133,7 +171,9 @@ async def _store_receipts(settings: Settings, count: int) -> tuple[list[_Sale], 
         f"R{suffix()[:8]}",
     )
     db = await Database.connect(settings.database_url, max_size=4)
+    mirror = await Database.connect(mirror_url, max_size=4)
     handler = ReceiptHandler(db, settings.topics)
+    mirror_handler = ReceiptHandler(mirror, settings.topics)
     sales: list[_Sale] = []
     began = time.perf_counter()
     try:
@@ -154,21 +194,24 @@ async def _store_receipts(settings: Settings, count: int) -> tuple[list[_Sale], 
                 batch.append(Decoded(record, handler.decode(record)))
                 sales.append(_Sale(event.document))
             if len(batch) >= _STORE_BATCH or len(sales) >= count:
-                refused = await handler.apply(batch)
+                refused = await handler.apply(batch) + await mirror_handler.apply(batch)
                 if refused:
                     raise RuntimeError(f"{len(refused)} receipts refused while storing")
                 batch = []
         # Their coupon-usage and points events are not what this benchmark relays.
-        async with db.connection() as conn:
-            await conn.execute("DELETE FROM outbox")
+        for database in (db, mirror):
+            async with database.connection() as conn:
+                await conn.execute("DELETE FROM outbox")
     finally:
         await db.close()
+        await mirror.close()
     seconds = time.perf_counter() - began
     say(f"returns: stored {len(sales):,} receipts in {seconds:.1f}s")
     return sales, {
         "receipts": len(sales),
         "seconds": round(seconds, 2),
-        "note": "their outbox rows are marked sent, so the relay carries only return outputs",
+        "note": "their outbox rows are marked sent, so the relay carries only return "
+        "outputs; stored in the benchmark's database and in the ceiling's mirror",
     }
 
 
@@ -189,7 +232,7 @@ async def _throughput(settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
     k = len(sales)
     topic = settings.topics.returns
     say(f"returns: publishing {k:,} returns to {topic}")
-    await _publish(settings, topic, [_return_document(s) for s in sales])
+    await _publish(settings, topic, _return_documents(sales))
     raw = await raw_consume(settings, topic, k)
     say(f"returns: raw consume {k:,} records at {raw['records_per_second']:,.0f}/s")
 
@@ -204,10 +247,12 @@ async def _throughput(settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
         settings, handler=handler, topic=topic, group_id=settings.consumer_group("returns")
     )
     relay = OutboxRelay(settings, db)
+    cpu = await _CpuWindow.start(settings.database_url)
     tasks = [asyncio.ensure_future(part(stop)) for part in (loop.run, relay.run, resolver.run)]
     try:
         await wait_or_fail(handler.done, 600, "returns throughput")
         applied_seconds = handler.seconds
+        cpu_used = cpu.per_return_ms(k, service="bench_process")
         say(
             f"returns: applied {k:,} returns in {applied_seconds:.2f}s "
             f"({k / applied_seconds:,.0f}/s, {handler.batches} transactions); waiting for the relay"
@@ -243,36 +288,159 @@ async def _throughput(settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
         "all_outputs_published_seconds": round(relayed_seconds, 4),
         "outputs_per_second_end_to_end": round(k / relayed_seconds, 1) if relayed_seconds else 0,
         "outbox_rows_published": relay.published,
+        "cpu_ms_per_return": cpu_used,
         "raw_consume": raw,
         "timeline": handler.timeline(),
     }
 
 
-async def _postgres_ceiling(settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
-    """The returns handler's SQL fed from decoded batches, one after the other."""
-    say(f"returns: PostgreSQL ceiling ({len(sales):,} returns decoded beforehand, no Kafka)")
+async def _postgres_ceiling(
+    settings: Settings, mirror_url: str, sales: list[_Sale]
+) -> dict[str, Any]:
+    """The service's own statements replayed batch by batch, with no Python decision work.
+
+    Each batch is applied by ``ReturnHandler.apply`` on the benchmark's database, noting
+    every statement with its arguments; the noted statements are then run again, timed,
+    in one transaction per batch on the mirror database, which holds the same receipts.
+    Only the replays are timed: what PostgreSQL needs for exactly the service's
+    statements, with the round trips and asyncpg's encoding but none of the decoding,
+    deciding or building of events. (A replay in the same database after a rolled-back
+    recording would find the rolled-back rows' dead index entries and be slower.)
+    """
+    say(f"returns: PostgreSQL ceiling ({len(sales):,} returns, the service's statements replayed)")
     db = await Database.connect(settings.database_url, max_size=settings.database_pool_size)
-    handler = ReturnHandler(settings, db)
-    records = [
-        InboundRecord(settings.topics.returns, 0, offset, None, orjson.dumps(document))
-        for offset, document in enumerate(_return_document(s) for s in sales)
-    ]
-    decoded = [Decoded(record, handler.decode(record)) for record in records]
+    mirror = await Database.connect(mirror_url, max_size=settings.database_pool_size)
+    recording = _NotingDatabase(db.pool)
+    handler = ReturnHandler(settings, recording)
+    decoded = _decoded(handler, settings, sales)
     size = settings.batch_max_records
+    batches = [decoded[i : i + size] for i in range(0, len(decoded), size)]
+    seconds = cpu_seconds = postgres_seconds = 0.0
+    statements = 0
+    server = await postgres_server_pid(mirror_url)
     try:
-        seconds, _, _ = await apply_in_batches(handler.apply, decoded, size)
+        for batch in batches:
+            await handler.apply(batch)
+            noted = recording.statements
+            statements += len(noted)
+            process_before, postgres_before = _own_cpu_seconds(), server_cpu_seconds(server)
+            began = time.perf_counter()
+            async with mirror.transaction() as conn:
+                for method, query, args, kwargs in noted:
+                    await getattr(conn, method)(query, *args, **kwargs)
+            seconds += time.perf_counter() - began
+            cpu_seconds += _own_cpu_seconds() - process_before
+            postgres_seconds += server_cpu_seconds(server) - postgres_before
+        async with mirror.connection() as conn:
+            accepted = await conn.fetchval(
+                "SELECT count(*) FROM return_events WHERE status = 'accepted' "
+                "AND event_id = ANY($1::text[])",
+                [item.event.event.event_id for item in decoded],
+            )
     finally:
         await db.close()
+        await mirror.close()
+    if accepted != len(decoded):
+        raise RuntimeError(f"the replayed ceiling accepted {accepted} of {len(decoded)} returns")
     rate = len(decoded) / seconds if seconds > 0 else 0.0
     say(f"returns: PostgreSQL ceiling {len(decoded):,} returns in {seconds:.2f}s ({rate:,.0f}/s)")
     return {
         "returns": len(decoded),
         "batch_size": size,
+        "statements": statements,
         "seconds": round(seconds, 4),
         "returns_per_second": round(rate, 1),
-        "method": "decoded before the clock; ReturnHandler.apply per batch (one transaction "
-        "each, the same statements) sequentially, no Kafka and no relay",
+        "cpu_ms_per_return": {
+            "bench_process": round(cpu_seconds / len(decoded) * 1000, 3),
+            "postgresql": None
+            if server is None
+            else round(postgres_seconds / len(decoded) * 1000, 3),
+        },
+        "method": "each batch's statements, as ReturnHandler.apply ran them on the "
+        "benchmark's database, replayed on a mirror database holding the same receipts, in "
+        "one transaction per batch, sequentially; only the replays timed: no Kafka, no "
+        "relay, no decoding or deciding",
     }
+
+
+async def _handler_sequential(settings: Settings, sales: list[_Sale]) -> dict[str, Any]:
+    """``ReturnHandler.apply`` on decoded batches, one after the other: the old ceiling.
+
+    Until issue 18 this was the PostgreSQL ceiling; kept so runs before and after it
+    compare like for like. It includes the handler's Python work.
+    """
+    say(f"returns: handler in sequence ({len(sales):,} returns decoded beforehand, no Kafka)")
+    db = await Database.connect(settings.database_url, max_size=settings.database_pool_size)
+    handler = ReturnHandler(settings, db)
+    decoded = _decoded(handler, settings, sales)
+    size = settings.batch_max_records
+    try:
+        cpu = await _CpuWindow.start(settings.database_url)
+        seconds, _, _ = await apply_in_batches(handler.apply, decoded, size)
+        cpu_used = cpu.per_return_ms(len(decoded), service="bench_process")
+    finally:
+        await db.close()
+    rate = len(decoded) / seconds if seconds > 0 else 0.0
+    say(f"returns: handler in sequence {len(decoded):,} returns in {seconds:.2f}s ({rate:,.0f}/s)")
+    return {
+        "returns": len(decoded),
+        "batch_size": size,
+        "seconds": round(seconds, 4),
+        "returns_per_second": round(rate, 1),
+        "cpu_ms_per_return": cpu_used,
+        "method": "decoded before the clock; ReturnHandler.apply per batch (one transaction "
+        "each) sequentially, no Kafka and no relay: the ceiling as measured before issue 18",
+    }
+
+
+def _decoded(
+    handler: ReturnHandler, settings: Settings, sales: list[_Sale]
+) -> list[Decoded[ParsedReturn]]:
+    records = [
+        InboundRecord(settings.topics.returns, 0, offset, None, orjson.dumps(document))
+        for offset, document in enumerate(_return_documents(sales))
+    ]
+    return [Decoded(record, handler.decode(record)) for record in records]
+
+
+_STATEMENT_METHODS = frozenset({"execute", "executemany", "fetch", "fetchrow", "fetchval"})
+
+
+class _NotingConnection:
+    """A connection that runs every statement and notes it with its arguments."""
+
+    def __init__(self, conn: asyncpg.Connection, noted: list[_Statement]) -> None:
+        self._conn = conn
+        self._noted = noted
+
+    def __getattr__(self, name: str) -> Any:
+        attribute = getattr(self._conn, name)
+        if name not in _STATEMENT_METHODS:
+            return attribute
+
+        async def noting(query: str, *args: Any, **kwargs: Any) -> Any:
+            self._noted.append((name, query, args, kwargs))
+            return await attribute(query, *args, **kwargs)
+
+        return noting
+
+
+_Statement = tuple[str, str, tuple[Any, ...], dict[str, Any]]
+
+
+class _NotingDatabase(Database):
+    """Every transaction's statements are noted, in ``statements``, as they run."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.statements: list[_Statement] = []
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
+        self.statements = []
+        async with super().transaction() as conn:
+            # The handler only calls statement methods on it; asyncpg's type is kept.
+            yield cast(asyncpg.Connection, _NotingConnection(conn, self.statements))
 
 
 async def _latency(
@@ -332,7 +500,7 @@ async def _latency(
     await producer.start()
     try:
         await asyncio.to_thread(service.wait_healthy, 60.0)
-        documents = [_return_document(s) for s in sales]
+        documents = _return_documents(sales)
         warmup, steady = documents[:warmup_count], documents[warmup_count:]
         say(
             f"returns: returns service (process) up; warming up with {len(warmup)} returns "
@@ -352,9 +520,11 @@ async def _latency(
             called[event_id] = time.perf_counter()
             future.add_done_callback(partial(_note_time, acked, event_id))
 
+        cpu = await _CpuWindow.start(live.database_url, service.pid)
         futures = await _paced(producer, topics.returns, steady, sizes.return_rate, timed)
         await asyncio.gather(*futures)
         await _until(lambda: all(e in outcome_at for e in sent), 120, "every outcome")
+        cpu_used = cpu.per_return_ms(len(steady), service="service_process")
         await _until(lambda: all(e in hop_at for e in sent), 30, "every raw read")
     finally:
         stop.set()
@@ -392,6 +562,7 @@ async def _latency(
         "outcome_latency": outcome,
         "broker_latency": broker,
         "stages": stages,
+        "cpu_ms_per_return": cpu_used,
         "definition": "from each return's scheduled send (aiokafka producer with Punchcard's "
         "settings: acks=all, idempotent, linger 0 ms) to the moment its record was fetched "
         "here: the ReturnOutcomeEvent on the outcomes topic (outcome), or the return itself "
@@ -466,6 +637,38 @@ async def _service_marks(
         "transaction_began": {r[0]: r[1] - wall_offset for r in rows},
         "decided": {r[0]: r[2] - wall_offset for r in rows if r[2] is not None},
     }
+
+
+class _CpuWindow:
+    """CPU used from ``start`` on: one process's (the service's, or this one) and PostgreSQL's."""
+
+    def __init__(self, server: int | None, pid: int | None) -> None:
+        self._server, self._pid = server, pid
+        self._process = _process_cpu_seconds(pid)
+        self._postgres = server_cpu_seconds(server)
+
+    @classmethod
+    async def start(cls, url: str, pid: int | None = None) -> _CpuWindow:
+        return cls(await postgres_server_pid(url), pid)
+
+    def per_return_ms(self, returns: int, *, service: str) -> dict[str, float | None]:
+        """Milliseconds of CPU per return since ``start``, by party."""
+        process = _process_cpu_seconds(self._pid) - self._process
+        postgres = server_cpu_seconds(self._server) - self._postgres
+        return {
+            service: round(process / returns * 1000, 3),
+            "postgresql": None if self._server is None else round(postgres / returns * 1000, 3),
+        }
+
+
+def _process_cpu_seconds(pid: int | None) -> float:
+    """The service's CPU (with its children) if ``pid`` is given, else this process's."""
+    return _own_cpu_seconds() if pid is None else service_cpu_seconds(pid)
+
+
+def _own_cpu_seconds() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def _note_time(times: dict[str, float], key: str, _: object) -> None:
