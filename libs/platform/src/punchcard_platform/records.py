@@ -5,9 +5,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
+import structlog
 from punchcard_contract import DeadLetterReason
 
-__all__ = ["BatchHandler", "DeadLetter", "Decoded", "InboundRecord"]
+__all__ = ["BatchHandler", "DeadLetter", "Decoded", "InboundRecord", "refuse_conflicting"]
+
+log = structlog.get_logger(__name__)
 
 T = TypeVar("T")
 
@@ -59,3 +62,19 @@ class BatchHandler(Protocol[T]):
     async def apply(self, batch: list[Decoded[T]]) -> list[DeadLetter]:
         """Apply the batch in one transaction; return the records to dead-letter."""
         ...
+
+
+def refuse_conflicting(record: InboundRecord, detail: str, **context: object) -> DeadLetter:
+    """A ``conflicting_duplicate`` dead letter, logged with the record's coordinates.
+
+    Receipts (same ``transaction_no``) and returns (same ``return_id``) refuse a repeat
+    with other content the same way: the first one stands.
+    """
+    log.warning(
+        "conflicting duplicate refused",
+        **context,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+    )
+    return DeadLetter(record=record, reason=DeadLetterReason.CONFLICTING_DUPLICATE, detail=detail)

@@ -62,6 +62,8 @@ from punchcard_coupon_query.problems import (
 __all__ = [
     "JSON",
     "PROBLEM_MEDIA_TYPE",
+    "Db",
+    "Reads",
     "install_error_handlers",
     "manager",
     "operations",

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import structlog
-from punchcard_contract import DeadLetterReason, ParsedReceipt, decode_receipt
+from punchcard_contract import ParsedReceipt, decode_receipt
 from punchcard_platform import ledger
 from punchcard_platform.db import Connection, Database, lock_customers
 from punchcard_platform.outbox import outbox_messages, write_outbox
-from punchcard_platform.records import DeadLetter, Decoded, InboundRecord
+from punchcard_platform.records import DeadLetter, Decoded, InboundRecord, refuse_conflicting
 from punchcard_platform.settings import TopicNames
 
 from punchcard_receipt_consumer import store
@@ -129,20 +129,10 @@ def _transaction_no(delivery: _Delivery) -> str:
 
 
 def _conflict(delivery: _Delivery) -> DeadLetter:
-    record = delivery.record
-    logger.warning(
-        "conflicting duplicate refused",
+    return refuse_conflicting(
+        delivery.record,
+        f"transaction {delivery.transaction_no} was already received with different "
+        "content; the first one stands",
         transaction_no=delivery.transaction_no,
         customer_id=delivery.receipt.event.customer_id,
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-    )
-    return DeadLetter(
-        record=record,
-        reason=DeadLetterReason.CONFLICTING_DUPLICATE,
-        detail=(
-            f"transaction {delivery.transaction_no} was already received with different "
-            "content; the first one stands"
-        ),
     )

@@ -14,12 +14,12 @@ from functools import partial
 
 import structlog
 from prometheus_client import Counter
-from punchcard_contract import DeadLetterReason, ParsedReturn, decode_return, json_time
+from punchcard_contract import ParsedReturn, decode_return, json_time
 from punchcard_contract.outputs import OutputEvent, return_outcome_event
 from punchcard_platform import ledger
 from punchcard_platform.db import Connection, Database, lock_customers
 from punchcard_platform.outbox import outbox_messages, write_outbox
-from punchcard_platform.records import DeadLetter, Decoded, InboundRecord
+from punchcard_platform.records import DeadLetter, Decoded, InboundRecord, refuse_conflicting
 from punchcard_platform.settings import Settings, TopicNames
 
 from punchcard_returns import store
@@ -227,19 +227,10 @@ class ReturnHandler:
 
 def _conflict(record: InboundRecord, parsed: ParsedReturn) -> DeadLetter:
     event = parsed.event
-    log.warning(
-        "conflicting return refused",
+    return refuse_conflicting(
+        record,
+        f"return {event.return_id} of transaction {event.transaction_no} was already "
+        "received with different content; the first one stands",
         transaction_no=event.transaction_no,
         return_id=event.return_id,
-        topic=record.topic,
-        partition=record.partition,
-        offset=record.offset,
-    )
-    return DeadLetter(
-        record=record,
-        reason=DeadLetterReason.CONFLICTING_DUPLICATE,
-        detail=(
-            f"return {event.return_id} of transaction {event.transaction_no} was already "
-            "received with different content; the first one stands"
-        ),
     )

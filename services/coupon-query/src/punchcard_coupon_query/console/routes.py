@@ -27,6 +27,7 @@ from punchcard_platform.dead_letters import (
 from starlette.datastructures import FormData, UploadFile
 
 from punchcard_coupon_query import queries
+from punchcard_coupon_query.api import Db, Reads
 from punchcard_coupon_query.apikeys import ApiKeyCache, Caller
 from punchcard_coupon_query.console import queries as console_queries
 from punchcard_coupon_query.console.counts import CouponUseCounts
@@ -136,20 +137,6 @@ async def _session(request: Request) -> Session:
 
 
 SignedIn = Annotated[Session, Depends(_session)]
-
-
-async def _reads(request: Request) -> Database:
-    reads: Database = request.app.state.reads
-    return reads
-
-
-async def _primary(request: Request) -> Database:
-    db: Database = request.app.state.db
-    return db
-
-
-Reads = Annotated[Database, Depends(_reads)]
-Db = Annotated[Database, Depends(_primary)]
 
 
 def _use_counts(request: Request) -> CouponUseCounts:
