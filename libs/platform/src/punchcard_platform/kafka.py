@@ -12,6 +12,7 @@ import contextlib
 import logging
 import ssl
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -34,6 +35,7 @@ from punchcard_platform.settings import Settings
 __all__ = [
     "MAX_MESSAGE_BYTES",
     "OutgoingRecord",
+    "Refusal",
     "ResilientProducer",
     "SendFailedError",
     "broker_accepts_connections",
@@ -75,13 +77,26 @@ def _connection_options(settings: Settings) -> dict[str, Any]:
     return options
 
 
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """Why a record will never be taken as it is, and whether it alone is to blame.
+
+    The client refuses a record on its own before sending it (over ``max_request_size``):
+    then ``before_sending`` is true and no other record was touched. The broker refuses a
+    whole batch for one record in it, so its refusal blames every record of that batch.
+    """
+
+    error: KafkaError
+    before_sending: bool
+
+
 class SendFailedError(KafkaError):  # type: ignore[misc]
     """Some records were neither acknowledged nor refused for good: send them again.
 
-    ``refusals`` maps the index of each record refused for good (by then) to its error.
+    ``refusals`` maps the index of each record refused for good (by then) to its refusal.
     """
 
-    def __init__(self, cause: KafkaError, refusals: Mapping[int, KafkaError]) -> None:
+    def __init__(self, cause: KafkaError, refusals: Mapping[int, Refusal]) -> None:
         super().__init__(str(cause))
         self.cause = cause
         self.refusals = dict(refusals)
@@ -205,8 +220,8 @@ class ResilientProducer:
         """Send ``(topic, key, value, headers)`` records and wait until all are acknowledged."""
         await self.wait_all(await self.queue_all(records))
 
-    async def send_each(self, records: Sequence[OutgoingRecord]) -> list[KafkaError | None]:
-        """Send records; per record None once acknowledged, or the error refusing it for good.
+    async def send_each(self, records: Sequence[OutgoingRecord]) -> list[Refusal | None]:
+        """Send records; per record None once acknowledged, or its ``Refusal`` for good.
 
         A record the broker refuses for good (``is_refused_for_good``) must not hold back
         the others, so its error is returned in its place. Any other failure drops the
@@ -216,7 +231,7 @@ class ResilientProducer:
         out of sequence: the fresh producer of the next try sends them.)
         """
         producer = await self._ready()
-        outcomes: list[KafkaError | None] = [None] * len(records)
+        outcomes: list[Refusal | None] = [None] * len(records)
         futures: dict[int, asyncio.Future[Any]] = {}
 
         async def queue() -> None:
@@ -228,7 +243,7 @@ class ResilientProducer:
                 except KafkaError as exc:
                     if not is_refused_for_good(exc):
                         raise
-                    outcomes[index] = exc
+                    outcomes[index] = Refusal(exc, before_sending=True)
 
         failure: BaseException | None = None
         try:
@@ -244,7 +259,8 @@ class ResilientProducer:
             refused_by_broker: KafkaError | None = None
             for index, result in zip(futures, results, strict=True):
                 if isinstance(result, KafkaError) and is_refused_for_good(result):
-                    outcomes[index] = refused_by_broker = result
+                    outcomes[index] = Refusal(result, before_sending=False)
+                    refused_by_broker = result
                 elif isinstance(result, BaseException) and failure is None:
                     failure = result
             if failure is None and refused_by_broker is not None:

@@ -8,10 +8,11 @@ once the broker has acknowledged it: one delete is the whole cost of "sent". A c
 after publishing and before the delete publishes the rows again with the same
 ``event_id``; readers drop repeats by it (CONTRACT.md section 1).
 
-A row the broker refuses for good (over the topic's ``max.message.bytes``, say) would
-otherwise come first in every round and hold back every row behind it: it is found by
-sending the round again in halves, in order, and set aside into ``outbox_failed`` with
-the broker's error; the rest keep their order per key.
+A row refused for good (over the topic's ``max.message.bytes``, say) would otherwise come
+first in every round and hold back every row behind it: it is set aside into
+``outbox_failed`` with the refusal; the rest keep their order per key. The client's own
+refusal names its row; the broker's names a batch, so that row is found by sending the
+round again in halves, in order.
 After any other failure to send, the topics are checked again before the next round, so a
 topic deleted since it was first seen is waited for instead of failing every round.
 """
@@ -28,7 +29,7 @@ import structlog
 from aiokafka.errors import KafkaError
 
 from punchcard_platform.db import Database, is_unavailable
-from punchcard_platform.kafka import ResilientProducer, SendFailedError, describe_refusal
+from punchcard_platform.kafka import Refusal, ResilientProducer, SendFailedError, describe_refusal
 from punchcard_platform.metrics import (
     OUTBOX_BACKLOG,
     OUTBOX_FAILED,
@@ -144,11 +145,12 @@ class OutboxRelay:
     ) -> tuple[list[asyncpg.Record], int]:
         """Send ``rows`` in order; the rows acknowledged, and how many were set aside.
 
-        The broker refuses a whole batch of records for one record too large, so a refusal
-        among several rows blames none of them yet: the rows are sent again in two halves,
-        one after the other (keeping their order), until a row refused on its own is found
-        and set aside. Rows acknowledged before a refusal are sent again; readers drop
-        the repeats by ``event_id``.
+        A row the client refused before sending it blames no other row: it is set aside
+        and the rest stand as they are. The broker refuses a whole batch of records for one
+        record too large, so its refusal among several rows blames none of them yet: the
+        rows are sent again in two halves, one after the other (keeping their order), until
+        a row refused on its own is found and set aside. Rows acknowledged before such a
+        refusal are sent again; readers drop the repeats by ``event_id``.
         """
         try:
             outcomes = await producer.send_each(
@@ -162,20 +164,32 @@ class OutboxRelay:
             self._known_topics.clear()
             if not exc.refusals:
                 raise
-            refusals: Mapping[int, KafkaError] = exc.refusals
+            refusals: Mapping[int, Refusal] = exc.refusals
+            failure: SendFailedError | None = exc
         else:
-            refusals = {i: error for i, error in enumerate(outcomes) if error is not None}
-            if not refusals:
-                return rows, 0
-        if len(rows) == 1:
-            await self._set_aside(conn, rows[0], refusals[0])
-            return [], 1
-        middle = len(rows) // 2
+            refusals = {i: refusal for i, refusal in enumerate(outcomes) if refusal is not None}
+            failure = None
+        for index, refusal in refusals.items():
+            if refusal.before_sending:
+                await self._set_aside(conn, rows[index], refusal.error)
+        alone = sum(refusal.before_sending for refusal in refusals.values())
+        rest = [
+            row for i, row in enumerate(rows) if i not in refusals or not refusals[i].before_sending
+        ]
+        if alone == len(refusals):
+            if failure is not None:
+                raise failure
+            return rest, alone
+        if len(rest) == 1:
+            blamed = next(r for r in refusals.values() if not r.before_sending)
+            await self._set_aside(conn, rest[0], blamed.error)
+            return [], alone + 1
+        middle = len(rest) // 2
         first, first_refused = await self._send_setting_aside_refusals(
-            conn, producer, rows[:middle]
+            conn, producer, rest[:middle]
         )
-        rest, rest_refused = await self._send_setting_aside_refusals(conn, producer, rows[middle:])
-        return first + rest, first_refused + rest_refused
+        then, then_refused = await self._send_setting_aside_refusals(conn, producer, rest[middle:])
+        return first + then, alone + first_refused + then_refused
 
     async def _set_aside(
         self, conn: asyncpg.Connection, row: asyncpg.Record, error: KafkaError
