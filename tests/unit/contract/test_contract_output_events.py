@@ -32,6 +32,8 @@ def a_coupon_usage(**changes: object) -> CouponUsageEvent:
         "uses_made": 3,
         "uses_permitted": 2,
         "over_limit": True,
+        "reservation_id": None,
+        "total_uses_made": 40,
     }
     return CouponUsageEvent.model_validate(fields | changes)
 
@@ -50,6 +52,8 @@ def test_a_coupon_usage_event_has_the_contract_fields() -> None:
         "uses_made": 3,
         "uses_permitted": 2,
         "over_limit": True,
+        "reservation_id": None,
+        "total_uses_made": 40,
     }
 
 

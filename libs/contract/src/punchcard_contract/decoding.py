@@ -310,7 +310,10 @@ def _receipt_from_model(model: ReceiptEvent) -> InboundReceipt:
             for line in model.lines
         ],
         coupons=[
-            InboundCoupon(coupon_id=coupon.coupon_id, uses=coupon.uses) for coupon in model.coupons
+            InboundCoupon(
+                coupon_id=coupon.coupon_id, uses=coupon.uses, reservation_id=coupon.reservation_id
+            )
+            for coupon in model.coupons
         ],
         points_used=model.points_used,
         points_earned=model.points_earned,

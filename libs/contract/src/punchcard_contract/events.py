@@ -147,6 +147,9 @@ class CouponUse(_InputModel):
 
     coupon_id: Identifier
     uses: Annotated[Count, Field(ge=1, le=MAX_COUPON_USES)] = 1
+    reservation_id: Identifier | None = None
+    """The reservation these uses consume (CONTRACT.md section 5); none, or one that is
+    unknown, expired or another customer's, still records the uses."""
 
 
 _ANONYMOUS_HAS_NO_POINTS: dict[str, Any] = {
@@ -258,6 +261,8 @@ class CouponUsageEvent(_OutputModel):
     uses_made: Annotated[Count, Field(ge=0)]
     uses_permitted: Annotated[Count, Field(ge=1)] | None
     over_limit: Annotated[bool, Strict()]
+    reservation_id: Identifier | None
+    total_uses_made: Annotated[Count, Field(ge=0)]
 
 
 class PointsEvent(_OutputModel):

@@ -48,6 +48,7 @@ class InboundCoupon(msgspec.Struct, kw_only=True):
 
     coupon_id: _IDENTIFIER
     uses: _USES = 1
+    reservation_id: _IDENTIFIER | None = None
 
 
 class InboundReceipt(msgspec.Struct, kw_only=True):
@@ -73,6 +74,14 @@ class InboundReceipt(msgspec.Struct, kw_only=True):
         for coupon in self.coupons:
             uses[coupon.coupon_id] = uses.get(coupon.coupon_id, 0) + coupon.uses
         return uses
+
+    def coupon_reservations(self) -> dict[str, str]:
+        """The reservation each coupon's uses consume: the first one named for it."""
+        named: dict[str, str] = {}
+        for coupon in self.coupons:
+            if coupon.reservation_id is not None:
+                named.setdefault(coupon.coupon_id, coupon.reservation_id)
+        return named
 
 
 class InboundReturnLine(msgspec.Struct, kw_only=True):

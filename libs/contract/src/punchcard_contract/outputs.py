@@ -63,11 +63,16 @@ def coupon_usage_event(
     delta: int,
     uses_made: int,
     uses_permitted: int | None,
+    reservation_id: str | None = None,
+    total_uses_made: int,
+    total_uses_permitted: int | None = None,
 ) -> OutputEvent:
     """A customer's count of a coupon changed by ``delta``; ``uses_made`` is the count after.
 
     ``cause`` names what changed it (e.g. the sale and the coupon); the event id is derived
-    from it, so the same change always gives the same id.
+    from it, so the same change always gives the same id. ``total_uses_made`` is the
+    coupon's count across all customers after the change; ``over_limit`` says either
+    limit was passed (``total_uses_permitted`` is not a field of the event, only a limit).
     """
     return _event(
         "coupon_usage",
@@ -83,7 +88,10 @@ def coupon_usage_event(
             "delta": delta,
             "uses_made": uses_made,
             "uses_permitted": uses_permitted,
-            "over_limit": uses_permitted is not None and uses_made > uses_permitted,
+            "over_limit": (uses_permitted is not None and uses_made > uses_permitted)
+            or (total_uses_permitted is not None and total_uses_made > total_uses_permitted),
+            "reservation_id": reservation_id,
+            "total_uses_made": total_uses_made,
         },
     )
 
