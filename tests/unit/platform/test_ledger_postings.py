@@ -69,6 +69,46 @@ def test_a_use_past_the_limit_is_counted_and_flagged_over_limit() -> None:
     assert event.fields["uses_made"] == 3
 
 
+def test_a_use_past_the_campaign_wide_limit_is_flagged_over_limit() -> None:
+    """Within the customer's own limit, a use that takes the total past its cap is over."""
+    posted = post(
+        LedgerState(
+            uses_made={("C1", "TEA"): 0},
+            uses_permitted={"TEA": 5},
+            total_uses_made={"TEA": 10},
+            total_uses_permitted={"TEA": 10},
+        ),
+        [],
+        [uses("C1", "TEA", "T1", 1)],
+    )
+    (event,) = ledger_events(posted, WHEN)[("T1", SALE)]
+
+    assert event.fields["over_limit"] is True
+    assert event.fields["total_uses_made"] == 11
+    assert event.fields["uses_made"] == 1
+
+
+def test_the_total_moves_by_what_each_customer_count_moved() -> None:
+    """A return clamped at a customer's zero takes back from the total only what it gave."""
+    posted = post(
+        LedgerState(uses_made={("C1", "TEA"): 1}, total_uses_made={"TEA": 7}),
+        [],
+        [uses("C2", "TEA", "T1", 2), uses("C1", "TEA", "T2", -3, "r1")],
+    )
+
+    assert [u.total_uses_made for u in posted.uses] == [9, 8]
+    assert posted.total_deltas() == {"TEA": 1}
+
+
+def test_a_sale_naming_a_reservation_reports_it_in_its_event() -> None:
+    """reservation_id travels from the posting to the CouponUsageEvent."""
+    use = UsePosting("C1", "TEA", "T1", SALE, "receipt", 1, "R-1")
+    (event,) = ledger_events(post(LedgerState(), [], [use]), WHEN)[("T1", SALE)]
+
+    assert event.fields["reservation_id"] == "R-1"
+    assert CouponUsageEvent.model_validate(event.fields).reservation_id == "R-1"
+
+
 def test_events_are_grouped_by_cause_with_ids_derived_from_it() -> None:
     """A sale's events keep v1's ids; a return's points add the return's event id."""
     posted = post(

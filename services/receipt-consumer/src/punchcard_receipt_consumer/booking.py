@@ -36,6 +36,8 @@ class ReceiptFacts:
     points_used: int
     points_earned: int
     fingerprint: bytes
+    coupon_reservations: Mapping[str, str] = field(default_factory=dict)
+    """The reservation named for each coupon's uses, where one was."""
 
 
 class Deliverable(Protocol):
@@ -117,7 +119,15 @@ def receipt_postings(
             continue
         for coupon_id, n in receipt.coupon_uses.items():
             uses.append(
-                UsePosting(customer_id, coupon_id, receipt.transaction_no, SALE, "receipt", n)
+                UsePosting(
+                    customer_id,
+                    coupon_id,
+                    receipt.transaction_no,
+                    SALE,
+                    "receipt",
+                    n,
+                    receipt.coupon_reservations.get(coupon_id),
+                )
             )
         moves: tuple[tuple[PointsKind, int], ...] = (
             ("burn", -receipt.points_used),

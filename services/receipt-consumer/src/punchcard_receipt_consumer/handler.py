@@ -64,6 +64,7 @@ class _Delivery:
             points_used=event.points_used,
             points_earned=event.points_earned,
             fingerprint=self.fingerprint,
+            coupon_reservations=event.coupon_reservations(),
         )
 
 
@@ -113,6 +114,9 @@ class ReceiptHandler:
         # counters, the returns service included, then meets the rows in the same order.
         await lock_customers(conn, (receipt.customer_id for receipt in receipts))
         points, uses = receipt_postings(receipts)
+        # Under the customers' locks, which a reservation decision takes too: a hold is
+        # either still counted (decided before) or already a use made (decided after).
+        await store.consume_reservations(conn, uses)
         booked = await ledger.book(conn, points, uses, committed_at=await store.clock(conn))
         # Each receipt's events together, in receipt order (coupon uses, then points).
         events = [

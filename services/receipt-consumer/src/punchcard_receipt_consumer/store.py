@@ -14,10 +14,12 @@ from datetime import datetime
 import msgspec
 from punchcard_contract import ParsedReceipt
 from punchcard_platform.db import Connection
+from punchcard_platform.ledger import UsePosting
 
 __all__ = [
     "RECEIPTS_CHANNEL",
     "clock",
+    "consume_reservations",
     "insert_receipts",
     "notify_receipts_stored",
     "stored_fingerprints",
@@ -90,6 +92,36 @@ async def stored_fingerprints(conn: Connection, transaction_nos: Iterable[str]) 
         wanted,
     )
     return {row["transaction_no"]: bytes(row["content_hash"]) for row in rows}
+
+
+async def consume_reservations(conn: Connection, uses: Sequence[UsePosting]) -> None:
+    """End the reservations these sales named: their uses now count as made.
+
+    Only an active reservation of the same customer and coupon that has not reached
+    ``expires_at`` is consumed; any other named one is left as it is (the uses are recorded
+    all the same). A reservation that expires at this very moment is then either consumed
+    or expired, never both, and stops counting as held either way: the use counts once.
+    """
+    named = sorted(
+        (u.reservation_id, u.customer_id, u.coupon_id, u.transaction_no)
+        for u in uses
+        if u.reservation_id is not None
+    )
+    if not named:
+        return
+    await conn.execute(
+        """
+        UPDATE reservations AS r
+        SET status = 'consumed', ended_at = clock_timestamp(), transaction_no = n.t
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) AS n(id, c, k, t)
+        WHERE r.reservation_id = n.id AND r.customer_id = n.c AND r.coupon_id = n.k
+          AND r.status = 'active' AND r.expires_at > clock_timestamp()
+        """,
+        [n[0] for n in named],
+        [n[1] for n in named],
+        [n[2] for n in named],
+        [n[3] for n in named],
+    )
 
 
 async def clock(conn: Connection) -> datetime:

@@ -17,7 +17,7 @@ from punchcard_contract import json_time
 from punchcard_contract.outputs import OutputEvent, coupon_usage_event, points_event
 
 from punchcard_platform.db import Connection
-from punchcard_platform.ledger import store
+from punchcard_platform.ledger import store, totals
 from punchcard_platform.ledger.postings import (
     SALE,
     LedgerState,
@@ -78,10 +78,12 @@ async def book(
         {p.customer_id for p in points},
         {u.usage_key for u in uses},
     )
+    state = await totals.with_totals(conn, state, {u.coupon_id for u in uses})
     booked = await store.insert_entries(conn, [p for p in points if p.points])
     posted = post(state, [p for p in points if p.key in booked], uses)
     await store.add_balances(conn, posted.balance_deltas())
     await store.add_uses(conn, posted.usage_deltas())
+    await totals.add_totals(conn, posted.total_deltas())
     return Booked(posted, ledger_events(posted, json_time(committed_at)))
 
 
@@ -107,6 +109,9 @@ def ledger_events(posted: Posted, occurred_at: str) -> dict[tuple[str, str], lis
                 delta=use.delta,
                 uses_made=use.uses_made,
                 uses_permitted=use.uses_permitted,
+                reservation_id=entry.reservation_id,
+                total_uses_made=use.total_uses_made,
+                total_uses_permitted=use.total_uses_permitted,
             )
         )
     for booking in posted.points:

@@ -66,6 +66,8 @@ class UsePosting:
     cause: str
     source: Literal["receipt", "return"]
     delta: int
+    reservation_id: str | None = None
+    """The reservation a sale named for these uses (reported, never a condition)."""
 
     @property
     def usage_key(self) -> UsageKey:
@@ -81,6 +83,10 @@ class LedgerState:
     uses_made: Mapping[UsageKey, int] = field(default_factory=dict)
     uses_permitted: Mapping[str, int | None] = field(default_factory=dict)
     """Limits of the catalog coupons; a coupon absent here has no limit."""
+    total_uses_made: Mapping[str, int] = field(default_factory=dict)
+    """Each coupon's uses across all customers."""
+    total_uses_permitted: Mapping[str, int | None] = field(default_factory=dict)
+    """Campaign-wide limits of the catalog coupons; absent means none."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,6 +105,8 @@ class PostedUses:
     delta: int
     uses_made: int
     uses_permitted: int | None
+    total_uses_made: int = 0
+    total_uses_permitted: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +123,10 @@ class Posted:
     def usage_deltas(self) -> dict[UsageKey, int]:
         """How much each count moves, sorted by key (the row lock order)."""
         return _summed((u.posting.usage_key, u.delta) for u in self.uses)
+
+    def total_deltas(self) -> dict[str, int]:
+        """How much each coupon's total across customers moves, sorted by coupon."""
+        return _summed((u.posting.coupon_id, u.delta) for u in self.uses)
 
 
 _K = TypeVar("_K", str, UsageKey)
@@ -136,7 +148,8 @@ def post(
 
     Points are never clamped: a balance may go negative (CONTRACT.md section 2). A count is
     never taken below zero: giving back more uses than are counted gives back what there is,
-    and a change of nothing is left out (no event says "0").
+    and a change of nothing is left out (no event says "0"). A coupon's total across
+    customers moves by exactly what its customers' counts moved.
     """
     balances = dict(state.balances)
     posted_points: list[PostedPoints] = []
@@ -147,6 +160,7 @@ def post(
         balances[entry.customer_id] = balance
         posted_points.append(PostedPoints(entry, balance))
     counts = dict(state.uses_made)
+    totals = dict(state.total_uses_made)
     posted_uses: list[PostedUses] = []
     for use in uses:
         before = counts.get(use.usage_key, 0)
@@ -154,7 +168,15 @@ def post(
         if after == before:
             continue
         counts[use.usage_key] = after
+        total = totals[use.coupon_id] = totals.get(use.coupon_id, 0) + after - before
         posted_uses.append(
-            PostedUses(use, after - before, after, state.uses_permitted.get(use.coupon_id))
+            PostedUses(
+                use,
+                after - before,
+                after,
+                state.uses_permitted.get(use.coupon_id),
+                total,
+                state.total_uses_permitted.get(use.coupon_id),
+            )
         )
     return Posted(posted_points, posted_uses)
