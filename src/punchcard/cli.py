@@ -233,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     apikey = commands.add_parser("apikey", help="manage coupon-query API keys")
     key_commands = apikey.add_subparsers(dest="apikey_command", required=True)
     create_key = key_commands.add_parser("create", help="make a key; prints it as the last line")
-    create_key.add_argument("--scope", choices=("read", "admin"), required=True)
+    create_key.add_argument("--scope", choices=("read", "checkout", "admin"), required=True)
     create_key.add_argument("--name", default="")
     create_key.set_defaults(run=_apikey_create)
     list_keys = key_commands.add_parser("list", help="list keys (never the keys themselves)")

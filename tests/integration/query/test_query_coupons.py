@@ -487,9 +487,9 @@ async def test_one_query_for_many_customers_gives_each_their_own_candidates(
     async with db.connection() as conn:
         alone = [await queries.fetch_customer_coupons(conn, c) for c in asked]
     assert list(together) == alone
-    assert any(terms.coupon_id == targeted for terms, _, _ in together[0])
-    assert not any(terms.coupon_id == targeted for terms, _, _ in together[1])
-    assert not any(terms.coupon_id == withdrawn for listed in together for terms, _, _ in listed)
+    assert any(terms.coupon_id == targeted for terms, *_ in together[0])
+    assert not any(terms.coupon_id == targeted for terms, *_ in together[1])
+    assert not any(terms.coupon_id == withdrawn for listed in together for terms, *_ in listed)
 
 
 class _TimedDatabase(Database):

@@ -32,7 +32,10 @@ class _Connection:
         self._asked.extend(customers)
         await self._release.wait()
         # The several-customer statement: the catalog's row, then one row per customer.
-        return [(0, [], None, []), *((n, None, None, []) for n in range(1, len(customers) + 1))]
+        return [
+            (0, [], None, [], None, None),
+            *((n, None, None, [], None, None) for n in range(1, len(customers) + 1)),
+        ]
 
 
 class FakeDatabase(Database):

@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from punchcard_coupon_query.eligibility import (
     CouponTerms,
     Eligibility,
@@ -15,6 +17,7 @@ from punchcard_coupon_query.eligibility import (
     is_listed,
 )
 from punchcard_coupon_query.listing import coupon_list_json
+from punchcard_coupon_query.reservations.decision import refusal
 
 NOW = datetime(2026, 11, 22, 10, 0, tzinfo=UTC)
 
@@ -228,6 +231,8 @@ def test_reasons_are_declared_in_the_contracts_order() -> None:
         "not_targeted",
         "store_not_allowed",
         "exhausted",
+        "reserved",
+        "sold_out",
     ]
 
 
@@ -271,12 +276,12 @@ def test_a_coupon_issued_to_other_customers_is_never_listed() -> None:
 
 
 def test_a_list_evaluates_and_filters_its_rows_in_order() -> None:
-    """Rows go in as (terms, uses_made, issued) and come out listed, order kept."""
+    """Rows go in as (terms, uses_made, issued, reserved, taken) and come out listed, in order."""
     rows = [
-        (coupon(coupon_id="A"), 0, False),
-        (coupon(coupon_id="B"), 1, False),
-        (coupon(coupon_id="C", targeted=True), 0, False),
-        (coupon(coupon_id="D", targeted=True), 0, True),
+        (coupon(coupon_id="A"), 0, False, 0, 0),
+        (coupon(coupon_id="B"), 1, False, 0, 0),
+        (coupon(coupon_id="C", targeted=True), 0, False, 0, 0),
+        (coupon(coupon_id="D", targeted=True), 0, True, 0, 0),
     ]
 
     def listed(*, include_ineligible: bool) -> list[str]:
@@ -295,7 +300,7 @@ def test_a_remembered_entry_follows_the_moment_across_the_validity_window() -> N
 
     def reason(at: datetime) -> str | None:
         body = coupon_list_json(
-            "C1", at, [(terms, 0, False)], store_id=None, include_ineligible=True
+            "C1", at, [(terms, 0, False, 0, 0)], store_id=None, include_ineligible=True
         )
         (entry,) = orjson.loads(body)["coupons"]
         return entry["reason"]  # type: ignore[no-any-return]
@@ -304,3 +309,121 @@ def test_a_remembered_entry_follows_the_moment_across_the_validity_window() -> N
     assert reason(NOW) is None
     assert reason(NOW + timedelta(days=1)) == "expired"
     assert reason(NOW + timedelta(hours=1)) is None
+
+
+def reserve_decide(
+    terms: CouponTerms, *, uses_made: int = 0, reserved: int = 0, taken: int = 0
+) -> Eligibility:
+    """Evaluate with reservations and the campaign-wide count."""
+    return evaluate(
+        terms,
+        uses_made=uses_made,
+        issued_to_customer=False,
+        store_id=None,
+        at=NOW,
+        uses_reserved=reserved,
+        total_taken=taken,
+    )
+
+
+def test_uses_held_by_the_customers_reservations_make_it_reserved() -> None:
+    """Uses made below the limit, the rest held at a checkout: reserved, nothing remaining."""
+    answer = reserve_decide(coupon(uses_permitted=3), uses_made=1, reserved=2)
+    assert answer.reason is IneligibleReason.RESERVED
+    assert answer.uses_remaining == 0
+    assert answer.uses_reserved == 2
+
+
+def test_exhausted_comes_before_reserved() -> None:
+    """When the uses made alone reach the limit, the coupon is exhausted, held or not."""
+    answer = reserve_decide(coupon(uses_permitted=2), uses_made=2, reserved=1)
+    assert answer.reason is IneligibleReason.EXHAUSTED
+
+
+def test_a_partly_held_coupon_is_eligible_with_the_rest_remaining() -> None:
+    """uses_remaining is uses_permitted - uses_made - uses_reserved."""
+    answer = reserve_decide(coupon(uses_permitted=5), uses_made=1, reserved=2)
+    assert answer.eligible
+    assert answer.uses_remaining == 2
+
+
+def test_a_coupon_whose_total_is_taken_is_sold_out() -> None:
+    """Total uses made plus every active reservation reaching the cap: sold_out."""
+    answer = reserve_decide(coupon(uses_permitted=None, total_uses_permitted=10), taken=10)
+    assert answer.reason is IneligibleReason.SOLD_OUT
+    assert answer.total_uses_remaining == 0
+
+
+def test_reserved_comes_before_sold_out() -> None:
+    """The customer's own holds are named before the campaign's."""
+    answer = reserve_decide(coupon(uses_permitted=1, total_uses_permitted=10), reserved=1, taken=10)
+    assert answer.reason is IneligibleReason.RESERVED
+
+
+def test_an_uncapped_coupon_has_no_total_remaining_and_ignores_the_total() -> None:
+    """total_uses_remaining is null without total_uses_permitted, however much was taken."""
+    answer = reserve_decide(coupon(uses_permitted=None), taken=10**9)
+    assert answer.eligible
+    assert answer.total_uses_remaining is None
+
+
+def test_include_ineligible_lists_reserved_and_sold_out_coupons() -> None:
+    """A coupon waiting at a checkout or sold out is still the customer's to see."""
+    reserved = reserve_decide(coupon(uses_permitted=1), reserved=1)
+    sold_out = reserve_decide(coupon(total_uses_permitted=1), taken=1)
+    for answer in (reserved, sold_out):
+        assert is_listed(answer, include_ineligible=True)
+        assert not is_listed(answer, include_ineligible=False)
+
+
+@given(
+    permitted=st.none() | st.integers(1, 20),
+    total=st.none() | st.integers(1, 50),
+    made=st.integers(0, 25),
+    reserved=st.integers(0, 25),
+    taken=st.integers(0, 60),
+)
+def test_eligible_exactly_when_uses_remain_for_the_customer_and_in_total(
+    permitted: int | None, total: int | None, made: int, reserved: int, taken: int
+) -> None:
+    """Eligible iff uses_remaining (if limited) > 0 and total_uses_remaining (if capped) > 0;
+    remaining values are never negative."""
+    answer = reserve_decide(
+        coupon(uses_permitted=permitted, total_uses_permitted=total),
+        uses_made=made,
+        reserved=reserved,
+        taken=taken,
+    )
+    customer_left = answer.uses_remaining is None or answer.uses_remaining > 0
+    total_left = answer.total_uses_remaining is None or answer.total_uses_remaining > 0
+    assert answer.eligible == (customer_left and total_left)
+    assert (answer.uses_remaining or 0) >= 0
+    assert (answer.total_uses_remaining or 0) >= 0
+    if permitted is not None and made >= permitted:
+        assert answer.reason is IneligibleReason.EXHAUSTED
+
+
+@given(
+    left=st.none() | st.integers(0, 20),
+    total_left=st.none() | st.integers(0, 20),
+    uses=st.integers(1, 100),
+)
+def test_a_reservation_is_made_only_for_uses_that_remain(
+    left: int | None, total_left: int | None, uses: int
+) -> None:
+    """refusal() admits exactly when the coupon is eligible and both remainders cover uses."""
+    permitted = None if left is None else left
+    total = None if total_left is None else total_left
+    answer = reserve_decide(
+        coupon(
+            uses_permitted=None if permitted is None else permitted + 1,
+            total_uses_permitted=None if total is None else total + 1,
+        ),
+        uses_made=1 if permitted is not None else 0,
+        taken=1 if total is not None else 0,
+    )
+    reason = refusal(answer, uses)
+    fits = all(n is None or uses <= n for n in (left, total_left)) and answer.eligible
+    assert (reason is None) == fits
+    if answer.eligible and not fits:
+        assert reason == "exceeds_remaining"

@@ -36,16 +36,25 @@ _TERMS = st.builds(
     active=st.booleans(),
     targeted=st.booleans(),
     store_ids=st.none() | st.frozensets(_IDS | st.sampled_from(["S1", "S2"]), max_size=3),
+    total_uses_permitted=st.none() | st.integers(1, 12),
 )
 _DECISIONS: st.SearchStrategy[Decision] = st.builds(
-    lambda terms, uses, issued, store, at: evaluate(
-        terms, uses_made=uses, issued_to_customer=issued, store_id=store, at=at
+    lambda terms, uses, issued, store, at, reserved, taken: evaluate(
+        terms,
+        uses_made=uses,
+        issued_to_customer=issued,
+        store_id=store,
+        at=at,
+        uses_reserved=reserved,
+        total_taken=taken,
     ),
     _TERMS,
     st.integers(0, 2**31),
     st.booleans(),
     st.none() | _IDS,
     _TIMES,
+    st.integers(0, 100),
+    st.integers(0, 2**40),
 )
 
 
@@ -70,14 +79,22 @@ def test_a_coupon_list_is_encoded_as_the_model_encodes_it(
 def _listed_by_the_rule(
     customer_id: str,
     at: datetime,
-    candidates: list[tuple[CouponTerms, int, bool]],
+    candidates: list[tuple[CouponTerms, int, bool, int, int]],
     store_id: str | None,
     include_ineligible: bool,
 ) -> bytes:
     """The list as the rule and the model give it, one coupon at a time, nothing kept."""
     decisions = [
-        evaluate(terms, uses_made=uses, issued_to_customer=issued, store_id=store_id, at=at)
-        for terms, uses, issued in candidates
+        evaluate(
+            terms,
+            uses_made=uses,
+            issued_to_customer=issued,
+            store_id=store_id,
+            at=at,
+            uses_reserved=reserved,
+            total_taken=taken,
+        )
+        for terms, uses, issued, reserved, taken in candidates
     ]
     listed = [d for d in decisions if is_listed(d, include_ineligible=include_ineligible)]
     model = CustomerCoupons(
@@ -86,14 +103,18 @@ def _listed_by_the_rule(
     return model.model_dump_json().encode()
 
 
-_CANDIDATES = st.lists(st.tuples(_TERMS, st.integers(0, 12), st.booleans()), min_size=1, max_size=6)
+_CANDIDATES = st.lists(
+    st.tuples(_TERMS, st.integers(0, 12), st.booleans(), st.integers(0, 3), st.integers(0, 14)),
+    min_size=1,
+    max_size=6,
+)
 _ASKED = st.tuples(_TIMES, st.none() | st.sampled_from(["S1", "S2"]) | _IDS, st.booleans())
 
 
 @given(customer_id=_IDS, candidates=_CANDIDATES, asked=st.lists(_ASKED, min_size=1, max_size=4))
 def test_remembered_list_entries_are_what_the_rule_and_the_model_give(
     customer_id: str,
-    candidates: list[tuple[CouponTerms, int, bool]],
+    candidates: list[tuple[CouponTerms, int, bool, int, int]],
     asked: list[tuple[datetime, str | None, bool]],
 ) -> None:
     """coupon_list_json, asked again with other moments, stores and flags, never goes stale."""

@@ -62,8 +62,12 @@ from punchcard_coupon_query.problems import (
 __all__ = [
     "JSON",
     "PROBLEM_MEDIA_TYPE",
+    "Checkout",
+    "CouponId",
+    "CustomerId",
     "Db",
     "Reads",
+    "checkout",
     "install_error_handlers",
     "manager",
     "operations",
@@ -213,8 +217,19 @@ async def _admin(who: Annotated[Caller, Depends(_caller)]) -> Caller:
     return who
 
 
+async def _checkout(who: Annotated[Caller, Depends(_caller)]) -> Caller:
+    if who.scope not in ("checkout", "admin"):
+        raise HTTPException(403, "this call needs an API key with scope 'checkout' or 'admin'")
+    return who
+
+
+Checkout = Annotated[Caller, Depends(_checkout)]
+"""The caller of a reservation call: a key of scope ``checkout`` or ``admin``."""
+
 reader = APIRouter(dependencies=[Depends(_caller)], responses=_AUTH_ERRORS)
 """Calls any key may make."""
+checkout = APIRouter(dependencies=[Depends(_checkout)], responses=_ADMIN_ERRORS)
+"""Calls that hold coupon uses at a checkout: a ``checkout`` or ``admin`` key."""
 manager = APIRouter(dependencies=[Depends(_admin)], responses=_ADMIN_ERRORS)
 """Calls that need an admin key."""
 
@@ -263,9 +278,15 @@ async def customer_coupon(
         candidate = await queries.fetch_customer_coupon(conn, customer_id, coupon_id)
     if candidate is None:
         raise HTTPException(404, f"coupon {coupon_id!r} is not in the catalog")
-    coupon, uses_made, issued = candidate
+    coupon, uses_made, issued, reserved, taken = candidate
     decision = evaluate(
-        coupon, uses_made=uses_made, issued_to_customer=issued, store_id=store_id, at=moment
+        coupon,
+        uses_made=uses_made,
+        issued_to_customer=issued,
+        store_id=store_id,
+        at=moment,
+        uses_reserved=reserved,
+        total_taken=taken,
     )
     return Response(eligibility_json(decision), media_type=JSON)
 

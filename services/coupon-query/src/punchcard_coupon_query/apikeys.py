@@ -49,7 +49,7 @@ KEY_CACHE_SECONDS = 5.0
 KEY_QUERIES_PER_SECOND = 50.0
 """Lookups of keys not in a process's cache it makes per second at most (and in a burst)."""
 
-Scope = Literal["read", "admin"]
+Scope = Literal["read", "checkout", "admin"]
 _SCOPES: tuple[str, ...] = get_args(Scope)
 _KEY = re.compile(r"pc_([0-9a-f]{16})_([A-Za-z0-9_-]{43})")
 # Compared against when the key id is unknown, so an unknown id costs the same work.

@@ -23,6 +23,7 @@ from punchcard_platform.settings import Settings
 from punchcard_coupon_query import queries
 from punchcard_coupon_query.api import (
     PROBLEM_MEDIA_TYPE,
+    checkout,
     install_error_handlers,
     manager,
     operations,
@@ -33,6 +34,7 @@ from punchcard_coupon_query.console import CONSOLE_PATH, create_console
 from punchcard_coupon_query.hotroute.asgi import CouponQueryApp
 from punchcard_coupon_query.hotroute.fence import http_protocol
 from punchcard_coupon_query.limits import MAX_BODY_BYTES, MAX_HEAD_BYTES
+from punchcard_coupon_query.reservations import routes as _reservation_routes  # noqa: F401 -- registers the reservation routes on ``checkout``
 
 __all__ = ["DEFAULT_PORT", "create_app", "run", "serve", "serve_worker", "server_config"]
 
@@ -75,6 +77,7 @@ def create_app(
     install_error_handlers(api)
     api.include_router(reader)
     api.include_router(manager)
+    api.include_router(checkout)
     api.include_router(operations)
     # The web console: same process and port, the same pools and key cache.
     api.mount(CONSOLE_PATH, create_console(settings, db, reads=api.state.reads, keys=keys))

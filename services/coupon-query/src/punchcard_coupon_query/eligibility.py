@@ -1,7 +1,9 @@
 """Whether a customer may use a coupon: the rule of CONTRACT.md section 5, as plain values.
 
 Nothing here does I/O. The SQL in ``queries`` fetches a coupon's terms together with the
-customer's uses and whether the coupon was issued to them; this module decides.
+customer's uses, their active reservations, the coupon's uses and holds across all
+customers (for a coupon with a campaign-wide limit) and whether the coupon was issued to
+them; this module decides.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class IneligibleReason(StrEnum):
     NOT_TARGETED = "not_targeted"
     STORE_NOT_ALLOWED = "store_not_allowed"
     EXHAUSTED = "exhausted"
+    RESERVED = "reserved"
+    SOLD_OUT = "sold_out"
 
 
 # The reasons a customer may still want to see: the coupon is theirs, just not usable
@@ -38,6 +42,8 @@ _LISTABLE_WHEN_INELIGIBLE = frozenset(
         IneligibleReason.EXPIRED,
         IneligibleReason.STORE_NOT_ALLOWED,
         IneligibleReason.EXHAUSTED,
+        IneligibleReason.RESERVED,
+        IneligibleReason.SOLD_OUT,
     }
 )
 
@@ -55,6 +61,8 @@ class CouponTerms:
     active: bool
     targeted: bool
     store_ids: frozenset[str] | None
+    total_uses_permitted: int | None = None
+    """Uses across all customers; None for no campaign-wide limit."""
 
 
 @dataclass(slots=True)
@@ -70,6 +78,9 @@ class Eligibility:
     uses_made: int
     issued_to_customer: bool
     reason: IneligibleReason | None
+    uses_reserved: int = 0
+    total_taken: int = 0
+    """Uses made by all customers plus every active reservation (a capped coupon's only)."""
 
     @property
     def eligible(self) -> bool:
@@ -81,7 +92,14 @@ class Eligibility:
         """Uses left (never below zero: usage past the limit is recorded); None if unlimited."""
         if self.coupon.uses_permitted is None:
             return None
-        return max(self.coupon.uses_permitted - self.uses_made, 0)
+        return max(self.coupon.uses_permitted - self.uses_made - self.uses_reserved, 0)
+
+    @property
+    def total_uses_remaining(self) -> int | None:
+        """Uses left across all customers, holds counted (never below 0); None if unlimited."""
+        if self.coupon.total_uses_permitted is None:
+            return None
+        return max(self.coupon.total_uses_permitted - self.total_taken, 0)
 
 
 def evaluate(
@@ -91,12 +109,17 @@ def evaluate(
     issued_to_customer: bool,
     store_id: str | None,
     at: datetime,
+    uses_reserved: int = 0,
+    total_taken: int = 0,
 ) -> Eligibility:
     """Decide whether the coupon is usable, naming the first check that fails.
 
     ``issued_to_customer`` says whether the customer is among those a targeted coupon
     was issued to (ignored for a coupon issued to everyone). ``store_id`` None means
     the question is not about a particular store. ``valid_until`` is exclusive.
+    ``uses_reserved`` is this customer's active reservations of the coupon;
+    ``total_taken`` every customer's uses made and active reservations (read only for a
+    coupon with ``total_uses_permitted``).
     """
     issued = issued_to_customer or not coupon.targeted
     reason: IneligibleReason | None = None
@@ -112,15 +135,27 @@ def evaluate(
         reason = IneligibleReason.STORE_NOT_ALLOWED
     elif coupon.uses_permitted is not None and uses_made >= coupon.uses_permitted:
         reason = IneligibleReason.EXHAUSTED
-    return Eligibility(coupon=coupon, uses_made=uses_made, issued_to_customer=issued, reason=reason)
+    elif coupon.uses_permitted is not None and uses_made + uses_reserved >= coupon.uses_permitted:
+        reason = IneligibleReason.RESERVED
+    elif coupon.total_uses_permitted is not None and total_taken >= coupon.total_uses_permitted:
+        reason = IneligibleReason.SOLD_OUT
+    return Eligibility(
+        coupon=coupon,
+        uses_made=uses_made,
+        issued_to_customer=issued,
+        reason=reason,
+        uses_reserved=uses_reserved,
+        total_taken=total_taken if coupon.total_uses_permitted is not None else 0,
+    )
 
 
 def is_listed(eligibility: Eligibility, *, include_ineligible: bool) -> bool:
     """Whether the coupon belongs in the customer's coupon list.
 
     Eligible coupons always; with ``include_ineligible`` also those failing only by
-    time, store or exhaustion. A coupon issued to other customers never appears, even
-    when an earlier check (such as ``expired``) is the reason reported for it.
+    time, store, exhaustion, a reservation holding the rest or being sold out. A coupon
+    issued to other customers never appears, even when an earlier check (such as
+    ``expired``) is the reason reported for it.
     """
     if not eligibility.issued_to_customer:
         return False

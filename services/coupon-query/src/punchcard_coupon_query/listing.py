@@ -10,6 +10,12 @@ entry (or "not listed") is kept per coupon version under exactly those values, m
 the first time by ``evaluate`` and the model's encoding (``models.eligibility_json``)
 themselves. A request then costs two comparisons and a dict lookup per coupon, 15 µs
 for the same list.
+
+The customer's active reservations are part of the key, and so is the coupon's total of
+uses taken across all customers, but only for a coupon with a campaign-wide limit: a
+total that moves with every sale multiplies only those coupons' entries (bounded by
+``_Memo.MAX_ENTRIES`` like the rest), and never touches the terms, which are cached per
+coupon row version (``queries._TermsCache``) and do not change when a total does.
 """
 
 from __future__ import annotations
@@ -26,9 +32,10 @@ __all__ = ["coupon_list_json"]
 # Where a moment falls against a coupon's validity window, as ``evaluate`` checks it.
 _WITHIN, _BEFORE, _AFTER = 0, 1, 2
 
-_Key = tuple[int, int, bool, bool | None, bool]
+_Key = tuple[int, int, bool, bool | None, bool, int, int]
 """Window, uses made, issued to the customer, store allowed (None: no store asked or no
-store list), ineligible coupons listed."""
+store list), ineligible coupons listed, uses reserved, total taken (0 for a coupon
+without a campaign-wide limit, so that its entries do not multiply with every sale)."""
 
 _NOT_YET = b""  # never an entry: every entry is a JSON object
 
@@ -50,7 +57,13 @@ class _Version:
     ) -> bytes | None:
         """The entry for ``key``, decided by the rule itself with this request's values."""
         decision = evaluate(
-            self.terms, uses_made=uses_made, issued_to_customer=issued, store_id=store_id, at=at
+            self.terms,
+            uses_made=uses_made,
+            issued_to_customer=issued,
+            store_id=store_id,
+            at=at,
+            uses_reserved=key[5],
+            total_taken=key[6],
         )
         entry = (
             eligibility_json(decision) if is_listed(decision, include_ineligible=key[4]) else None
@@ -94,12 +107,13 @@ _memo = _Memo()
 def coupon_list_json(
     customer_id: str,
     at: datetime,
-    candidates: Iterable[tuple[CouponTerms, int, bool]],
+    candidates: Iterable[tuple[CouponTerms, int, bool, int, int]],
     *,
     store_id: str | None,
     include_ineligible: bool,
 ) -> bytes:
-    """The ``CustomerCoupons`` body for ``(terms, uses_made, issued)`` candidates, in order.
+    """The ``CustomerCoupons`` body for ``(terms, uses_made, issued, uses_reserved,
+    total_taken)`` candidates, in order.
 
     Byte for byte what evaluating each with ``evaluate``, keeping those ``is_listed``
     keeps and encoding the ``CustomerCoupons`` model would give (a unit test holds it
@@ -107,7 +121,7 @@ def coupon_list_json(
     """
     entries: list[bytes] = []
     versions = _memo.versions
-    for terms, uses_made, issued in candidates:
+    for terms, uses_made, issued, reserved, total_taken in candidates:
         version = versions.get(id(terms))
         if version is None or version.terms is not terms:
             version = _memo.add(terms)
@@ -119,7 +133,8 @@ def coupon_list_json(
             window = _WITHIN
         stores = version.store_ids
         allowed = None if store_id is None or stores is None else store_id in stores
-        key = (window, uses_made, issued, allowed, include_ineligible)
+        taken = 0 if version.terms.total_uses_permitted is None else total_taken
+        key = (window, uses_made, issued, allowed, include_ineligible, reserved, taken)
         entry = version.entries.get(key, _NOT_YET)
         if entry is _NOT_YET:
             entry = version.entry(key, uses_made=uses_made, issued=issued, store_id=store_id, at=at)

@@ -32,6 +32,7 @@ __all__ = [
     "CouponInput",
     "CouponList",
     "CustomerCoupons",
+    "CustomerReservations",
     "Eligibility",
     "Health",
     "Identifier",
@@ -44,6 +45,8 @@ __all__ = [
     "ReceiptDocument",
     "ReceiptSummary",
     "ReceiptsPage",
+    "Reservation",
+    "ReservationInput",
     "RestoredCoupon",
     "ReturnOutcome",
     "customer_coupons_json",
@@ -60,9 +63,16 @@ MAX_STORES = 10_000
 MAX_USES_PERMITTED = 2_147_483_647
 
 Identifier = Annotated[str, StringConstraints(pattern=IDENTIFIER_PATTERN)]
-ApiKeyScope = Literal["read", "admin"]
+ApiKeyScope = Literal["read", "checkout", "admin"]
 Reason = Literal[
-    "inactive", "not_started", "expired", "not_targeted", "store_not_allowed", "exhausted"
+    "inactive",
+    "not_started",
+    "expired",
+    "not_targeted",
+    "store_not_allowed",
+    "exhausted",
+    "reserved",
+    "sold_out",
 ]
 
 
@@ -98,6 +108,13 @@ class Problem(BaseModel):
     errors: list[ProblemError] | None = Field(
         default=None, description="For 422: each invalid input, where it is and why."
     )
+    reason: str | None = Field(
+        default=None,
+        description=(
+            "For a refused reservation (409): the eligibility reason, exceeds_remaining or "
+            "idempotency_conflict."
+        ),
+    )
 
 
 class ProblemError(BaseModel):
@@ -132,6 +149,9 @@ class CouponInput(BaseModel):
         default=None, description="Null: usable at every store."
     )
     restore_on_return: bool = True
+    total_uses_permitted: Annotated[int, Field(ge=1, le=MAX_USES_PERMITTED)] | None = Field(
+        default=None, description="Uses across all customers; null for unlimited."
+    )
 
     @model_validator(mode="after")
     def _window_is_ordered(self) -> CouponInput:
@@ -157,6 +177,7 @@ class Coupon(BaseModel):
     customer_ids: list[str] | None
     store_ids: list[str] | None
     restore_on_return: bool
+    total_uses_permitted: int | None
 
 
 class CouponList(BaseModel):
@@ -175,7 +196,16 @@ class Eligibility(BaseModel):
     valid_from: datetime | None
     valid_until: datetime | None
     uses_made: int
-    uses_remaining: int | None
+    uses_reserved: int = Field(description="This customer's active reservations of it.")
+    uses_remaining: int | None = Field(
+        description="uses_permitted - uses_made - uses_reserved, not below 0; null if unlimited."
+    )
+    total_uses_remaining: int | None = Field(
+        description=(
+            "total_uses_permitted less every customer's uses made and active reservations, "
+            "not below 0; null if unlimited."
+        )
+    )
     eligible: bool
     reason: Reason | None
 
@@ -191,7 +221,9 @@ class Eligibility(BaseModel):
             valid_from=coupon.valid_from,
             valid_until=coupon.valid_until,
             uses_made=decision.uses_made,
+            uses_reserved=decision.uses_reserved,
             uses_remaining=decision.uses_remaining,
+            total_uses_remaining=decision.total_uses_remaining,
             eligible=decision.eligible,
             reason=None if decision.reason is None else decision.reason.value,
         )
@@ -213,7 +245,9 @@ def _eligibility_fields(decision: EligibilityDecision) -> dict[str, Any]:
     return {
         **_terms_fields(decision.coupon),
         "uses_made": decision.uses_made,
+        "uses_reserved": decision.uses_reserved,
         "uses_remaining": decision.uses_remaining,
+        "total_uses_remaining": decision.total_uses_remaining,
         "eligible": decision.reason is None,
         "reason": None if decision.reason is None else decision.reason.value,
     }
@@ -362,6 +396,44 @@ class ReceiptDocument(BaseModel):
     lines_remaining: list[LineQuantity] = Field(
         description="The lines with something not yet returned, and how much of each."
     )
+
+
+class ReservationInput(BaseModel):
+    """The body of a reservation call: how many uses to hold, how long, and where."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    uses: Annotated[int, Field(ge=1, le=100)] = 1
+    ttl_seconds: Annotated[int, Field(ge=1, le=86_400)] = Field(
+        default=900, description="Seconds the uses are held unless consumed or released."
+    )
+    store_id: Identifier | None = Field(
+        default=None, description="The store of the checkout; the coupon must be allowed there."
+    )
+    terminal_id: Identifier | None = None
+
+
+class Reservation(BaseModel):
+    """Uses of a coupon held for a customer until ``expires_at``."""
+
+    reservation_id: str
+    customer_id: str
+    coupon_id: str
+    uses: int
+    expires_at: datetime
+    uses_remaining: int | None = Field(
+        description="The customer's uses left, this reservation counted; null if unlimited."
+    )
+    total_uses_remaining: int | None = Field(
+        description="Uses left across all customers, holds counted; null if unlimited."
+    )
+
+
+class CustomerReservations(BaseModel):
+    """A customer's active reservations, soonest to expire first."""
+
+    customer_id: str
+    reservations: list[Reservation]
 
 
 class Health(BaseModel):

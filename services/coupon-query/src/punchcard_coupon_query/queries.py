@@ -55,8 +55,21 @@ customers, batches of 4: 0.149 ms of backend CPU per customer with the default
 statement. Every statement here looks rows up by key, so one plan serves all values.
 """
 
-CouponCandidate = tuple[CouponTerms, int, bool]
-"""A coupon's terms, the customer's uses of it, and whether it was issued to them."""
+CouponCandidate = tuple[CouponTerms, int, bool, int, int]
+"""A coupon's terms, the customer's uses of it, whether it was issued to them, their
+active reservations of it, and (for a coupon with ``total_uses_permitted``, else 0) the
+uses made and held by all customers."""
+
+# Active reservations: not ended and not past expires_at (no job needs to have run).
+_ACTIVE = "status = 'active' AND expires_at > clock_timestamp()"
+
+# A capped coupon's uses taken: the sum of its total's shards and of every customer's
+# active reservations (an index range of reservations_active_by_coupon).
+_TAKEN = f"""
+    (SELECT COALESCE(sum(t.uses_made), 0) FROM coupon_totals AS t WHERE t.coupon_id = {{c}})
+    + (SELECT COALESCE(sum(r.uses), 0) FROM reservations AS r
+       WHERE r.coupon_id = {{c}} AND r.{_ACTIVE})
+"""  # noqa: S608 -- composed of constants, values are parameters
 
 # One round trip for the whole list: the customer's usage joined in, and the
 # targeting question answered by one primary-key probe of coupon_targets per coupon
@@ -65,11 +78,17 @@ CouponCandidate = tuple[CouponTerms, int, bool]
 # not fetched either: each row names its coupon's row version (coupon_id and xmin in
 # one string, so the client decodes and hashes one value per row), whose terms the
 # process already holds (_TermsCache), or fetches once with _COUPON_TERMS.
-_CUSTOMER_COUPONS = """
+_CUSTOMER_COUPONS = f"""
     SELECT c.coupon_id || ' ' || c.xmin AS version, COALESCE(u.uses_made, 0) AS uses_made,
-           a.issued
+           a.issued, COALESCE(h.uses, 0)::int AS reserved,
+           CASE WHEN c.total_uses_permitted IS NULL THEN 0
+                ELSE {_TAKEN.format(c="c.coupon_id")} END::bigint AS taken
     FROM coupons AS c
     LEFT JOIN coupon_usage AS u ON u.customer_id = $1 AND u.coupon_id = c.coupon_id
+    LEFT JOIN (
+        SELECT coupon_id, sum(uses) AS uses FROM reservations
+        WHERE customer_id = $1 AND {_ACTIVE} GROUP BY coupon_id
+    ) AS h ON h.coupon_id = c.coupon_id
     CROSS JOIN LATERAL (
         SELECT NOT c.targeted OR EXISTS (
             SELECT 1 FROM coupon_targets AS t
@@ -78,7 +97,7 @@ _CUSTOMER_COUPONS = """
     ) AS a
     WHERE c.active AND a.issued
     ORDER BY c.coupon_id
-"""
+"""  # noqa: S608 -- composed of constants, values are parameters
 
 # _CUSTOMER_COUPONS for several customers at once: the lists of requests that arrive
 # together (hotroute.batcher.CouponListBatcher), in one round trip and one statement execution,
@@ -91,15 +110,25 @@ _CUSTOMER_COUPONS = """
 # coupon and customer, as _CUSTOMER_COUPONS answers, cost PostgreSQL 0.116 ms of CPU
 # per customer in batches of 4 and 0.094 in batches of 16 (1,000,000 customers, 50
 # coupons); this, 0.077 and 0.053. Both parts come from one snapshot, as one statement.
-_CUSTOMERS_COUPONS = """
+# The last two columns hold, in row 0, the capped coupons (total_uses_permitted set) and
+# their uses taken by all customers; in row n, the coupons the customer holds active
+# reservations of and how many uses each.
+_CUSTOMERS_COUPONS = f"""
     WITH catalog AS MATERIALIZED (
-        SELECT c.coupon_id, c.coupon_id || ' ' || c.xmin AS version, c.targeted
+        SELECT c.coupon_id, c.coupon_id || ' ' || c.xmin AS version, c.targeted,
+               c.total_uses_permitted IS NOT NULL AS capped
         FROM coupons AS c
         WHERE c.active
     )
     SELECT 0 AS n, (SELECT array_agg(version ORDER BY coupon_id) FROM catalog) AS coupons,
            NULL::int[] AS uses,
-           (SELECT array_agg(coupon_id) FROM catalog WHERE targeted) AS issued
+           (SELECT array_agg(coupon_id) FROM catalog WHERE targeted) AS issued,
+           k.held_coupons, k.held
+    FROM (
+        SELECT array_agg(coupon_id) AS held_coupons,
+               array_agg(({_TAKEN.format(c="catalog.coupon_id")})::bigint) AS held
+        FROM catalog WHERE capped
+    ) AS k
     UNION ALL
     SELECT q.n, u.coupons, u.uses,
            ARRAY(
@@ -107,34 +136,46 @@ _CUSTOMERS_COUPONS = """
                FROM coupon_targets AS t
                WHERE t.customer_id = q.customer_id
                  AND t.coupon_id = ANY(ARRAY(SELECT coupon_id FROM catalog WHERE targeted))
-           )
+           ),
+           h.held_coupons, h.held
     FROM unnest($1::text[]) WITH ORDINALITY AS q(customer_id, n)
     CROSS JOIN LATERAL (
         SELECT array_agg(coupon_id) AS coupons, array_agg(uses_made) AS uses
         FROM coupon_usage
         WHERE customer_id = q.customer_id
     ) AS u
-"""
+    CROSS JOIN LATERAL (
+        SELECT array_agg(coupon_id) AS held_coupons, array_agg(uses::bigint) AS held
+        FROM (SELECT coupon_id, sum(uses) AS uses FROM reservations
+              WHERE customer_id = q.customer_id AND {_ACTIVE} GROUP BY coupon_id) AS r
+    ) AS h
+"""  # noqa: S608 -- composed of constants, values are parameters
 
 _COUPON_TERMS = """
     SELECT c.coupon_id, c.name, c.description, c.uses_permitted, c.valid_from, c.valid_until,
-           c.active, c.targeted, c.store_ids, c.coupon_id || ' ' || c.xmin AS version
+           c.active, c.targeted, c.store_ids, c.total_uses_permitted,
+           c.coupon_id || ' ' || c.xmin AS version
     FROM coupons AS c
     WHERE c.coupon_id = ANY($1::text[])
 """
 
-_CUSTOMER_COUPON = """
+_CUSTOMER_COUPON = f"""
     SELECT c.coupon_id, c.name, c.description, c.uses_permitted, c.valid_from, c.valid_until,
-           c.active, c.targeted, c.store_ids,
+           c.active, c.targeted, c.store_ids, c.total_uses_permitted,
            COALESCE(u.uses_made, 0) AS uses_made,
            NOT c.targeted OR EXISTS (
                SELECT 1 FROM coupon_targets AS t
                WHERE t.coupon_id = c.coupon_id AND t.customer_id = $1
-           ) AS issued
+           ) AS issued,
+           (SELECT COALESCE(sum(r.uses), 0) FROM reservations AS r
+            WHERE r.customer_id = $1 AND r.coupon_id = c.coupon_id AND r.{_ACTIVE})::int
+               AS reserved,
+           CASE WHEN c.total_uses_permitted IS NULL THEN 0
+                ELSE {_TAKEN.format(c="c.coupon_id")} END::bigint AS taken
     FROM coupons AS c
     LEFT JOIN coupon_usage AS u ON u.customer_id = $1 AND u.coupon_id = c.coupon_id
     WHERE c.coupon_id = $2
-"""
+"""  # noqa: S608 -- composed of constants, values are parameters
 
 
 def _terms(row: asyncpg.Record) -> CouponTerms:
@@ -149,6 +190,7 @@ def _terms(row: asyncpg.Record) -> CouponTerms:
         active=row["active"],
         targeted=row["targeted"],
         store_ids=None if store_ids is None else frozenset(store_ids),
+        total_uses_permitted=row["total_uses_permitted"],
     )
 
 
@@ -197,14 +239,14 @@ async def fetch_customer_coupons(conn: Connection, customer_id: str) -> list[Cou
     coupon changed between the two queries, the newer terms are the ones answered:
     both are committed states, and the rule re-checks ``active`` on them.
     """
-    # Positions of _CUSTOMER_COUPONS' columns: version, uses_made, issued.
+    # Positions of _CUSTOMER_COUPONS' columns: version, uses_made, issued, reserved, taken.
     rows = await conn.fetch(_CUSTOMER_COUPONS, customer_id)
     terms_of = await _terms_by_version(conn, (row[0] for row in rows))
     candidates: list[CouponCandidate] = []
-    for version, uses_made, issued in rows:
+    for version, uses_made, issued, reserved, taken in rows:
         terms = terms_of.get(version)
         if terms is not None:  # None only if the coupon row vanished in between
-            candidates.append((terms, uses_made, issued))
+            candidates.append((terms, uses_made, issued, reserved, taken))
     return candidates
 
 
@@ -245,10 +287,11 @@ async def fetch_many_customer_coupons(
     Every customer asked for has a list in the answer, empty if nothing is shown to them.
     """
     # Positions of _CUSTOMERS_COUPONS' columns: row number (0 for the catalog, else the
-    # customer's position in customer_ids from 1), coupons, uses, issued.
+    # customer's position in customer_ids from 1), coupons, uses, issued, held coupons, held.
     rows = await conn.fetch(_CUSTOMERS_COUPONS, customer_ids)
     by_number = {row[0]: row for row in rows}
-    _, versions, _, targeted = by_number[0]
+    _, versions, _, targeted, capped, taken = by_number[0]
+    taken_of = {} if capped is None else dict(zip(capped, taken, strict=True))
     terms_of = await _terms_by_version(conn, versions or [])
     # The catalog in coupon_id order (a coupon row that vanished in between is left out).
     # Targeting is read from this snapshot, as the issued coupons are, even where the
@@ -261,10 +304,17 @@ async def fetch_many_customer_coupons(
     ]
     lists = {}
     for n, customer_id in enumerate(customer_ids, start=1):
-        _, used, uses, issued = by_number[n]
+        _, used, uses, issued, held_coupons, held = by_number[n]
         uses_of = {} if used is None else dict(zip(used, uses, strict=True))
+        held_of = {} if held_coupons is None else dict(zip(held_coupons, held, strict=True))
         lists[customer_id] = [
-            (terms, uses_of.get(terms.coupon_id, 0), True)
+            (
+                terms,
+                uses_of.get(terms.coupon_id, 0),
+                True,
+                held_of.get(terms.coupon_id, 0),
+                taken_of.get(terms.coupon_id, 0),
+            )
             for terms, is_targeted in catalog
             if not is_targeted or terms.coupon_id in issued
         ]
@@ -278,7 +328,7 @@ async def fetch_customer_coupon(
     row = await conn.fetchrow(_CUSTOMER_COUPON, customer_id, coupon_id)
     if row is None:
         return None
-    return (_terms(row), row["uses_made"], row["issued"])
+    return (_terms(row), row["uses_made"], row["issued"], row["reserved"], row["taken"])
 
 
 async def fetch_points(
@@ -415,7 +465,7 @@ async def fetch_return_status(
 
 _COUPON = """
     SELECT c.coupon_id, c.name, c.description, c.uses_permitted, c.valid_from, c.valid_until,
-           c.active, c.store_ids, c.restore_on_return,
+           c.active, c.store_ids, c.restore_on_return, c.total_uses_permitted,
            CASE WHEN c.targeted THEN ARRAY(
                SELECT t.customer_id FROM coupon_targets AS t
                WHERE t.coupon_id = c.coupon_id ORDER BY t.customer_id
@@ -450,8 +500,9 @@ async def upsert_coupon(conn: Connection, coupon_id: str, coupon: CouponInput) -
     created: bool = await conn.fetchval(
         """
         INSERT INTO coupons (coupon_id, name, description, uses_permitted, valid_from,
-                             valid_until, active, targeted, store_ids, restore_on_return)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
+                             valid_until, active, targeted, store_ids, restore_on_return,
+                             total_uses_permitted)
+        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
         ON CONFLICT (coupon_id) DO UPDATE SET
             name = EXCLUDED.name,
             description = EXCLUDED.description,
@@ -462,6 +513,7 @@ async def upsert_coupon(conn: Connection, coupon_id: str, coupon: CouponInput) -
             targeted = EXCLUDED.targeted,
             store_ids = EXCLUDED.store_ids,
             restore_on_return = EXCLUDED.restore_on_return,
+            total_uses_permitted = EXCLUDED.total_uses_permitted,
             updated_at = now()
         RETURNING xmax = 0
         """,
@@ -475,6 +527,7 @@ async def upsert_coupon(conn: Connection, coupon_id: str, coupon: CouponInput) -
         coupon.customer_ids is not None,
         None if coupon.store_ids is None else list(dict.fromkeys(coupon.store_ids)),
         coupon.restore_on_return,
+        coupon.total_uses_permitted,
     )
     if not created:
         await conn.execute("DELETE FROM coupon_targets WHERE coupon_id = $1", coupon_id)

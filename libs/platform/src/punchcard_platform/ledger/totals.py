@@ -22,7 +22,9 @@ SHARDS = 16
 """Shard rows per coupon; more than the connections that write at once in practice."""
 
 
-async def with_totals(conn: Connection, state: LedgerState, coupon_ids: Collection[str]) -> LedgerState:
+async def with_totals(
+    conn: Connection, state: LedgerState, coupon_ids: Collection[str]
+) -> LedgerState:
     """``state`` with these coupons' totals and campaign-wide limits added.
 
     The totals are those committed when this statement runs, plus this transaction's own:

@@ -47,12 +47,13 @@ CREATE INDEX reservations_active_by_coupon ON reservations (coupon_id, expires_a
 CREATE INDEX reservations_by_end ON reservations (COALESCE(ended_at, expires_at));
 
 -- Idempotency-Key of reservation calls, per API key, kept 24 hours: the request's
--- fingerprint (customer, coupon and body) and the reservation it made.
+-- fingerprint (customer, coupon and body) and the 201 answer it was given. The row is
+-- written in the reservation's own transaction, so a refused call leaves no key behind.
 CREATE TABLE reservation_requests (
     key_id          text        NOT NULL,
     idempotency_key text        NOT NULL,
     fingerprint     bytea       NOT NULL,
-    reservation_id  text        NOT NULL,
+    response        text        NOT NULL,
     created_at      timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (key_id, idempotency_key)
 );

@@ -34,6 +34,7 @@ class CouponRow:
     name: str
     description: str
     uses_permitted: int | None
+    total_uses_permitted: int | None
     valid_from: datetime | None
     valid_until: datetime | None
     active: bool
@@ -45,7 +46,8 @@ class CouponRow:
 
 
 _COUPON_COLUMNS = """
-    c.coupon_id, c.name, c.description, c.uses_permitted, c.valid_from, c.valid_until,
+    c.coupon_id, c.name, c.description, c.uses_permitted, c.total_uses_permitted,
+    c.valid_from, c.valid_until,
     c.active, c.targeted, c.store_ids, c.restore_on_return
 """
 

@@ -315,8 +315,16 @@ async def customer(
         )
         returns = await console_queries.returns_of_customer(conn, customer_id, PAGE_SIZE)
     decisions = [
-        evaluate(terms, uses_made=uses, issued_to_customer=issued, store_id=store, at=at)
-        for terms, uses, issued in candidates
+        evaluate(
+            terms,
+            uses_made=uses,
+            issued_to_customer=issued,
+            store_id=store,
+            at=at,
+            uses_reserved=reserved,
+            total_taken=taken,
+        )
+        for terms, uses, issued, reserved, taken in candidates
     ]
     usable = [d for d in decisions if d.eligible]
     unusable = [
@@ -443,6 +451,7 @@ def _coupon_form(form: FormData, coupon_id: str) -> CouponForm:
         name=text("name"),
         description=text("description"),
         uses_permitted=text("uses_permitted"),
+        total_uses_permitted=text("total_uses_permitted"),
         valid_from=text("valid_from"),
         valid_until=text("valid_until"),
         store_ids=text("store_ids"),
@@ -549,6 +558,9 @@ def _form_of(coupon: console_queries.CouponRow) -> CouponForm:
         name=coupon.name,
         description=coupon.description,
         uses_permitted="" if coupon.uses_permitted is None else str(coupon.uses_permitted),
+        total_uses_permitted=(
+            "" if coupon.total_uses_permitted is None else str(coupon.total_uses_permitted)
+        ),
         valid_from=format_time(coupon.valid_from),
         valid_until=format_time(coupon.valid_until),
         store_ids=", ".join(coupon.store_ids or ()),

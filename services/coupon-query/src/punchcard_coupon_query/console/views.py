@@ -182,6 +182,7 @@ class CouponForm:
     name: str = ""
     description: str = ""
     uses_permitted: str = ""
+    total_uses_permitted: str = ""
     valid_from: str = ""
     valid_until: str = ""
     store_ids: str = ""
@@ -207,6 +208,7 @@ class CouponForm:
             "customer_ids": None if customer_ids is None else list(customer_ids),
             "store_ids": self.store_list(),
             "restore_on_return": self.restore_on_return,
+            "total_uses_permitted": self.total_uses_permitted.strip() or None,
         }
 
 
