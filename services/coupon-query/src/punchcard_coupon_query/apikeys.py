@@ -85,6 +85,8 @@ def _scope(value: str) -> Scope:
         return "admin"
     if value == "read":
         return "read"
+    if value == "checkout":
+        return "checkout"
     raise ValueError(f"unknown scope {value!r}; expected one of {', '.join(_SCOPES)}")
 
 

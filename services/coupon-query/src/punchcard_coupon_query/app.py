@@ -7,6 +7,7 @@ build the same application with what they have.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Awaitable
 from typing import Any
@@ -35,8 +36,18 @@ from punchcard_coupon_query.hotroute.asgi import CouponQueryApp
 from punchcard_coupon_query.hotroute.fence import http_protocol
 from punchcard_coupon_query.limits import MAX_BODY_BYTES, MAX_HEAD_BYTES
 from punchcard_coupon_query.reservations import routes as _reservation_routes  # noqa: F401 -- registers the reservation routes on ``checkout``
+from punchcard_coupon_query.reservations import store as reservation_store
 
-__all__ = ["DEFAULT_PORT", "create_app", "run", "serve", "serve_worker", "server_config"]
+__all__ = [
+    "CLEANUP_INTERVAL_SECONDS",
+    "DEFAULT_PORT",
+    "clean_reservations",
+    "create_app",
+    "run",
+    "serve",
+    "serve_worker",
+    "server_config",
+]
 
 DEFAULT_PORT = 8080
 log = structlog.get_logger(__name__)
@@ -181,12 +192,42 @@ async def serve_worker(settings: Settings, sock: socket.socket | None = None) ->
         stop = asyncio.Event()
         stop_on_signals(stop)
         freeze_startup_objects()
-        await serve_app(config, stop, sockets=None if sock is None else [sock])
+        cleanup = asyncio.create_task(clean_reservations(db, stop))
+        try:
+            await serve_app(config, stop, sockets=None if sock is None else [sock])
+        finally:
+            cleanup.cancel()
+            await asyncio.gather(cleanup, return_exceptions=True)
     finally:
         if reads is not None:
             await reads.close()
         await db.close()
         log.info("coupon_query_stopped")
+
+
+CLEANUP_INTERVAL_SECONDS = 300.0
+"""How often each worker deletes long-ended reservations and old idempotency keys."""
+
+
+async def clean_reservations(
+    db: Database, stop: asyncio.Event, *, interval: float = CLEANUP_INTERVAL_SECONDS
+) -> None:
+    """Keep the reservation tables small until ``stop`` is set.
+
+    Only housekeeping: an expired reservation stopped counting at its ``expires_at``
+    already. Every worker runs it (the deletes are idempotent); a failure is logged and
+    tried again next time, never a reason to stop serving.
+    """
+    while not stop.is_set():
+        try:
+            async with db.transaction() as conn:
+                reservations, keys = await reservation_store.delete_ended(conn)
+            if reservations or keys:
+                log.info("reservations_cleaned", reservations=reservations, keys=keys)
+        except Exception as exc:
+            log.warning("reservations_cleanup_failed", error=str(exc))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), interval)
 
 
 def run(settings: Settings) -> None:
