@@ -63,6 +63,7 @@ async def test_put_creates_with_201_then_replaces_with_200(served: Served) -> No
         "customer_ids": None,
         "store_ids": ["S1"],
         "restore_on_return": True,
+        "total_uses_permitted": None,
     }
     assert replaced.status_code == 200
     assert replaced.json()["name"] == "Renamed"
@@ -240,7 +241,9 @@ async def test_every_reason_is_reported_and_listed_as_the_contract_says(
         "valid_from": "2026-11-01T00:00:00Z",
         "valid_until": "2026-12-01T00:00:00Z",
         "uses_made": 0,
+        "uses_reserved": 0,
         "uses_remaining": 1,
+        "total_uses_remaining": None,
         "eligible": True,
         "reason": None,
     }
