@@ -306,6 +306,8 @@ async def test_output_events_are_in_the_outbox_with_stable_event_ids(
         "uses_made": 2,
         "uses_permitted": None,
         "over_limit": False,
+        "reservation_id": None,
+        "total_uses_made": 2,
     }
     assert (burn["kind"], burn["points"], burn["balance"]) == ("burn", -100, -100)
     assert (earn["kind"], earn["points"], earn["balance"]) == ("earn", 19, -81)
