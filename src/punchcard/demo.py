@@ -178,9 +178,98 @@ async def _show(settings: Settings, query_url: str, db: Database) -> None:
         await _show_second_return(
             settings, db, http, read, customer, balance=balance, other_than=partial
         )
+        await _show_reservations(settings, db, http, admin)
     await _show_dead_letters(settings, db)
     say(f"\nadmin key for trying the API: {admin_key}")
     say(f"the web console (sign in with that key): {query_url}/console/customers/{customer}")
+
+
+LAUNCH_COUPON = "LAUNCH-3"
+"""A campaign capped across all customers, to show reservations and a sold-out coupon."""
+
+
+async def _show_reservations(
+    settings: Settings, db: Database, http: httpx.AsyncClient, admin: dict[str, str]
+) -> None:
+    """Three checkouts hold the last three uses of a capped campaign; a fourth finds it sold
+    out; one sale consumes its reservation, one reservation lapses and frees its use."""
+    _, checkout_key = await create_api_key(db, "checkout", "make run")
+    checkout = {"Authorization": f"Bearer {checkout_key}"}
+    body = {"name": "Launch week: first 3 redemptions", "total_uses_permitted": 3}
+    (await http.put(f"/v1/coupons/{LAUNCH_COUPON}", json=body, headers=admin)).raise_for_status()
+    run = uuid.uuid4().hex[:6].upper()
+    buyer, waiting, lapsing, late = (f"DEMO-{run}-{n}" for n in ("A", "B", "C", "D"))
+
+    async def reserve(customer: str, ttl_seconds: int = 900) -> httpx.Response:
+        return await http.post(
+            f"/v1/customers/{customer}/coupons/{LAUNCH_COUPON}/reservations",
+            json={"uses": 1, "ttl_seconds": ttl_seconds, "store_id": "S0001"},
+            headers={**checkout, "Idempotency-Key": f"{customer}-{LAUNCH_COUPON}"},
+        )
+
+    say(f"\nreservations: coupon {LAUNCH_COUPON} may be used 3 times across all customers")
+    held: dict[str, dict[str, Any]] = {}
+    for customer, ttl in ((buyer, 900), (waiting, 900), (lapsing, 8)):
+        response = await reserve(customer, ttl)
+        response.raise_for_status()
+        held[customer] = response.json()
+        say(
+            f"  POST .../customers/{customer}/coupons/{LAUNCH_COUPON}/reservations -> "
+            f"{response.status_code}, held until {held[customer]['expires_at']}, "
+            f"total_uses_remaining {held[customer]['total_uses_remaining']}"
+        )
+    refused = await reserve(late)
+    say(
+        f"  a fourth customer, {late}: {refused.status_code} reason "
+        f"{refused.json().get('reason')!r} (every use is made or held)"
+    )
+    sale = {
+        "schema_version": 1,
+        "event_id": str(uuid.uuid4()),
+        "transaction_no": f"DEMO-{run}-LAUNCH",
+        "store_id": "S0001",
+        "terminal_id": "T01",
+        "customer_id": buyer,
+        "occurred_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "currency": "JPY",
+        "total": "500",
+        "coupons": [
+            {"coupon_id": LAUNCH_COUPON, "uses": 1, "reservation_id": held[buyer]["reservation_id"]}
+        ],
+    }
+    producer = make_producer(settings)
+    await producer.start()
+    try:
+        await producer.send_and_wait(
+            settings.topics.receipts, json.dumps(sale).encode(), key=buyer.encode()
+        )
+    finally:
+        await producer.stop()
+    await _wait_for(
+        db,
+        "SELECT count(*) FROM reservations WHERE reservation_id = $1 AND status = 'consumed'",
+        1,
+        held[buyer]["reservation_id"],
+        timeout=30,
+    )
+    say(f"  {buyer}'s sale named its reservation: consumed, the use now counts as made")
+    listed = (await http.get(f"/v1/customers/{waiting}/reservations", headers=checkout)).json()
+    say(f"  {waiting} still holds {len(listed['reservations'])} reservation (GET .../reservations)")
+    url = f"/v1/customers/{late}/coupons/{LAUNCH_COUPON}"
+    seen = (await http.get(url, headers=checkout)).json()
+    say(f"  {late} sees: {seen['reason']}, total_uses_remaining {seen['total_uses_remaining']}")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 20
+    while seen["reason"] == "sold_out" and loop.time() < deadline:
+        await asyncio.sleep(0.5)
+        seen = (await http.get(url, headers=checkout)).json()
+    say(
+        f"  {lapsing}'s reservation lapsed after 8 s (no job needed): {late} now sees "
+        f"{'eligible' if seen['eligible'] else seen['reason']}, "
+        f"total_uses_remaining {seen['total_uses_remaining']}"
+    )
+    say(f"  export CHECKOUT_KEY={checkout_key}")
+    say("  " + _curl(f"{http.base_url}/v1/customers/{waiting}/reservations", "CHECKOUT_KEY"))
 
 
 async def _busiest_customer(db: Database) -> str:
