@@ -30,6 +30,7 @@ from punchcard_platform.logging import configure_logging
 from punchcard_platform.migrations import apply_migrations
 from punchcard_platform.settings import Settings
 
+from punchcard.checkout import Checkout
 from punchcard.simulator import SimulationOptions, simulate
 
 __all__ = ["main"]
@@ -122,12 +123,28 @@ async def _show(settings: Settings, query_url: str, db: Database) -> None:
             response.raise_for_status()
         say(f"loaded {len(SAMPLE_COUPONS)} sample coupons through PUT /v1/coupons/{{id}}")
 
-        say("\nrunning the POS fleet simulator (confluent-kafka, zstd) for 3,000 receipts ...")
-        summary = await simulate(
-            settings,
-            SimulationOptions(receipts=3000, rate=1000, customers=1000, seed=42),
-            progress=sys.stderr,
+        say(
+            "\nrunning the POS fleet simulator (confluent-kafka, zstd) for 3,000 receipts, "
+            "a third of the member sales with coupons reserving their uses first ..."
         )
+        _, checkout_key = await create_api_key(db, "checkout", "make run simulator")
+        checkout = Checkout(query_url, checkout_key)
+        try:
+            summary = await simulate(
+                settings,
+                SimulationOptions(
+                    receipts=3000,
+                    rate=1000,
+                    customers=1000,
+                    seed=42,
+                    reserve_share=0.3,
+                    lapse_share=0.1,
+                ),
+                progress=sys.stderr,
+                checkout=checkout,
+            )
+        finally:
+            await checkout.aclose()
         say(summary.render())
 
         applied = await _wait_for(db, "SELECT count(*) FROM receipts", summary.receipts)

@@ -36,6 +36,8 @@ from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from punchcard_platform.errors import ConfigurationError, KafkaUnavailableError, PunchcardError
 from punchcard_platform.settings import Settings
 
+from punchcard.checkout import Checkout
+
 __all__ = [
     "DEFAULT_COUPONS",
     "FleetModel",
@@ -96,7 +98,10 @@ class SimulationOptions:
     must be set). ``rate`` is receipts per second, ``0`` as fast as possible. Shares are
     probabilities: ``anonymous_share`` of sales, ``return_share`` of sales returned,
     ``repeat_return_share`` and ``early_return_share`` of those returns,
-    ``partial_return_share`` of returned sales that come back in parts. ``run_tag`` goes
+    ``partial_return_share`` of returned sales that come back in parts; with a
+    ``Checkout`` given to ``simulate``, ``reserve_share`` of member sales with coupons
+    reserve their uses first and name the reservations, and ``lapse_share`` of those also
+    leave one more hold to lapse (5 s). ``run_tag`` goes
     into every ``transaction_no`` so two runs never send the same one; None means a fresh
     random tag per run.
     """
@@ -113,6 +118,8 @@ class SimulationOptions:
     repeat_return_share: float = 0.2
     early_return_share: float = 0.1
     partial_return_share: float = 0.5
+    reserve_share: float = 0.0
+    lapse_share: float = 0.0
     seed: int | None = None
     customer_prefix: str = "C"
     run_tag: str | None = None
@@ -140,6 +147,8 @@ class SimulationOptions:
             "repeat_return_share",
             "early_return_share",
             "partial_return_share",
+            "reserve_share",
+            "lapse_share",
         ):
             if not 0 <= getattr(self, name) <= 1:
                 yield f"{name} must be between 0 and 1"
@@ -185,6 +194,9 @@ class _Tally:
     early_returns: int = 0
     partial_returns: int = 0
     resent_refunds: int = 0
+    reservations: int = 0
+    refused_reservations: int = 0
+    lapsing_reservations: int = 0
 
     def count(self, event: PlannedEvent) -> None:
         if event.kind == "receipt":
@@ -218,6 +230,12 @@ class SimulationSummary:
     resent_refunds: int
     """Refunds of some lines sent again under their return_id: redeliveries, no outcome."""
     elapsed_seconds: float
+    reservations: int = 0
+    """Reservations made before sales and named in their receipts."""
+    refused_reservations: int = 0
+    """Reservation calls refused (the coupon sold out, exhausted, ...): sold all the same."""
+    lapsing_reservations: int = 0
+    """Holds left to lapse (never consumed nor released)."""
 
     @property
     def events(self) -> int:
@@ -248,6 +266,8 @@ class SimulationSummary:
                 f"  early           {self.early_returns}",
                 f"  of some lines   {self.partial_returns}",
                 f"  sent again      {self.resent_refunds} (same return_id: no new outcome)",
+                f"reservations      {self.reservations} named in receipts, "
+                f"{self.refused_reservations} refused, {self.lapsing_reservations} left to lapse",
                 f"elapsed           {self.elapsed_seconds:.2f}s",
                 f"rate              {self.receipts_per_second:.1f} receipts/s, "
                 f"{self.events_per_second:.1f} records/s",
@@ -692,6 +712,7 @@ async def simulate(
     *,
     progress: TextIO | None = None,
     start: datetime | None = None,
+    checkout: Checkout | None = None,
 ) -> SimulationSummary:
     """Publish a fleet's receipts and returns; return once the broker acknowledged them all.
 
@@ -699,7 +720,9 @@ async def simulate(
     progress line goes (None: silent). ``start`` is the business clock's start (default:
     far enough back that the run's sales and returns all lie in the past). Raises
     ``KafkaUnavailableError`` when no broker answers or records cannot be delivered,
-    ``ConfigurationError`` when the topics do not exist.
+    ``ConfigurationError`` when the topics do not exist. ``checkout``, if given, makes the
+    reservations of ``reserve_share`` and ``lapse_share`` (the planned stream is the same
+    with or without it, but for the ``reservation_id`` it adds).
     """
     topics = settings.topics
     model = FleetModel(
@@ -711,7 +734,9 @@ async def simulate(
     publisher = _Publisher(settings)
     try:
         await publisher.check_topics(topics.receipts, topics.returns)
-        tally, elapsed = await _publish_stream(publisher, model, settings, options, progress)
+        tally, elapsed = await _publish_stream(
+            publisher, model, settings, options, progress, checkout=checkout
+        )
     except BaseException:
         await publisher.close(abandon=True)
         raise
@@ -728,6 +753,9 @@ async def simulate(
         partial_returns=tally.partial_returns,
         resent_refunds=tally.resent_refunds,
         elapsed_seconds=elapsed,
+        reservations=tally.reservations,
+        refused_reservations=tally.refused_reservations,
+        lapsing_reservations=tally.lapsing_reservations,
     )
 
 
@@ -737,14 +765,20 @@ async def _publish_stream(
     settings: Settings,
     options: SimulationOptions,
     progress: TextIO | None,
+    *,
+    checkout: Checkout | None,
 ) -> tuple[_Tally, float]:
     topics = settings.topics
     bar = _Progress(options, progress)
     tally = _Tally()
+    # Its own generator, so the fleet's stream is the same with reservations or without.
+    chooser = Random(None if options.seed is None else options.seed + 1)  # noqa: S311
     began = time.monotonic()
     deadline = began + options.duration if options.duration else None
 
     async def publish(event: PlannedEvent) -> None:
+        if checkout is not None and event.kind == "receipt":
+            await _hold_before_sale(event.document, checkout, chooser, options, tally)
         topic = topics.receipts if event.kind == "receipt" else topics.returns
         await publisher.send(topic, event.key, event.value())
         tally.count(event)
@@ -774,6 +808,40 @@ async def _publish_stream(
         bar.update(tally, time.monotonic() - began, force=True)
         bar.finish()
     return tally, time.monotonic() - began
+
+
+async def _hold_before_sale(
+    document: dict[str, Any],
+    checkout: Checkout,
+    chooser: Random,
+    options: SimulationOptions,
+    tally: _Tally,
+) -> None:
+    """Reserve a member sale's coupon uses before it is published, and name them in it."""
+    customer_id = document.get("customer_id")
+    coupons = document["coupons"]
+    if customer_id is None or not coupons or chooser.random() >= options.reserve_share:
+        return
+    tx = document["transaction_no"]
+    for coupon in coupons:
+        held = await checkout.hold(
+            customer_id,
+            coupon["coupon_id"],
+            int(coupon["uses"]),
+            ttl_seconds=900,
+            idempotency_key=f"{tx}:{coupon['coupon_id']}",
+        )
+        if held is None:
+            tally.refused_reservations += 1
+        else:
+            coupon["reservation_id"] = held
+            tally.reservations += 1
+    if chooser.random() < options.lapse_share:
+        # A second till started a checkout for the customer and abandoned it.
+        lapsing = await checkout.hold(
+            customer_id, coupons[0]["coupon_id"], 1, ttl_seconds=5, idempotency_key=f"{tx}:lapse"
+        )
+        tally.lapsing_reservations += lapsing is not None
 
 
 def _share(text: str) -> float:

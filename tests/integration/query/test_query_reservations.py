@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import sys
@@ -21,8 +22,10 @@ from punchcard_platform.db import Database, lock_customers
 from punchcard_platform.settings import Settings
 from punchcard_receipt_consumer.handler import ReceiptHandler
 
+from punchcard.checkout import Checkout
+from punchcard.simulator import SimulationOptions, simulate
 from tests.documents import receipt_document
-from tests.helpers import eventually, unique_id
+from tests.helpers import consume, eventually, unique_id
 from tests.integration.query.support import Served, client, insert_usage
 from tests.integration.query.test_query_serve import RUN, free_port
 from tests.integration.receipts.support import Feeder, outbox
@@ -451,3 +454,47 @@ async def test_the_cleanup_deletes_only_reservations_ended_a_day_ago(
         )
     assert {row["reservation_id"] for row in left} == {made[0], made[1]}
     assert keys == 0
+
+
+async def test_the_simulator_reserves_before_sales_and_names_the_reservations(
+    served: Served, db: Database, settings: Settings
+) -> None:
+    """Every member sale reserves first: the held uses stop at the campaign's cap, each
+    receipt names its own reservation, and refused holds still sell."""
+    coupon, prefix = unique_id("K"), unique_id("C") + "-"
+    await put_coupon(served, coupon, total_uses_permitted=4)
+    options = SimulationOptions(
+        receipts=40,
+        customers=10,
+        coupons=(coupon,),
+        anonymous_share=0,
+        return_share=0,
+        reserve_share=1,
+        lapse_share=0.5,
+        seed=20,
+        customer_prefix=prefix,
+        run_tag=unique_id("r"),
+    )
+    checkout = Checkout(served.base_url, served.admin_key)
+    try:
+        summary = await simulate(settings, options, checkout=checkout)
+    finally:
+        await checkout.aclose()
+    records = await consume(settings, settings.topics.receipts, count=summary.receipts)
+    named = {
+        coupon_use["reservation_id"]: document["customer_id"]
+        for document in (json.loads(r.value) for r in records)
+        for coupon_use in document["coupons"]
+        if "reservation_id" in coupon_use
+    }
+    async with db.connection() as conn:
+        rows = await conn.fetch(
+            "SELECT reservation_id, customer_id, uses FROM reservations WHERE coupon_id = $1",
+            coupon,
+        )
+    assert len(named) == summary.reservations >= 1
+    assert summary.refused_reservations > 0
+    assert sum(row["uses"] for row in rows) <= 4
+    stored = {row["reservation_id"]: row["customer_id"] for row in rows}
+    assert {k: stored[k] for k in named} == named
+    assert len(rows) == summary.reservations + summary.lapsing_reservations
