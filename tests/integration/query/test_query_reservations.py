@@ -498,3 +498,27 @@ async def test_the_simulator_reserves_before_sales_and_names_the_reservations(
     stored = {row["reservation_id"]: row["customer_id"] for row in rows}
     assert {k: stored[k] for k in named} == named
     assert len(rows) == summary.reservations + summary.lapsing_reservations
+
+
+async def test_sales_of_a_capped_coupon_leave_its_row_version_and_so_the_terms_cache_alone(
+    served: Served, db: Database, feeder: tuple[ReceiptHandler, Feeder]
+) -> None:
+    """The total moves in coupon_totals; the coupon row (whose xmin keys the terms cache)
+    is untouched by sales, while the list still shows the new total."""
+    handler, records = feeder
+    coupon = unique_id("K")
+    await put_coupon(served, coupon, total_uses_permitted=100)
+
+    async def version() -> str:
+        async with db.connection() as conn:
+            found: str = await conn.fetchval(
+                "SELECT xmin::text FROM coupons WHERE coupon_id = $1", coupon
+            )
+        return found
+
+    before = await version()
+    sales = [receipt_document(unique_id("C"), coupons=[(coupon, 1)]) for _ in range(5)]
+    assert await handler.apply(records.batch(*sales)) == []
+    assert await version() == before
+    answer = await eligibility(served, unique_id("C"), coupon)
+    assert answer["total_uses_remaining"] == 95
