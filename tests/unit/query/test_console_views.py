@@ -59,6 +59,23 @@ def test_each_reason_reads_as_the_service_desk_would_say_it() -> None:
     assert _words(uses=2) == ""
 
 
+def test_held_and_sold_out_coupons_read_as_the_service_desk_would_say_it() -> None:
+    """A use waiting at a checkout, and a campaign whose uses are all made or held."""
+    held = evaluate(
+        _terms(), uses_made=1, issued_to_customer=False, store_id=None, at=NOW, uses_reserved=2
+    )
+    assert reason_in_words(held, store_id=None) == "2 held at a checkout"
+    sold_out = evaluate(
+        _terms(total_uses_permitted=500),
+        uses_made=0,
+        issued_to_customer=False,
+        store_id=None,
+        at=NOW,
+        total_taken=500,
+    )
+    assert reason_in_words(sold_out, store_id=None) == "sold out: all 500 uses made or held"
+
+
 def test_json_numbers_stay_exactly_as_they_were_sent() -> None:
     """Money is never read through a float, so 0.1 stays 0.1 and 1e2 keeps its digits."""
     document = parse_exact_json('{"total": 1980.10, "points": 19, "odd": 0.1, "list": [], "m": {}}')

@@ -66,6 +66,10 @@ def reason_in_words(decision: Eligibility, *, store_id: str | None = None) -> st
     elif reason is IneligibleReason.EXHAUSTED:
         times = "time" if coupon.uses_permitted == 1 else "times"
         words = f"used {decision.uses_made} of {coupon.uses_permitted} {times}"
+    elif reason is IneligibleReason.RESERVED:
+        words = f"{decision.uses_reserved} held at a checkout"
+    elif reason is IneligibleReason.SOLD_OUT:
+        words = f"sold out: all {coupon.total_uses_permitted} uses made or held"
     return words
 
 
