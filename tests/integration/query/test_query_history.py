@@ -52,6 +52,7 @@ async def test_a_customer_never_seen_has_zero_points_and_no_history(served: Serv
     assert points.json() == {
         "customer_id": customer,
         "balance": 0,
+        "expiring": [],
         "ledger": [],
         "next_cursor": None,
     }

@@ -63,7 +63,7 @@ def test_a_use_past_the_limit_is_counted_and_flagged_over_limit() -> None:
         [],
         [uses("C1", "TEA", "T1", 1)],
     )
-    (event,) = ledger_events(posted, WHEN)[("T1", SALE)]
+    (event,) = ledger_events(posted, WHEN)[0][("T1", SALE)]
 
     assert CouponUsageEvent.model_validate(event.fields).over_limit is True
     assert event.fields["uses_made"] == 3
@@ -76,7 +76,8 @@ def test_events_are_grouped_by_cause_with_ids_derived_from_it() -> None:
         [points("C1", "T1", "earn", 19), points("C1", "T1", "revoke", -9, "ret-1")],
         [uses("C1", "TEA", "T1", 1)],
     )
-    events = ledger_events(posted, WHEN)
+    events, expiries = ledger_events(posted, WHEN)
+    assert expiries == []
 
     assert [e.event_id for e in events[("T1", SALE)]] == [
         event_id_text("T1", "coupon", "TEA", "receipt"),

@@ -1,12 +1,13 @@
 """The receipt consumer as a running service: the composition root.
 
 Builds the handler from settings and hands it to the shared consumer service, which waits
-for the database and the broker, runs the Kafka loop, the outbox relay, ``/healthz`` and
-``/metrics``, and stops on SIGTERM.
+for the database and the broker, runs the Kafka loop, the outbox relay, the points expiry
+job, ``/healthz`` and ``/metrics``, and stops on SIGTERM.
 """
 
 from __future__ import annotations
 
+from punchcard_platform.expiry import ExpiryJob
 from punchcard_platform.service import ConsumerWiring, serve_consumer
 from punchcard_platform.settings import Settings
 
@@ -24,5 +25,8 @@ async def serve(settings: Settings) -> None:
         name=ReceiptHandler.name,
         topic=settings.topics.receipts,
         default_port=DEFAULT_PORT,
-        wire=lambda db: ConsumerWiring(ReceiptHandler(db, settings.topics)),
+        wire=lambda db: ConsumerWiring(
+            ReceiptHandler(db, settings.topics, rules=settings.expiry_rules),
+            extra_tasks=[ExpiryJob(settings, db).run],
+        ),
     )
