@@ -230,6 +230,17 @@ def _table(results: dict[str, Any]) -> str:
                     _ratio(ing["ratios"]["end_to_end_over_postgres_ceiling"]),
                 )
             )
+            lifetime = ing.get("lifetime", {})
+            if "end_to_end" in lifetime:
+                rows.append(
+                    (
+                        f"  the same, points lifetime {lifetime['points_lifetime']}",
+                        _fmt(lifetime["end_to_end"]["receipts_per_second"], " rcpt/s"),
+                        "PostgreSQL ceiling "
+                        f"{_fmt(lifetime['postgres_ceiling']['receipts_per_second'], ' rcpt/s')}",
+                        _ratio(lifetime["ratios"]["end_to_end_over_postgres_ceiling"]),
+                    )
+                )
             rows.append(
                 (
                     "outbox relay",
