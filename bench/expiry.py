@@ -261,9 +261,20 @@ async def _ceiling(settings: Settings, mirror_url: str, n: int) -> dict[str, Any
             label: {"seconds": round(spent, 3), "count": count, "share": ratio(spent, seconds)}
             for label, (spent, count) in by_statement
         },
+        "seconds_by_statement_per_fifth": _per_fifth(replaying.rounds),
         "method": "ExpiryJob.expire_due on a copy of the fixture with every transaction's "
         "statements noted; each transaction replayed at once, timed, on another copy (same "
         "statements and arguments, one transaction, in order); only the replays timed",
+    }
+
+
+def _per_fifth(rounds: list[dict[str, float]]) -> dict[str, list[float]]:
+    """Each statement's seconds in each fifth of the transactions: does one slow down?"""
+    fifths = [rounds[len(rounds) * i // 5 : len(rounds) * (i + 1) // 5] for i in range(5)]
+    labels = sorted({label for spent_by in rounds for label in spent_by})
+    return {
+        label: [round(sum(r.get(label, 0.0) for r in fifth), 3) for fifth in fifths]
+        for label in labels
     }
 
 
@@ -279,6 +290,7 @@ class _ReplayingDatabase(NotingDatabase):
         self.postgres = 0.0
         self.transactions = 0
         self.by_statement: dict[str, tuple[float, int]] = {}
+        self.rounds: list[dict[str, float]] = []
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
@@ -290,15 +302,20 @@ class _ReplayingDatabase(NotingDatabase):
         cpu_began, postgres_began = time.process_time(), server_cpu_seconds(self._server)
         began = time.perf_counter()
         in_statements = 0.0
+        spent_by: dict[str, float] = {}
         async with self._mirror.transaction() as conn:
             for method, query, args, kwargs in statements:
                 started = time.perf_counter()
                 await getattr(conn, method)(query, *args, **kwargs)
                 spent = time.perf_counter() - started
                 in_statements += spent
-                self._add(_label(query), spent)
+                label = _label(query)
+                spent_by[label] = spent_by.get(label, 0.0) + spent
+                self._add(label, spent)
         ended = time.perf_counter()
         self._add("BEGIN, COMMIT and the pool", ended - began - in_statements)
+        spent_by["all"] = ended - began
+        self.rounds.append(spent_by)
         self.seconds += ended - began
         self.cpu += time.process_time() - cpu_began
         self.postgres += server_cpu_seconds(self._server) - postgres_began
