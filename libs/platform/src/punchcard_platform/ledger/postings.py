@@ -269,6 +269,9 @@ class _PointsBook:
         self.balances = dict(state.balances)
         self.debts = dict(state.debts)
         self.lots: dict[LotKey, Lot] = {lot.key: lot for lot in state.lots}
+        self.lots_of: dict[str, list[LotKey]] = {}
+        for key, lot in self.lots.items():
+            self.lots_of.setdefault(lot.customer_id, []).append(key)
         self.allocations: dict[str, list[Allocation]] = {
             tx: list(taken) for tx, taken in state.allocations.items()
         }
@@ -312,6 +315,8 @@ class _PointsBook:
         self.posted.append(PostedPoints(entry, balance))
 
     def _set(self, lot: Lot) -> None:
+        if lot.key not in self.lots:
+            self.lots_of.setdefault(lot.customer_id, []).append(lot.key)
         self.lots[lot.key] = lot
         self.changed_lots.add(lot.key)
 
@@ -342,11 +347,8 @@ class _PointsBook:
         order = sorted(
             (
                 lot
-                for lot in self.lots.values()
-                if lot.customer_id == customer_id
-                and lot.remaining > 0
-                and not lot.due(self.now)
-                and lot.key != first
+                for lot in map(self.lots.__getitem__, self.lots_of.get(customer_id, ()))
+                if lot.remaining > 0 and not lot.due(self.now) and lot.key != first
             ),
             key=Lot.spend_order,
         )
