@@ -7,6 +7,8 @@ job, ``/healthz`` and ``/metrics``, and stops on SIGTERM.
 
 from __future__ import annotations
 
+import asyncio
+
 from punchcard_platform.expiry import ExpiryJob
 from punchcard_platform.service import ConsumerWiring, serve_consumer
 from punchcard_platform.settings import Settings
@@ -18,7 +20,7 @@ __all__ = ["DEFAULT_PORT", "serve"]
 DEFAULT_PORT = 8081
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Consume ``pos.receipts.v1`` until stopped; what ``punchcard serve receipt-consumer`` runs."""
     await serve_consumer(
         settings,
@@ -29,4 +31,5 @@ async def serve(settings: Settings) -> None:
             ReceiptHandler(db, settings.topics, rules=settings.expiry_rules),
             extra_tasks=[ExpiryJob(settings, db).run],
         ),
+        stop=stop,
     )
