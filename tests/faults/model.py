@@ -149,6 +149,34 @@ class Expected:
     """(partition, offset) of every return record that must be dead-lettered"""
     input_records: int = 0
 
+    def admit_expiries(
+        self, entries: Iterable[tuple[str, str, str, str, int]]
+    ) -> set[tuple[str, str, str, str, int]]:
+        """Take the uncertain customers' ``expire`` entries as booked where the contract
+        allows them (once, on one of the customer's expiring sale lots, losing at most what
+        it earned) and say which it does not allow. Other customers' entries are left to
+        the exact comparison."""
+        refused: set[tuple[str, str, str, str, int]] = set()
+        for entry in entries:
+            customer, tx, kind, cause, points = entry
+            if kind != "expire" or customer not in self.uncertain:
+                continue
+            lot = self.expiring.get(tx)
+            key = (tx, kind, cause)
+            if (
+                lot is None
+                or lot.customer_id != customer
+                or cause != EXPIRY_CAUSE
+                or not 0 < -points <= lot.points
+                or key in self.points_events
+            ):
+                refused.add(entry)
+                continue
+            self.ledger[entry] += 1
+            self.points_events[key] = (customer, points)
+            self.balances[customer] += points
+        return refused
+
 
 def quantity(value: object) -> Fraction:
     """A quantity as the contract reads it: exactly, from a decimal string or JSON number."""

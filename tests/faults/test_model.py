@@ -142,3 +142,26 @@ def test_lots_without_an_expiry_and_anonymous_sales_never_expire() -> None:
     expected = expected_state(receipts, [])
     assert expected.expiring == {}
     assert expected.balances == {"C2": 5}
+
+
+def test_an_uncertain_customers_expiry_is_admitted_once_and_never_beyond_the_lot() -> None:
+    """One entry per lot, at most what it earned, on the customer's own expiring lot."""
+    earning = receipt_document("C1", points_earned=30, points_expire_at=_SOON)
+    burning = receipt_document("C1", points_used=20)
+    tx = earning["transaction_no"]
+    receipts = [InputRecord(0, 0, encode(earning)), InputRecord(1, 0, encode(burning))]
+    expected = expected_state(receipts, [])
+    booked = ("C1", tx, "expire", EXPIRY_CAUSE, -10)
+    refused = expected.admit_expiries(
+        [
+            booked,
+            ("C1", tx, "expire", EXPIRY_CAUSE, -3),
+            ("C1", tx, "expire", EXPIRY_CAUSE, -31),
+            ("C1", burning["transaction_no"], "expire", EXPIRY_CAUSE, -1),
+            ("C2", tx, "expire", EXPIRY_CAUSE, -1),
+        ]
+    )
+    assert booked not in refused
+    assert len(refused) == 3
+    assert expected.balances["C1"] == 0
+    assert expected.points_events[(tx, "expire", EXPIRY_CAUSE)] == ("C1", -10)

@@ -10,6 +10,13 @@ in several returns, sometimes a quantity too many (``exceeds_remaining``) or a l
 sale does not have, sometimes the same ``return_id`` sent again under a new ``event_id``,
 sometimes followed by a whole return of what is left. Every returned sale is sent
 eventually, so no return waits out its wait.
+
+Expiry: given a moment, a third of the customers get only limited-time points (every sale
+of theirs carries ``points_expire_at``, and they never burn), a third get them on about
+half of their sales and burn as usual, and a third never see an expiring point. The
+moments fall a few seconds apart just after the given one, which the scenario sets after
+the load and its faults are over: the lots expire once every record is applied, so the
+model knows what each of the first third's lots loses (``model.py``).
 """
 
 from __future__ import annotations
@@ -17,6 +24,7 @@ from __future__ import annotations
 import random
 import uuid
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -50,6 +58,16 @@ class Workload:
     def duration(self) -> float:
         """When the last record is due."""
         return self.schedule[-1].at if self.schedule else 0.0
+
+    def expiry_moments(self) -> list[datetime]:
+        """Every ``points_expire_at`` the load carries, soonest first."""
+        return sorted(
+            {
+                datetime.fromisoformat(p.document["points_expire_at"])
+                for p in self.schedule
+                if p.stream == "receipts" and "points_expire_at" in p.document
+            }
+        )
 
 
 def _id(prefix: str) -> str:
@@ -180,9 +198,38 @@ def _returns_first(
     return planned
 
 
-def make_workload(*, sales: int, seconds: float, seed: int) -> Workload:
-    """``sales`` sales spread evenly over ``seconds``, with their repeats and returns."""
+EXPIRY_SPREAD_SECONDS = 3
+"""The lots' expiry moments fall on the given one and the seconds just after it."""
+
+
+def _with_expiry(
+    rng: random.Random, sale: dict[str, Any], index: int, expire_at: datetime | None
+) -> dict[str, Any]:
+    """The sale as its customer's third of the load has it (see the module's docstring)."""
+    if expire_at is None or sale["customer_id"] is None:
+        return sale
+    third = index % 3
+    # Drawn whatever the third, from a generator of its own: the rest of a seed's load
+    # stays what it was before the load had expiry.
+    offset = rng.randint(0, EXPIRY_SPREAD_SECONDS)
+    half = rng.random() < 0.5
+    if third == 0 or (third == 2 and half):
+        return sale
+    moment = (expire_at + timedelta(seconds=offset)).isoformat()
+    if third == 1:
+        return {**sale, "points_used": 0, "points_expire_at": moment}
+    return {**sale, "points_expire_at": moment}
+
+
+def make_workload(
+    *, sales: int, seconds: float, seed: int, expire_at: datetime | None = None
+) -> Workload:
+    """``sales`` sales spread evenly over ``seconds``, with their repeats and returns.
+
+    ``expire_at`` (aware): limited-time points from then on, for two thirds of the customers.
+    """
     rng = random.Random(seed)
+    expiry_rng = random.Random(f"{seed}-expiry")
     prefix = _id("F")
     customers = [f"{prefix}-C{i:03d}" for i in range(max(10, sales // 50))]
     coupons = [f"{prefix}-CPN{i}" for i in range(6)]
@@ -195,6 +242,8 @@ def make_workload(*, sales: int, seconds: float, seed: int) -> Workload:
         tx = f"{prefix}-TX{i:06d}"
         customer = rng.choice(customers) if rng.random() > 0.08 else None
         sale = _sale(rng, tx, customer, coupons)
+        if customer is not None:
+            sale = _with_expiry(expiry_rng, sale, customers.index(customer), expire_at)
         at = seconds * i / sales
         returns_first = rng.random() < 0.08
         if returns_first:
