@@ -258,6 +258,7 @@ class Publisher:
         self.sent = 0
         self.resent = 0
         self.started = 0.0
+        self.started_at = datetime.now(UTC)
         self.finished = asyncio.Event()
 
     def _topic(self, planned: Planned) -> str:
@@ -268,6 +269,7 @@ class Publisher:
         """Publish every planned record, at its time or as soon after as the broker allows."""
         schedule = self._workload.schedule
         self.started = time.monotonic()
+        self.started_at = datetime.now(UTC).replace(microsecond=0)
         i = 0
         try:
             while i < len(schedule):
@@ -294,7 +296,7 @@ class Publisher:
                         producer.send(
                             self._topic(p),
                             key=p.key.encode(),
-                            value=json.dumps(p.document).encode(),
+                            value=json.dumps(self._workload.dated(p, self.started_at)).encode(),
                         ),
                         10,
                     )
@@ -676,7 +678,7 @@ class Scenario:
             settled_at = time.monotonic()
             settled = await self._settle(expected, reader)
             self.result.settle_seconds = time.monotonic() - settled_at if settled else None
-            self._check_expiry_came_after_the_load()
+            self._check_expiry_came_after_the_load(expected)
             await self._await_expiry(expected, reader)
             await self._compare(expected, reader)
             await self._check_lots()
@@ -950,9 +952,9 @@ class Scenario:
         await self._explain_stuck(reader)
         return False
 
-    def _check_expiry_came_after_the_load(self) -> None:
+    def _check_expiry_came_after_the_load(self, expected: Expected) -> None:
         """The model's expiry amounts hold only if no lot expired before the load was in."""
-        moments = self.workload.expiry_moments()
+        moments = sorted({lot.expires_at for lot in expected.expiring.values()})
         if not moments:
             return
         headroom = (moments[0] - datetime.now(UTC)).total_seconds()
@@ -966,7 +968,7 @@ class Scenario:
     async def _await_expiry(self, expected: Expected, reader: TopicReader) -> None:
         """Until the last lot is due and the job had its interval, then until no lot due
         holds points and every expiry booked is on the points topic (or the deadline)."""
-        moments = self.workload.expiry_moments()
+        moments = sorted({lot.expires_at for lot in expected.expiring.values()})
         if not moments:
             return
         due = (moments[-1] - datetime.now(UTC)).total_seconds() + EXPIRY_CHECK_SECONDS

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import shutil
 import tempfile
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -24,10 +23,10 @@ from tests.faults.workload import make_workload
 FREEZE_SECONDS = 15.0
 """Longer than the consumers' session timeout (aiokafka's default, 10 s): the group moves on."""
 
-EXPIRY_MARGIN_SECONDS = 45.0
-"""The load's lots expire this long after its last record is due: time for the services
-to start, the fault to end and everything to settle, so that no lot expires before the
-load is applied (the harness fails the scenario if one does)."""
+EXPIRY_MARGIN_SECONDS = 25.0
+"""The load's lots expire this long after its last record is due: time for the fault to
+end and everything to settle, so that no lot expires before the load is applied (the
+harness fails the scenario if one does)."""
 
 
 async def _run(
@@ -41,10 +40,9 @@ async def _run(
     instances: int = 1,
     replication_factor: int = 1,
 ) -> None:
-    expire_at = datetime.now(UTC).replace(microsecond=0) + timedelta(
-        seconds=seconds + EXPIRY_MARGIN_SECONDS
+    workload = make_workload(
+        sales=sales, seconds=seconds, seed=seed, expire_after=seconds + EXPIRY_MARGIN_SECONDS
     )
-    workload = make_workload(sales=sales, seconds=seconds, seed=seed, expire_at=expire_at)
     # Kept when the scenario fails; not under pytest's tmp_path, which other runs prune.
     logdir = Path(tempfile.mkdtemp(prefix="punchcard-faults-"))
     scenario = Scenario(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
 from tests.documents import encode, receipt_document, return_document, sale_lines
 from tests.faults.model import EXPIRY_CAUSE, SALE, Expected, InputRecord, expected_state
+from tests.faults.workload import make_workload
 
 
 def _replay(sale: dict[str, Any], *returns: dict[str, Any]) -> Expected:
@@ -165,3 +167,25 @@ def test_an_uncertain_customers_expiry_is_admitted_once_and_never_beyond_the_lot
     assert len(refused) == 3
     assert expected.balances["C1"] == 0
     assert expected.points_events[(tx, "expire", EXPIRY_CAUSE)] == ("C1", -10)
+
+
+def test_the_load_dates_limited_time_points_from_its_start_and_the_model_reads_them() -> None:
+    """Two thirds of customers get expiring lots; the first of them never burn, so exact."""
+    workload = make_workload(sales=300, seconds=10, seed=1, expire_after=30)
+    started = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)
+    sent = [(p, workload.dated(p, started)) for p in workload.schedule]
+    receipts = [
+        InputRecord(0, n, encode(document))
+        for n, (p, document) in enumerate(sent)
+        if p.stream == "receipts"
+    ]
+    returns = [
+        InputRecord(0, n, encode(document))
+        for n, (p, document) in enumerate(sent)
+        if p.stream == "returns"
+    ]
+    expected = expected_state(receipts, returns)
+    moments = {lot.expires_at for lot in expected.expiring.values()}
+    assert min(moments) >= started.replace(second=30)
+    assert any(lot.expires is not None for lot in expected.expiring.values())
+    assert expected.uncertain

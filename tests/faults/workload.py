@@ -11,19 +11,20 @@ sale does not have, sometimes the same ``return_id`` sent again under a new ``ev
 sometimes followed by a whole return of what is left. Every returned sale is sent
 eventually, so no return waits out its wait.
 
-Expiry: given a moment, a third of the customers get only limited-time points (every sale
-of theirs carries ``points_expire_at``, and they never burn), a third get them on about
-half of their sales and burn as usual, and a third never see an expiring point. The
-moments fall a few seconds apart just after the given one, which the scenario sets after
-the load and its faults are over: the lots expire once every record is applied, so the
-model knows what each of the first third's lots loses (``model.py``).
+Expiry: with ``expire_after``, a third of the customers get only limited-time points
+(every sale of theirs carries ``points_expire_at``, and they never burn), a third get them
+on about half of their sales and burn as usual, and a third never see an expiring point.
+The moments are only known once the load starts (``Workload.dated``): that many seconds
+after it, plus 0 to ``EXPIRY_SPREAD_SECONDS``, after the load and its faults are over, so
+the lots expire once every record is applied and the model knows what each of the first
+third's lots loses (``model.py``).
 """
 
 from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
@@ -53,21 +54,24 @@ class Workload:
     customers: list[str]
     coupons: list[str]
     schedule: list[Planned]
+    expire_after: float | None = None
+    """Seconds from the load's start to its first lot's expiry (None: nothing expires)."""
+    expiry_offsets: dict[str, int] = field(default_factory=dict)
+    """transaction_no -> seconds after that first moment when its points expire"""
 
     @property
     def duration(self) -> float:
         """When the last record is due."""
         return self.schedule[-1].at if self.schedule else 0.0
 
-    def expiry_moments(self) -> list[datetime]:
-        """Every ``points_expire_at`` the load carries, soonest first."""
-        return sorted(
-            {
-                datetime.fromisoformat(p.document["points_expire_at"])
-                for p in self.schedule
-                if p.stream == "receipts" and "points_expire_at" in p.document
-            }
-        )
+    def dated(self, planned: Planned, started: datetime) -> dict[str, Any]:
+        """The document as sent by a load that started at ``started``: a limited-time
+        sale's ``points_expire_at`` is set from then (the same for every copy of it)."""
+        offset = self.expiry_offsets.get(planned.key)
+        if planned.stream != "receipts" or offset is None or self.expire_after is None:
+            return planned.document
+        moment = started + timedelta(seconds=self.expire_after + offset)
+        return {**planned.document, "points_expire_at": moment.isoformat(timespec="seconds")}
 
 
 def _id(prefix: str) -> str:
@@ -202,34 +206,34 @@ EXPIRY_SPREAD_SECONDS = 3
 """The lots' expiry moments fall on the given one and the seconds just after it."""
 
 
-def _with_expiry(
-    rng: random.Random, sale: dict[str, Any], index: int, expire_at: datetime | None
-) -> dict[str, Any]:
-    """The sale as its customer's third of the load has it (see the module's docstring)."""
-    if expire_at is None or sale["customer_id"] is None:
-        return sale
-    third = index % 3
+def _limited_time(
+    rng: random.Random, sale: dict[str, Any], index: int
+) -> tuple[dict[str, Any], int | None]:
+    """The sale as its customer's third of the load has it (see the module's docstring),
+    and how many seconds after the load's first expiry moment its points expire, if they do."""
     # Drawn whatever the third, from a generator of its own: the rest of a seed's load
     # stays what it was before the load had expiry.
     offset = rng.randint(0, EXPIRY_SPREAD_SECONDS)
     half = rng.random() < 0.5
+    third = index % 3
     if third == 0 or (third == 2 and half):
-        return sale
-    moment = (expire_at + timedelta(seconds=offset)).isoformat()
+        return sale, None
     if third == 1:
-        return {**sale, "points_used": 0, "points_expire_at": moment}
-    return {**sale, "points_expire_at": moment}
+        return {**sale, "points_used": 0}, offset
+    return sale, offset
 
 
 def make_workload(
-    *, sales: int, seconds: float, seed: int, expire_at: datetime | None = None
+    *, sales: int, seconds: float, seed: int, expire_after: float | None = None
 ) -> Workload:
     """``sales`` sales spread evenly over ``seconds``, with their repeats and returns.
 
-    ``expire_at`` (aware): limited-time points from then on, for two thirds of the customers.
+    ``expire_after``: limited-time points for two thirds of the customers, expiring that
+    many seconds after the load starts (and a few seconds more).
     """
     rng = random.Random(seed)
     expiry_rng = random.Random(f"{seed}-expiry")
+    offsets: dict[str, int] = {}
     prefix = _id("F")
     customers = [f"{prefix}-C{i:03d}" for i in range(max(10, sales // 50))]
     coupons = [f"{prefix}-CPN{i}" for i in range(6)]
@@ -242,8 +246,10 @@ def make_workload(
         tx = f"{prefix}-TX{i:06d}"
         customer = rng.choice(customers) if rng.random() > 0.08 else None
         sale = _sale(rng, tx, customer, coupons)
-        if customer is not None:
-            sale = _with_expiry(expiry_rng, sale, customers.index(customer), expire_at)
+        if customer is not None and expire_after is not None:
+            sale, offset = _limited_time(expiry_rng, sale, customers.index(customer))
+            if offset is not None:
+                offsets[tx] = offset
         at = seconds * i / sales
         returns_first = rng.random() < 0.08
         if returns_first:
@@ -275,4 +281,4 @@ def make_workload(
             if rng.random() < 0.35:
                 plan(back_at + rng.uniform(0.05, 2.0), "returns", _return(rng, tx))
     schedule.sort(key=lambda p: p.at)
-    return Workload(prefix, customers, coupons, schedule)
+    return Workload(prefix, customers, coupons, schedule, expire_after, offsets)
