@@ -25,13 +25,16 @@ Expiry (section 2, issue 19): a sale's ``points_earned`` is a lot; one with
 (``transaction_no`` the sale, cause ``sale#0``). What remains depends on which burns took
 from the lot, and a customer's burns take from whichever lots were booked before them, in
 whatever order the partitions were applied; so the model is exact only where that order
-cannot matter. The load is made so that every lot expires after all of its records are
-applied (then no return meets an expired lot), restored points come back with the grace
-of days (they never expire within a run), and a customer either burns or holds
-limited-time lots, or both:
+cannot matter. The load is made so that every lot whose amount could depend on when it
+expires (``ExpiringLot.after_load``) expires after all of the records are applied (then
+no return meets an expired lot), restored points come back with the grace of days (they
+never expire within a run), and a customer either burns or holds limited-time lots, or
+both:
 - a customer who never burns: each expiring lot loses ``points_earned`` less what the
   sale's returns revoked (a revoke takes from the sale's own lot first, and only the
-  sale's own returns touch it), and the balance is exact;
+  sale's own returns touch it), and the balance is exact; a lot of a sale never
+  returned loses all it earned whenever it expires, so the load expires some of those
+  during the faults;
 - a customer who burns and holds expiring lots is *uncertain*: how much expires depends
   on the order of application, so the checks hold the invariants instead (at most one
   ``expire`` entry per lot, never more than the lot earned, the balance equal to the
@@ -101,12 +104,17 @@ class Outcome:
 
 @dataclass(frozen=True, slots=True)
 class ExpiringLot:
-    """A sale's lot that carries ``points_expire_at``; ``expires`` is None when uncertain."""
+    """A sale's lot that carries ``points_expire_at``; ``expires`` is None when uncertain.
+
+    ``after_load``: what it loses depends on when it expires (its sale is returned, or its
+    customer burns), so it must expire after every record is applied.
+    """
 
     customer_id: str
     points: int
     expires_at: datetime
     expires: int | None
+    after_load: bool = True
 
 
 @dataclass(slots=True)
@@ -240,7 +248,7 @@ def _expire(out: Expected, sales: dict[str, dict[str, Any]]) -> None:
         # Nothing but the sale's own revokes ever took from this lot.
         revoked = out.sale_returns.get(tx, ((), 0, 0, False))[2]
         left = earned - revoked
-        out.expiring[tx] = ExpiringLot(customer, earned, moment, left)
+        out.expiring[tx] = ExpiringLot(customer, earned, moment, left, tx in out.decided)
         if left:
             out.ledger[(customer, tx, "expire", EXPIRY_CAUSE, -left)] += 1
             out.points_events[(tx, "expire", EXPIRY_CAUSE)] = (customer, -left)

@@ -170,7 +170,7 @@ def test_an_uncertain_customers_expiry_is_admitted_once_and_never_beyond_the_lot
 
 
 def test_the_load_dates_limited_time_points_from_its_start_and_the_model_reads_them() -> None:
-    """Two thirds of customers get expiring lots; the first of them never burn, so exact."""
+    """Lots that wait for the load expire after it; those that lose all they earned, during it."""
     workload = make_workload(sales=300, seconds=10, seed=1, expire_after=30)
     started = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)
     sent = [(p, workload.dated(p, started)) for p in workload.schedule]
@@ -185,7 +185,10 @@ def test_the_load_dates_limited_time_points_from_its_start_and_the_model_reads_t
         if p.stream == "returns"
     ]
     expected = expected_state(receipts, returns)
-    moments = {lot.expires_at for lot in expected.expiring.values()}
-    assert min(moments) >= started.replace(second=30)
-    assert any(lot.expires is not None for lot in expected.expiring.values())
+    lots = expected.expiring.values()
+    assert min(lot.expires_at for lot in lots if lot.after_load) >= started.replace(second=30)
+    early = [lot for lot in lots if lot.expires_at < started.replace(second=30)]
+    assert early
+    assert all(not lot.after_load and lot.expires == lot.points for lot in early)
+    assert any(lot.expires is not None for lot in lots if lot.after_load)
     assert expected.uncertain
