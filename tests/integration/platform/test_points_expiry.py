@@ -20,6 +20,7 @@ import pytest
 from punchcard_coupon_query import queries
 from punchcard_devstack import Endpoints
 from punchcard_platform.db import Database
+from punchcard_platform.expiry import ExpiryJob
 from punchcard_platform.kafka import create_topics
 from punchcard_platform.settings import Settings
 from punchcard_receipt_consumer import service as receipt_consumer
@@ -28,6 +29,7 @@ from punchcard_returns import service as returns_service
 from tests.conftest import make_settings
 from tests.documents import receipt_document, return_document, sale_lines
 from tests.helpers import consume, eventually, produce, unique_id
+from tests.integration.returns.support import store_sales
 
 pytestmark = pytest.mark.integration
 
@@ -309,3 +311,41 @@ async def test_a_partial_return_revokes_its_share_but_no_expired_point(
         assert view["balance"] == 50
         assert view["expiring"][0][1] == 50
         assert await explained(db, customer) == (50, 50, 50)
+
+
+async def test_another_instance_takes_the_expiry_over_when_the_leader_stops(
+    db: Database, settings: Settings
+) -> None:
+    """One job leads (an advisory lock); when it stops, the one standing by expires the lots."""
+    quick = settings.model_copy(update={"points_expiry_check_seconds": 0.2})
+    leader, standby = ExpiryJob(quick, db), ExpiryJob(quick, db)
+    stop_leader, stop_standby = asyncio.Event(), asyncio.Event()
+    first = asyncio.create_task(leader.run(stop_leader))
+    await eventually(lambda: _leading(db), what="a leader")
+    second = asyncio.create_task(standby.run(stop_standby))
+    try:
+        stop_leader.set()
+        await asyncio.wait_for(first, 30)
+        customer = unique_id("C")
+        soon = datetime.now(UTC) + timedelta(milliseconds=300)
+        await store_sales(
+            db,
+            settings,
+            receipt_document(customer, points_earned=7, points_expire_at=iso(soon)),
+        )
+        view = await until(db, customer, lambda v: v["balance"] == 0, "the expiry")
+        assert [e[0] for e in view["ledger"]] == ["expire", "earn"]
+        assert standby.expired_lots >= 1
+    finally:
+        stop_leader.set()
+        stop_standby.set()
+        await asyncio.wait_for(asyncio.gather(first, second), 30)
+
+
+async def _leading(db: Database) -> bool:
+    async with db.connection() as conn:
+        held = await conn.fetchval(
+            "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1",
+            0x657870697279 & 0xFFFFFFFF,
+        )
+    return bool(held)

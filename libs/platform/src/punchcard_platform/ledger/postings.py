@@ -100,6 +100,20 @@ class Lot:
             self.key,
         )
 
+    def left(self, remaining: int, expired: int) -> Lot:
+        """This lot with ``remaining`` points left and ``expired`` expired (cheaper than
+        ``dataclasses.replace``, which a batch calls for every lot it spends)."""
+        return Lot(
+            self.key,
+            self.customer_id,
+            self.points,
+            remaining,
+            self.expires_at,
+            self.occurred_at,
+            expired,
+            self.lot_id,
+        )
+
     def due(self, now: datetime) -> bool:
         """Its expiry has come and points remain to expire."""
         return self.remaining > 0 and self.expires_at is not None and self.expires_at <= now
@@ -269,6 +283,9 @@ class _PointsBook:
         self.balances = dict(state.balances)
         self.debts = dict(state.debts)
         self.lots: dict[LotKey, Lot] = {lot.key: lot for lot in state.lots}
+        self.lots_of: dict[str, list[LotKey]] = {}
+        for key, lot in self.lots.items():
+            self.lots_of.setdefault(lot.customer_id, []).append(key)
         self.allocations: dict[str, list[Allocation]] = {
             tx: list(taken) for tx, taken in state.allocations.items()
         }
@@ -280,7 +297,7 @@ class _PointsBook:
         """Expire every lot that is due: its remaining points, once, at its own moment."""
         due = sorted((lot for lot in self.lots.values() if lot.due(self.now)), key=Lot.spend_order)
         for lot in due:
-            self._set(replace(lot, remaining=0, expired=lot.expired + lot.remaining))
+            self._set(lot.left(0, lot.expired + lot.remaining))
             self._book(
                 PointsPosting(
                     lot.customer_id,
@@ -312,13 +329,19 @@ class _PointsBook:
         self.posted.append(PostedPoints(entry, balance))
 
     def _set(self, lot: Lot) -> None:
+        if lot.key not in self.lots:
+            self.lots_of.setdefault(lot.customer_id, []).append(lot.key)
         self.lots[lot.key] = lot
         self.changed_lots.add(lot.key)
 
     def _credit(self, entry: PointsPosting, parts: Sequence[tuple[int, datetime | None]]) -> None:
         """New lots for a credit, soonest-expiring first; they pay the debt first, in that order."""
         debt = self.debts.get(entry.customer_id, 0)
-        ordered = sorted(parts, key=lambda part: (part[1] is None, part[1] or _NEVER))
+        ordered = (
+            parts
+            if len(parts) == 1
+            else sorted(parts, key=lambda part: (part[1] is None, part[1] or _NEVER))
+        )
         for seq, (points, expires_at) in enumerate(ordered):
             paid = min(debt, points)
             debt -= paid
@@ -332,7 +355,8 @@ class _PointsBook:
                     entry.occurred_at,
                 )
             )
-        self.debts[entry.customer_id] = debt
+        if debt or entry.customer_id in self.debts:
+            self.debts[entry.customer_id] = debt
 
     def _spend(
         self, customer_id: str, amount: int, *, first: LotKey | None
@@ -342,11 +366,8 @@ class _PointsBook:
         order = sorted(
             (
                 lot
-                for lot in self.lots.values()
-                if lot.customer_id == customer_id
-                and lot.remaining > 0
-                and not lot.due(self.now)
-                and lot.key != first
+                for lot in map(self.lots.__getitem__, self.lots_of.get(customer_id, ()))
+                if lot.remaining > 0 and not lot.due(self.now) and lot.key != first
             ),
             key=Lot.spend_order,
         )
@@ -358,7 +379,7 @@ class _PointsBook:
             if not amount:
                 break
             n = min(lot.remaining, amount)
-            self._set(replace(lot, remaining=lot.remaining - n))
+            self._set(lot.left(lot.remaining - n, lot.expired))
             taken.append((lot, n))
             amount -= n
         if amount:
