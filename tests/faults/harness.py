@@ -97,7 +97,8 @@ class Result:
     settle_seconds: float | None = None
     expired_lots: int = 0
     expiry_too_soon: bool = False
-    """The load was still being applied when the first lot expired: amounts not checkable."""
+    """The load was still being applied when a lot that waits for it expired: its amount
+    is not checkable."""
     details: list[str] = field(default_factory=list)
 
     @property
@@ -127,7 +128,7 @@ class Result:
             if value
         ]
         if self.expiry_too_soon:
-            problems.append("the first lot expired before the load was applied")
+            problems.append("a lot that waits for the load expired before it was applied")
         slow = [
             f"{what} {'never' if s is None else f'{s:.1f}s'}"
             for what, s in self.recovery
@@ -958,8 +959,9 @@ class Scenario:
         moments = sorted({lot.expires_at for lot in expected.expiring.values() if lot.after_load})
         if not moments:
             return
-        headroom = (moments[0] - datetime.now(UTC)).total_seconds()
-        early = sum(1 for lot in expected.expiring.values() if not lot.after_load)
+        now = datetime.now(UTC)
+        headroom = (moments[0] - now).total_seconds()
+        early = sum(1 for lot in expected.expiring.values() if lot.expires_at <= now)
         say(
             f"{self.name}: settled {headroom:.0f}s before the first late lot expires "
             f"({early} lots expired during the load)"
