@@ -815,6 +815,7 @@ async def simulate(
         partial_returns=tally.partial_returns,
         resent_refunds=tally.resent_refunds,
         elapsed_seconds=elapsed,
+        limited_time_points=tally.limited_time_points,
     )
 
 

@@ -18,6 +18,7 @@ from punchcard.simulator import (
     SimulationOptions,
     SimulationSummary,
     _default_start,
+    _Tally,
     options_from_args,
     program_rules,
 )
@@ -185,3 +186,15 @@ def test_the_summary_shows_the_limited_time_points() -> None:
         limited_time_points=12,
     )
     assert "limited-time  12 (points_expire_at)" in summary.render()
+
+
+def test_the_run_counts_the_limited_time_points_it_published() -> None:
+    """The tally adds up the points_earned of the sales that carry points_expire_at."""
+    events = plan()
+    tally = _Tally()
+    for event in events:
+        tally.count(event)
+    limited = sum(
+        int(str(s["points_earned"])) for s in member_receipts(events) if "points_expire_at" in s
+    )
+    assert tally.limited_time_points == limited > 0
