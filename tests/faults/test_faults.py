@@ -23,7 +23,7 @@ from tests.faults.workload import make_workload
 FREEZE_SECONDS = 15.0
 """Longer than the consumers' session timeout (aiokafka's default, 10 s): the group moves on."""
 
-EXPIRY_MARGIN_SECONDS = 25.0
+EXPIRY_MARGIN_SECONDS = 35.0
 """The load's lots expire this long after its last record is due: time for the fault to
 end and everything to settle, so that no lot expires before the load is applied (the
 harness fails the scenario if one does)."""
