@@ -113,7 +113,7 @@ async def book(
         now=committed_at,
         rules=rules,
     )
-    await store.insert_entries(conn, posted.expiries())
+    await store.insert_expiries(conn, posted.expiries())
     await store.write_lots(conn, posted.lots)
     await store.write_allocations(conn, posted.allocations)
     await store.add_balances(conn, posted.balance_deltas(), posted.debt_deltas)

@@ -28,6 +28,7 @@ __all__ = [
     "add_uses",
     "customers_with_lots_due",
     "insert_entries",
+    "insert_expiries",
     "load_state",
     "write_allocations",
     "write_lots",
@@ -176,19 +177,29 @@ async def _load_allocations(
     return allocations
 
 
-async def customers_with_lots_due(conn: Connection, now: datetime, limit: int) -> list[str]:
-    """Customers holding the soonest lots due at ``now`` (up to ``limit`` lots), in lock order."""
+async def customers_with_lots_due(
+    conn: Connection, now: datetime, limit: int, *, shard: tuple[int, int] = (0, 1)
+) -> list[str]:
+    """Customers holding the soonest lots due at ``now`` (up to ``limit`` lots), in lock order.
+
+    ``shard`` ``(k, n)`` keeps the customers whose hash is ``k`` modulo ``n``, so ``n``
+    workers can expire at once without meeting on a customer.
+    """
+    k, n = shard
     rows = await conn.fetch(
         """
         SELECT DISTINCT customer_id FROM (
             SELECT customer_id FROM points_lots
             WHERE remaining > 0 AND expires_at <= $1
+              AND (hashtext(customer_id) & 2147483647) % $4 = $3
             ORDER BY expires_at LIMIT $2
         ) AS due
         ORDER BY customer_id
         """,
         now,
         limit,
+        k,
+        n,
     )
     return [row["customer_id"] for row in rows]
 
@@ -286,6 +297,30 @@ async def insert_entries(
         [e.occurred_at for e in entries],
     )
     return {(row["transaction_no"], row["cause"], row["kind"]) for row in rows}
+
+
+async def insert_expiries(conn: Connection, entries: Sequence[PointsPosting]) -> None:
+    """Book the ``expire`` entries ``post`` made: a plain insert, no conflict to look for.
+
+    Each is for a lot with points left, read under its customer's lock and emptied in the
+    same transaction, so it cannot be booked already; if one were, the unique key would
+    fail the batch loudly rather than book it twice.
+    """
+    if not entries:
+        return
+    await conn.execute(
+        """
+        INSERT INTO points_ledger (customer_id, transaction_no, cause, kind, points, occurred_at)
+        SELECT c, t, w, 'expire', p, o
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[])
+             AS e(c, t, w, p, o)
+        """,
+        [e.customer_id for e in entries],
+        [e.transaction_no for e in entries],
+        [e.cause for e in entries],
+        [e.points for e in entries],
+        [e.occurred_at for e in entries],
+    )
 
 
 async def add_balances(
