@@ -25,7 +25,7 @@ from punchcard_devstack import DevStack, Endpoints
 from punchcard_platform.logging import configure_logging
 from punchcard_platform.settings import Settings
 
-from bench import console, ingest, plots, query, returns
+from bench import console, expiry, ingest, plots, query, returns
 from bench.common import Context, Sizes, machine, say
 
 _BENCHMARKS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
@@ -33,6 +33,7 @@ _BENCHMARKS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "returns": returns.run,
     "coupon_query": query.run,
     "console": console.run,
+    "expiry": expiry.run,
 }
 
 
@@ -54,6 +55,9 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--returns", type=int, help="returns for the throughput run (20,000)")
     parser.add_argument("--return-rate", type=float, help="returns/s in the latency run (200)")
     parser.add_argument(
+        "--expiry-lots", type=int, help="points lots due at once for the expiry job (1,000,000)"
+    )
+    parser.add_argument(
         "--only",
         default=",".join(_BENCHMARKS),
         help=f"comma-separated subset of: {', '.join(_BENCHMARKS)}",
@@ -73,6 +77,7 @@ def _sizes(args: argparse.Namespace) -> Sizes:
         "query_seconds": args.query_seconds,
         "returns": args.returns,
         "return_rate": args.return_rate,
+        "expiry_lots": args.expiry_lots,
     }
     return replace(sizes, **{k: v for k, v in overrides.items() if v is not None})
 
@@ -225,6 +230,17 @@ def _table(results: dict[str, Any]) -> str:
                     _ratio(ing["ratios"]["end_to_end_over_postgres_ceiling"]),
                 )
             )
+            lifetime = ing.get("lifetime", {})
+            if "end_to_end" in lifetime:
+                rows.append(
+                    (
+                        f"  the same, points lifetime {lifetime['points_lifetime']}",
+                        _fmt(lifetime["end_to_end"]["receipts_per_second"], " rcpt/s"),
+                        "PostgreSQL ceiling "
+                        f"{_fmt(lifetime['postgres_ceiling']['receipts_per_second'], ' rcpt/s')}",
+                        _ratio(lifetime["ratios"]["end_to_end_over_postgres_ceiling"]),
+                    )
+                )
             rows.append(
                 (
                     "outbox relay",
@@ -314,6 +330,7 @@ def _table(results: dict[str, Any]) -> str:
     elif "error" in ret:
         rows.append(("returns", "FAILED", ret["error"][:60], ""))
     rows += _console_rows(results.get("console", {}))
+    rows += _expiry_rows(results.get("expiry", {}))
     widths = [max(len(row[i]) for row in rows) for i in range(4)]
     lines = [
         "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row)).rstrip() for row in rows
@@ -368,6 +385,31 @@ def _console_rows(con: dict[str, Any]) -> list[tuple[str, str, str, str]]:
             )
         )
     return rows
+
+
+def _expiry_rows(exp: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """The expiry job against the same SQL replayed, and CPU per lot."""
+    if "error" in exp:
+        return [("expiry job", "FAILED", exp["error"][:60], "")]
+    if "job" not in exp:
+        return []
+    job, ceiling = exp["job"], exp["postgres_ceiling"]
+    job_cpu, ceiling_cpu = job["cpu_us_per_lot"], ceiling["cpu_us_per_lot"]
+    return [
+        (
+            f"expiry job, {exp['lots_due']:,} lots due at once",
+            _fmt(job["lots_per_second"], " lots/s"),
+            f"PostgreSQL ceiling {_fmt(ceiling['lots_per_second'], ' lots/s')}",
+            _ratio(exp["ratios"]["job_over_postgres_ceiling"]),
+        ),
+        (
+            "expiry CPU per lot, job + PostgreSQL",
+            f"{_fmt(job_cpu['job_process'], '', 1)} + {_fmt(job_cpu['postgresql'], ' us', 1)}",
+            f"replay {_fmt(ceiling_cpu['bench_process'], '', 1)} + "
+            f"{_fmt(ceiling_cpu['postgresql'], ' us', 1)}",
+            _ratio(exp["ratios"]["job_cpu_over_ceiling_cpu"]),
+        ),
+    ]
 
 
 def _query_sweep_table(cq: dict[str, Any]) -> list[str]:

@@ -15,7 +15,10 @@ ways, each on a fresh consumer group (and the two consumers each on a fresh data
 - end to end: the set-based run with the outbox relay beside it, as the service runs,
   from the first record touched until every receipt is committed *and* every output event
   is on its topic (the outbox is empty);
-- the relay's own rate: a relay draining the outbox the ceiling run left behind.
+- the relay's own rate: a relay draining the outbox the ceiling run left behind;
+- with a lifetime: end to end and the ceiling again with ``PUNCHCARD_POINTS_LIFETIME=P1Y``
+  (every earn a lot, every burn allocated from lots; issue 19), each on a fresh database,
+  beside the runs without one: the before and after.
 
 With ``--preload-receipts N`` the set-based run is repeated on a database already holding
 N stored receipts (made in SQL by generate_series), to show the cost stays flat.
@@ -64,10 +67,12 @@ async def run(ctx: Context) -> dict[str, Any]:
         produced = await _produce(settings, n)
         raw = await _raw_consume(settings, n)
         set_based = await _consume(settings, n, label="set-based", relay=True)
+        records = await _fetch_all(settings, n)
         async with ctx.database("ingest_ceiling") as ceiling_url:
             ceiling_settings = settings.model_copy(update={"database_url": ceiling_url})
-            ceiling = await _postgres_ceiling(ceiling_settings, n)
+            ceiling = await _postgres_ceiling(ceiling_settings, records)
             relay = await _relay_rate(ceiling_settings)
+        lifetime = await _with_lifetime(ctx, settings, records, set_based, ceiling)
         preloaded: dict[str, Any] | None = None
         if ctx.sizes.preload_receipts:
             async with ctx.database("ingest_preloaded") as preloaded_url:
@@ -129,6 +134,10 @@ async def run(ctx: Context) -> dict[str, Any]:
             ),
         },
     }
+    result["lifetime"] = lifetime
+    result["ratios"]["lifetime_end_to_end_over_postgres_ceiling"] = lifetime["ratios"][
+        "end_to_end_over_postgres_ceiling"
+    ]
     if preloaded is not None:
         result["preloaded"] = preloaded
         result["ratios"]["preloaded_over_empty"] = ratio(
@@ -187,7 +196,7 @@ async def _consume(
     db = await Database.connect(settings.database_url, max_size=settings.database_pool_size)
     stop = asyncio.Event()
     handler: TimedHandler[ParsedReceipt] = TimedHandler(
-        ReceiptHandler(db, settings.topics), target=n
+        ReceiptHandler(db, settings.topics, rules=settings.expiry_rules), target=n
     )
     loop = ConsumerLoop(
         settings,
@@ -302,12 +311,11 @@ async def _fetch_all(settings: Settings, n: int) -> list[InboundRecord]:
         await consumer.stop()
 
 
-async def _postgres_ceiling(settings: Settings, n: int) -> dict[str, Any]:
+async def _postgres_ceiling(settings: Settings, records: list[InboundRecord]) -> dict[str, Any]:
     """The handler's SQL fed from decoded batches, one after the other: PostgreSQL's pace."""
     say("ingest: PostgreSQL ceiling (decoded beforehand, handler.apply batches, no Kafka)")
-    records = await _fetch_all(settings, n)
     db = await Database.connect(settings.database_url, max_size=settings.database_pool_size)
-    handler = ReceiptHandler(db, settings.topics)
+    handler = ReceiptHandler(db, settings.topics, rules=settings.expiry_rules)
     decoded: list[Decoded[ParsedReceipt]] = []
     for record in records:
         try:
@@ -333,6 +341,78 @@ async def _postgres_ceiling(settings: Settings, n: int) -> dict[str, Any]:
         "sequentially as one consumer does; the handler's own Python (booking, argument "
         "encoding) is inside the clock, so this ceiling is slightly conservative",
     }
+
+
+async def _with_lifetime(
+    ctx: Context,
+    settings: Settings,
+    records: list[InboundRecord],
+    before: dict[str, Any],
+    before_ceiling: dict[str, Any],
+) -> dict[str, Any]:
+    """End to end and the PostgreSQL ceiling again, with points that expire.
+
+    ``PUNCHCARD_POINTS_LIFETIME=P1Y``: every earn makes a lot and every burn allocates
+    from the customer's lots (issue 19). Run right after the same measurements without a
+    lifetime, on the same records, each on a fresh database: the before and after.
+    """
+    lifetime = settings.model_copy(
+        update={
+            "points_lifetime": _LIFETIME,
+            "consumer_group_prefix": f"{settings.consumer_group_prefix}-lifetime",
+        }
+    )
+    n = before["receipts"]
+    async with ctx.database("ingest_lifetime") as url:
+        set_based = await _consume(
+            lifetime.model_copy(update={"database_url": url}),
+            n,
+            label=f"set-based, lifetime {_LIFETIME}",
+            relay=True,
+        )
+        conn = await asyncpg.connect(url)
+        try:
+            lots = int(await conn.fetchval("SELECT count(*) FROM points_lots"))
+            allocations = int(await conn.fetchval("SELECT count(*) FROM points_allocations"))
+        finally:
+            await conn.close()
+    async with ctx.database("ingest_lifetime_ceiling") as url:
+        ceiling = await _postgres_ceiling(
+            lifetime.model_copy(update={"database_url": url}), records
+        )
+    end_to_end = set_based.pop("end_to_end")
+    say(f"ingest: with a lifetime, {lots:,} lots and {allocations:,} allocations stored")
+    return {
+        "points_lifetime": _LIFETIME,
+        "lots_stored": lots,
+        "allocations_stored": allocations,
+        "set_based": set_based,
+        "end_to_end": end_to_end,
+        "postgres_ceiling": ceiling,
+        "ratios": {
+            "end_to_end_over_postgres_ceiling": ratio(
+                end_to_end["receipts_per_second"], ceiling["receipts_per_second"]
+            ),
+            "set_based_over_postgres_ceiling": ratio(
+                set_based["receipts_per_second"], ceiling["receipts_per_second"]
+            ),
+            "end_to_end_over_end_to_end_without_lifetime": ratio(
+                end_to_end["receipts_per_second"], before["end_to_end"]["receipts_per_second"]
+            ),
+            "set_based_over_set_based_without_lifetime": ratio(
+                set_based["receipts_per_second"], before["receipts_per_second"]
+            ),
+            "ceiling_over_ceiling_without_lifetime": ratio(
+                ceiling["receipts_per_second"], before_ceiling["receipts_per_second"]
+            ),
+            "cpu_per_receipt_over_without_lifetime": ratio(
+                set_based["cpu_us_per_receipt"], before["cpu_us_per_receipt"]
+            ),
+        },
+    }
+
+
+_LIFETIME = "P1Y"
 
 
 async def _relay_rate(settings: Settings) -> dict[str, Any]:

@@ -42,6 +42,8 @@ def write_all(results: dict[str, Any], out: Path) -> list[str]:
         written.append(_query_sweep(results["coupon_query"], out / "coupon_query_sweep.png"))
     if "throughput" in results.get("returns", {}):
         written.append(_returns(results["returns"], out / "returns.png"))
+    if "job" in results.get("expiry", {}):
+        written.append(_expiry(results["expiry"], out / "expiry.png"))
     return written
 
 
@@ -243,6 +245,38 @@ def _returns(returns: dict[str, Any], path: Path) -> str:
         ],
         f"Return latency at {latency['rate_per_second']:g}/s",
     )
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def _expiry(expiry: dict[str, Any], path: Path) -> str:
+    """Lots expired over time against the ceiling's pace, and where the ceiling's time goes."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(13, 4.8))
+    job, ceiling = expiry["job"], expiry["postgres_ceiling"]
+    timeline = job["timeline"]
+    left.plot([t for t, _ in timeline], [n for _, n in timeline], marker=".", label="lots expired")
+    end = float(timeline[-1][0]) if timeline else 0.0
+    for rate, style, label in (
+        (job["lots_per_second"], ":", "job average"),
+        (ceiling["lots_per_second"], "-.", "PostgreSQL ceiling"),
+    ):
+        left.plot([0, end], [0, rate * end], linestyle=style, label=f"{label} {rate:,.0f} lots/s")
+    left.set_xlabel("seconds since the job started")
+    left.set_ylabel("lots expired (cumulative)")
+    left.set_title(f"Expiry job, {expiry['lots_due']:,} lots due at once")
+    left.set_ylim(bottom=0)
+    left.legend(loc="lower right")
+    left.grid(alpha=0.3)
+    statements = list(ceiling["seconds_by_statement"].items())[:6]
+    right.barh(
+        [label.split(" ... ")[0].rstrip(",") for label, _ in statements][::-1],
+        [item["seconds"] for _, item in statements][::-1],
+    )
+    right.set_xlabel("seconds in the replayed ceiling")
+    right.set_title(f"The ceiling's {ceiling['seconds']:,.0f} s by statement")
+    right.grid(alpha=0.3, axis="x")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

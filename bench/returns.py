@@ -24,13 +24,12 @@ import asyncio
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from random import Random
-from typing import Any, cast
+from typing import Any
 
 import asyncpg
 import orjson
@@ -51,6 +50,7 @@ from punchcard_returns.waiting import PendingReturnResolver
 from bench.common import (
     PARTITIONS,
     Context,
+    NotingDatabase,
     TimedHandler,
     apply_in_batches,
     create_all_topics,
@@ -310,7 +310,7 @@ async def _postgres_ceiling(
     say(f"returns: PostgreSQL ceiling ({len(sales):,} returns, the service's statements replayed)")
     db = await Database.connect(settings.database_url, max_size=settings.database_pool_size)
     mirror = await Database.connect(mirror_url, max_size=settings.database_pool_size)
-    recording = _NotingDatabase(db.pool)
+    recording = NotingDatabase(db.pool)
     handler = ReturnHandler(settings, recording)
     decoded = _decoded(handler, settings, sales)
     size = settings.batch_max_records
@@ -401,46 +401,6 @@ def _decoded(
         for offset, document in enumerate(_return_documents(sales))
     ]
     return [Decoded(record, handler.decode(record)) for record in records]
-
-
-_STATEMENT_METHODS = frozenset({"execute", "executemany", "fetch", "fetchrow", "fetchval"})
-
-
-class _NotingConnection:
-    """A connection that runs every statement and notes it with its arguments."""
-
-    def __init__(self, conn: asyncpg.Connection, noted: list[_Statement]) -> None:
-        self._conn = conn
-        self._noted = noted
-
-    def __getattr__(self, name: str) -> Any:
-        attribute = getattr(self._conn, name)
-        if name not in _STATEMENT_METHODS:
-            return attribute
-
-        async def noting(query: str, *args: Any, **kwargs: Any) -> Any:
-            self._noted.append((name, query, args, kwargs))
-            return await attribute(query, *args, **kwargs)
-
-        return noting
-
-
-_Statement = tuple[str, str, tuple[Any, ...], dict[str, Any]]
-
-
-class _NotingDatabase(Database):
-    """Every transaction's statements are noted, in ``statements``, as they run."""
-
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        super().__init__(pool)
-        self.statements: list[_Statement] = []
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[asyncpg.Connection]:
-        self.statements = []
-        async with super().transaction() as conn:
-            # The handler only calls statement methods on it; asyncpg's type is kept.
-            yield cast(asyncpg.Connection, _NotingConnection(conn, self.statements))
 
 
 async def _latency(

@@ -38,6 +38,13 @@ __all__ = ["main"]
 SERVICES = ("receipt-consumer", "returns", "coupon-query")
 QUERY_PORT = 8080
 
+POINTS_LIFETIME = "P1D"
+"""The demo program's lifetime: the fleet's freshest points expire a day after their sale."""
+LIMITED_TIME = "PT5M"
+"""A tenth of the member sales earn campaign points that last this long: the older ones
+expire as they land, the newest while the demo runs."""
+EXPIRY_CHECK_SECONDS = 5.0
+
 SAMPLE_COUPONS: dict[str, dict[str, Any]] = {
     "TEA-10OFF": {"name": "Green tea 10% off", "description": "Any 500ml tea", "uses_permitted": 3},
     "COFFEE-2X": {"name": "Double points on coffee", "uses_permitted": 5},
@@ -124,8 +131,9 @@ async def _show(settings: Settings, query_url: str, db: Database) -> None:
         say(f"loaded {len(SAMPLE_COUPONS)} sample coupons through PUT /v1/coupons/{{id}}")
 
         say(
-            "\nrunning the POS fleet simulator (confluent-kafka, zstd) for 3,000 receipts, "
-            "a third of the member sales with coupons reserving their uses first ..."
+            "\nrunning the POS fleet simulator (confluent-kafka, zstd) for 3,000 receipts; "
+            f"points expire {POINTS_LIFETIME} after the sale, limited-time ones {LIMITED_TIME}; "
+            "a third of the member sales with coupons reserve their uses first ..."
         )
         _, checkout_key = await create_api_key(db, "checkout", "make run simulator")
         checkout = Checkout(query_url, checkout_key)
@@ -137,6 +145,8 @@ async def _show(settings: Settings, query_url: str, db: Database) -> None:
                     rate=1000,
                     customers=1000,
                     seed=42,
+                    limited_time_share=0.1,
+                    limited_time=LIMITED_TIME,
                     reserve_share=0.3,
                     lapse_share=0.1,
                 ),
@@ -178,6 +188,15 @@ async def _show(settings: Settings, query_url: str, db: Database) -> None:
         say(
             f"customer {customer}'s points: balance {points['balance']}, latest entries "
             + ", ".join(f"{e['kind']} {e['points']:+d}" for e in points["ledger"])
+        )
+        say(f"  expiring: {_expiring(points['expiring'])}")
+        lots = await _count(db, "SELECT count(*) FROM points_ledger WHERE kind = 'expire'")
+        expired = await _count(
+            db, "SELECT coalesce(-sum(points), 0) FROM points_ledger WHERE kind = 'expire'"
+        )
+        say(
+            f"points expired so far: {expired} from {lots} lots "
+            f"(the expiry job looks every {EXPIRY_CHECK_SECONDS:.0f}s)"
         )
         say("repeat it with:")
         say(f"  export READ_KEY={read_key}")
@@ -287,6 +306,15 @@ async def _show_reservations(
     )
     say(f"  export CHECKOUT_KEY={checkout_key}")
     say("  " + _curl(f"{http.base_url}/v1/customers/{waiting}/reservations", "CHECKOUT_KEY"))
+
+
+def _expiring(expiring: list[dict[str, Any]], shown: int = 4) -> str:
+    """The ``expiring`` field of GET /v1/customers/{id}/points, soonest first, in a line."""
+    if not expiring:
+        return "nothing"
+    parts = [f"{e['points']} at {e['expires_at']}" for e in expiring[:shown]]
+    more = len(expiring) - shown
+    return ", ".join(parts) + (f" and {more} moments more" if more > 0 else "")
 
 
 async def _busiest_customer(db: Database) -> str:
@@ -446,6 +474,8 @@ async def _run(endpoints: Endpoints, logs: Path, stop: asyncio.Event) -> None:
         kafka_bootstrap_servers=endpoints.bootstrap_servers,
         log_format="console",
         return_wait_seconds=60,
+        points_lifetime=POINTS_LIFETIME,
+        points_expiry_check_seconds=EXPIRY_CHECK_SECONDS,
     )
     configure_logging(settings.model_copy(update={"log_level": "WARNING"}))
     await _prepare(settings)

@@ -7,6 +7,9 @@ Two halves, so the stream can be tested without a broker:
   returns, returns sent twice, returns sent before their sale), as contract documents.
   It keeps each member's points, so a sale never burns more than the member holds, and
   it sends a return when the fleet's clock reaches it, minutes to days after its sale.
+  Under the program's expiry rules (``PUNCHCARD_POINTS_LIFETIME`` or ``--points-lifetime``)
+  a member holds points only until they expire, spends the soonest-expiring first, and a
+  share of sales earns limited-time points (``points_expire_at``, ``--limited-time``).
 - ``simulate`` publishes that stream with librdkafka (``confluent_kafka.Producer``): zstd
   batches, an idempotent producer with ``acks=all``, keys as CONTRACT.md section 1 says,
   paced to a rate or as fast as the broker takes them, with a progress line on stderr.
@@ -33,6 +36,7 @@ from typing import Any, Literal, TextIO, TypeVar
 
 import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
+from punchcard_contract.program import ExpiryRules, parse_duration, parse_lifetime
 from punchcard_platform.errors import ConfigurationError, KafkaUnavailableError, PunchcardError
 from punchcard_platform.settings import Settings
 
@@ -47,6 +51,7 @@ __all__ = [
     "add_arguments",
     "options_from_args",
     "producer_config",
+    "program_rules",
     "run_simulation",
     "simulate",
 ]
@@ -103,7 +108,9 @@ class SimulationOptions:
     reserve their uses first and name the reservations, and ``lapse_share`` of those also
     leave one more hold to lapse (5 s). ``run_tag`` goes
     into every ``transaction_no`` so two runs never send the same one; None means a fresh
-    random tag per run.
+    random tag per run. ``points_lifetime`` is the program's (None: the settings'), which
+    the fleet must know to spend only points that still exist; ``limited_time_share`` of
+    member sales earn points that expire ``limited_time`` after the sale instead.
     """
 
     receipts: int | None = 1000
@@ -123,6 +130,9 @@ class SimulationOptions:
     seed: int | None = None
     customer_prefix: str = "C"
     run_tag: str | None = None
+    points_lifetime: str | None = None
+    limited_time_share: float = 0.0
+    limited_time: str = "PT2M"
 
     def __post_init__(self) -> None:
         problems = list(self._problems())
@@ -147,6 +157,7 @@ class SimulationOptions:
             "repeat_return_share",
             "early_return_share",
             "partial_return_share",
+            "limited_time_share",
             "reserve_share",
             "lapse_share",
         ):
@@ -160,6 +171,15 @@ class SimulationOptions:
             yield "customer_prefix must use A-Z a-z 0-9 . _ : - and leave ids of 64 at most"
         if self.run_tag is not None and not _IDENTIFIER.fullmatch(self.run_tag):
             yield "run_tag must be 1 to 64 of A-Z a-z 0-9 . _ : -"
+        yield from self._expiry_problems()
+
+    def _expiry_problems(self) -> Iterator[str]:
+        try:
+            if self.points_lifetime is not None:
+                parse_lifetime(self.points_lifetime)
+            parse_duration(self.limited_time)
+        except ValueError as exc:
+            yield f"points_lifetime and limited_time must be ISO 8601 durations: {exc}"
 
 
 @dataclass(frozen=True)
@@ -189,6 +209,7 @@ class _Tally:
     coupon_uses: int = 0
     points_burned: int = 0
     points_earned: int = 0
+    limited_time_points: int = 0
     returns: int = 0
     repeated_returns: int = 0
     early_returns: int = 0
@@ -206,6 +227,8 @@ class _Tally:
             self.coupon_uses += sum(int(c["uses"]) for c in document["coupons"])
             self.points_burned += int(document["points_used"])
             self.points_earned += int(document["points_earned"])
+            if "points_expire_at" in document:
+                self.limited_time_points += int(document["points_earned"])
         else:
             self.returns += 1
             self.repeated_returns += event.repeated
@@ -230,6 +253,8 @@ class SimulationSummary:
     resent_refunds: int
     """Refunds of some lines sent again under their return_id: redeliveries, no outcome."""
     elapsed_seconds: float
+    limited_time_points: int = 0
+    """Points earned with the sale's own ``points_expire_at`` (part of ``points_earned``)."""
     reservations: int = 0
     """Reservations made before sales and named in their receipts."""
     refused_reservations: int = 0
@@ -261,6 +286,7 @@ class SimulationSummary:
                 f"  coupon uses     {self.coupon_uses}",
                 f"  points burned   {self.points_burned}",
                 f"  points earned   {self.points_earned}",
+                f"    limited-time  {self.limited_time_points} (points_expire_at)",
                 f"returns           {self.returns}",
                 f"  repeated        {self.repeated_returns}",
                 f"  early           {self.early_returns}",
@@ -290,12 +316,17 @@ class FleetModel:
     The same options, seed, start and run tag give the same stream, event ids included,
     so tests (and benchmark comparisons) can rely on it. Receipts are planned one at a
     time with ``next_receipt``; the returns still owed at the end come from ``drain``.
+    ``rules`` are the program's expiry rules; ``now`` is when the stream is published:
+    points that expire before it are gone by the time Punchcard books a burn, whatever
+    the fleet's clock says.
     """
 
     options: SimulationOptions
     rng: Random
     start: datetime
     run_tag: str
+    rules: ExpiryRules = field(default_factory=ExpiryRules)
+    now: datetime | None = None
     _clock: datetime = field(init=False)
     _gap_span_us: int = field(init=False)
     _sequence: dict[tuple[int, int], int] = field(init=False, default_factory=dict)
@@ -303,8 +334,10 @@ class FleetModel:
     _due: list[tuple[datetime, int, PlannedEvent]] = field(init=False, default_factory=list)
     _queued: int = field(init=False, default=0)
     _refunds: int = field(init=False, default=0)
-    # Per member, the points the member may still spend: see ``_receipt``.
+    # Per member, the points the member may still spend: see ``_receipt``. Those that
+    # never expire as a count; those that do as a heap of (expires_at, points).
     _spendable: dict[str, int] = field(init=False, default_factory=dict)
+    _expiring: dict[str, list[tuple[datetime, int]]] = field(init=False, default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.start.tzinfo is None:
@@ -313,6 +346,7 @@ class FleetModel:
             raise ValueError("run_tag must be 1 to 64 of A-Z a-z 0-9 . _ : -")
         self._clock = self.start.astimezone(JST)
         self._gap_span_us = int(2 * _mean_seconds_between_sales(self.options) * 1_000_000)
+        self._limited_time = parse_duration(self.options.limited_time)
 
     def plan(self, receipts: int) -> Iterator[PlannedEvent]:
         """The whole stream for ``receipts`` sales, owed returns included."""
@@ -428,21 +462,28 @@ class FleetModel:
         discount = _COUPON_DISCOUNT * sum(c["uses"] for c in coupons)
         points_used = 0
         points_earned = 0
+        limited: datetime | None = None
         if customer_id is not None:
             # A member spends only points already held: what earlier sales earned, less
             # what was spent. Points a sale earns are usable from the next sale on. The
             # points of a sale that will be returned are never counted as held (the
             # return takes them back), nor are points a return gives back, so however
-            # late a return is applied, the member's balance never drops below zero.
-            spendable = self._spendable.get(customer_id, 0)
-            ceiling = min(spendable, _MAX_BURN, int(subtotal))
+            # late a return is applied, the member's balance never drops below zero (when
+            # nothing expires; see ``_held``).
+            ceiling = min(self._held(customer_id, clock), _MAX_BURN, int(subtotal))
             if ceiling > 0 and random() < _BURN_SHARE:
                 points_used = int(random() * ceiling) + 1
+                self._spend(customer_id, points_used)
             total = max(subtotal - discount - points_used, Decimal(0))
             points_earned = int(total) // _YEN_PER_POINT_EARNED
-            self._spendable[customer_id] = (
-                spendable - points_used + (0 if returned else points_earned)
-            )
+            # Drawn only when asked for, so a seed's stream without them stays as it was.
+            if options.limited_time_share and random() < options.limited_time_share:
+                limited = self._limited_time.after(clock, self.rules.zone)
+                expires_at: datetime | None = limited
+            else:
+                limited, expires_at = None, self.rules.expires_at(clock)
+            if not returned:
+                self._credit(customer_id, points_earned, expires_at)
         else:
             total = max(subtotal - discount, Decimal(0))
 
@@ -461,9 +502,43 @@ class FleetModel:
             "points_used": points_used,
             "points_earned": points_earned,
         }
+        if limited is not None:
+            document["points_expire_at"] = limited.isoformat(timespec="seconds")
         event = PlannedEvent("receipt", customer_id or transaction_no, document)
         quantities = tuple(line["quantity"] for line in lines)
         return _Sale(transaction_no, store_id, clock, quantities), event
+
+    def _held(self, customer_id: str, at: datetime) -> int:
+        """The points the member can spend at ``at``; a lot that expires before the stream
+        is published is gone too. Under expiry a balance may still go below zero, as the
+        contract allows: Punchcard spends the soonest-expiring lot, which may be that of
+        a sale the fleet will return and so never counted as held."""
+        lots = self._expiring.get(customer_id)
+        held = self._spendable.get(customer_id, 0)
+        if not lots:
+            return held
+        horizon = at if self.now is None or self.now < at else self.now
+        while lots and lots[0][0] <= horizon:
+            heapq.heappop(lots)
+        return held + sum(points for _, points in lots)
+
+    def _spend(self, customer_id: str, points: int) -> None:
+        """Spend held points as Punchcard does: soonest-expiring first, then the rest."""
+        lots = self._expiring.get(customer_id, [])
+        while points and lots:
+            expires_at, held = heapq.heappop(lots)
+            if held > points:
+                heapq.heappush(lots, (expires_at, held - points))
+            points -= min(held, points)
+        self._spendable[customer_id] = self._spendable.get(customer_id, 0) - points
+
+    def _credit(self, customer_id: str, points: int, expires_at: datetime | None) -> None:
+        if not points:
+            return
+        if expires_at is None:
+            self._spendable[customer_id] = self._spendable.get(customer_id, 0) + points
+        else:
+            heapq.heappush(self._expiring.setdefault(customer_id, []), (expires_at, points))
 
     def _coupons(self, *, member: bool) -> list[dict[str, Any]]:
         rng, coupons = self.rng, self.options.coupons
@@ -537,17 +612,24 @@ def _mean_seconds_between_sales(options: SimulationOptions) -> float:
     return _TERMINAL_SECONDS_PER_SALE / (options.stores * options.terminals_per_store)
 
 
-def _default_start(options: SimulationOptions, now: datetime) -> datetime:
+def _default_start(
+    options: SimulationOptions, now: datetime, *, expiring: bool = False
+) -> datetime:
     """Where the fleet's clock starts so the run's sales and returns lie in the past.
 
     The clock is a time-lapse (see ``_TERMINAL_SECONDS_PER_SALE``): 3,000 receipts of the
     default fleet span about 75 minutes of trading, and the last returns come up to two
     days after the last sale. Starting that far back keeps every timestamp before now.
+    When points can expire (``expiring``), the sales end about now instead, so their points live
+    on for their lifetime rather than expiring as they land; returns then come later than
+    now, dated as the desk will date them.
     """
     expected = options.receipts
     if expected is None and options.duration is not None and options.rate > 0:
         expected = int(options.duration * options.rate)
     span = timedelta(seconds=(expected or 0) * _mean_seconds_between_sales(options))
+    if expiring:
+        return now - span
     return now - span - _RETURN_DELAY[1] - _REPEAT_DELAY[1]
 
 
@@ -725,11 +807,16 @@ async def simulate(
     with or without it, but for the ``reservation_id`` it adds).
     """
     topics = settings.topics
+    rules = program_rules(settings, options)
+    now = datetime.now(UTC)
+    expiring = rules.lifetime is not None or options.limited_time_share > 0
     model = FleetModel(
         options,
         Random(options.seed),  # noqa: S311 - a reproducible simulation, not a secret
-        start or _default_start(options, datetime.now(UTC)),
+        start or _default_start(options, now, expiring=expiring),
         options.run_tag or secrets.token_hex(4),
+        rules,
+        now,
     )
     publisher = _Publisher(settings)
     try:
@@ -753,10 +840,19 @@ async def simulate(
         partial_returns=tally.partial_returns,
         resent_refunds=tally.resent_refunds,
         elapsed_seconds=elapsed,
+        limited_time_points=tally.limited_time_points,
         reservations=tally.reservations,
         refused_reservations=tally.refused_reservations,
         lapsing_reservations=tally.lapsing_reservations,
     )
+
+
+def program_rules(settings: Settings, options: SimulationOptions) -> ExpiryRules:
+    """The program's expiry rules as the services apply them: the settings', with the
+    options' lifetime when they name one (it must be the one the services run with)."""
+    if options.points_lifetime is None:
+        return settings.expiry_rules
+    return settings.model_copy(update={"points_lifetime": options.points_lifetime}).expiry_rules
 
 
 async def _publish_stream(
@@ -917,6 +1013,24 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
             default=getattr(defaults, share),
             help=meaning,
         )
+    expiry = parser.add_argument_group("points that expire")
+    expiry.add_argument(
+        "--points-lifetime",
+        default=None,
+        help="the lifetime the services run with: never or an ISO 8601 duration such as P1D "
+        "(default PUNCHCARD_POINTS_LIFETIME); members spend only points that still exist",
+    )
+    expiry.add_argument(
+        "--limited-time-share",
+        type=_share,
+        default=defaults.limited_time_share,
+        help="of member sales, earning limited-time points (points_expire_at)",
+    )
+    expiry.add_argument(
+        "--limited-time",
+        default=defaults.limited_time,
+        help=f"how long limited-time points last, ISO 8601 (default {defaults.limited_time})",
+    )
     parser.add_argument(
         "--seed", type=int, default=None, help="seed of the generator, for a reproducible stream"
     )
@@ -944,6 +1058,9 @@ def options_from_args(args: argparse.Namespace) -> SimulationOptions:
         seed=args.seed,
         customer_prefix=args.customer_prefix,
         run_tag=args.run_tag,
+        points_lifetime=args.points_lifetime,
+        limited_time_share=args.limited_time_share,
+        limited_time=args.limited_time,
     )
 
 

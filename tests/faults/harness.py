@@ -18,6 +18,7 @@ import uuid
 from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,15 @@ from punchcard_platform.db import Database
 from punchcard_platform.kafka import create_topics
 from punchcard_platform.settings import Settings, TopicNames
 
-from tests.faults.model import SALE, Expected, InputRecord, Outcome, expected_state, quantity
+from tests.faults.model import (
+    EXPIRY_CAUSE,
+    SALE,
+    Expected,
+    InputRecord,
+    Outcome,
+    expected_state,
+    quantity,
+)
 from tests.faults.workload import Planned, Workload
 
 __all__ = [
@@ -50,6 +59,18 @@ RECOVERY_LIMIT_SECONDS = 10.0
 
 SETTLE_DEADLINE_SECONDS = 150.0
 """How long after the load ends everything published must be accounted for."""
+
+EXPIRY_CHECK_SECONDS = 1.0
+"""The services' ``PUNCHCARD_POINTS_EXPIRY_CHECK_SECONDS``: how late a lot may expire."""
+
+EXPIRY_DEADLINE_SECONDS = 60.0
+"""How long after the last lot's expiry (and one check interval) every due lot must be gone."""
+
+LIFETIME = "P1Y"
+"""The services' ``PUNCHCARD_POINTS_LIFETIME``: every lot and every restore carries an
+expiry, none of which comes during a run (the load's sales say they happened days ago, so
+a lifetime short enough to come would expire them as they land, in whatever order the
+partitions give); the load's limited-time points are the ones that expire."""
 
 log = logging.getLogger("punchcard.faults")
 
@@ -74,6 +95,10 @@ class Result:
     recovery: list[tuple[str, float | None]] = field(default_factory=list)
     unexpected_exits: int = 0
     settle_seconds: float | None = None
+    expired_lots: int = 0
+    expiry_too_soon: bool = False
+    """The load was still being applied when a lot that waits for it expired: its amount
+    is not checkable."""
     details: list[str] = field(default_factory=list)
 
     @property
@@ -102,6 +127,8 @@ class Result:
             )
             if value
         ]
+        if self.expiry_too_soon:
+            problems.append("a lot that waits for the load expired before it was applied")
         slow = [
             f"{what} {'never' if s is None else f'{s:.1f}s'}"
             for what, s in self.recovery
@@ -232,6 +259,7 @@ class Publisher:
         self.sent = 0
         self.resent = 0
         self.started = 0.0
+        self.started_at = datetime.now(UTC)
         self.finished = asyncio.Event()
 
     def _topic(self, planned: Planned) -> str:
@@ -242,6 +270,7 @@ class Publisher:
         """Publish every planned record, at its time or as soon after as the broker allows."""
         schedule = self._workload.schedule
         self.started = time.monotonic()
+        self.started_at = datetime.now(UTC).replace(microsecond=0)
         i = 0
         try:
             while i < len(schedule):
@@ -268,7 +297,7 @@ class Publisher:
                         producer.send(
                             self._topic(p),
                             key=p.key.encode(),
-                            value=json.dumps(p.document).encode(),
+                            value=json.dumps(self._workload.dated(p, self.started_at)).encode(),
                         ),
                         10,
                     )
@@ -582,6 +611,8 @@ class Scenario:
             batch_wait_ms=100,
             log_format="json",
             log_level="INFO",
+            points_lifetime=LIFETIME,
+            points_expiry_check_seconds=EXPIRY_CHECK_SECONDS,
         )
         env = {**self.settings.environment(), "PUNCHCARD_LOG_FORMAT": "json"}
         self.fleet = Fleet(env, logdir)
@@ -591,6 +622,7 @@ class Scenario:
         self.api: Slot | None = None
         self._reader: TopicReader | None = None
         self._superseded: dict[int, str] = {}
+        self._balances: dict[str, int] = {}
 
     @property
     def url(self) -> str:
@@ -647,7 +679,10 @@ class Scenario:
             settled_at = time.monotonic()
             settled = await self._settle(expected, reader)
             self.result.settle_seconds = time.monotonic() - settled_at if settled else None
+            self._check_expiry_came_after_the_load(expected)
+            await self._await_expiry(expected, reader)
             await self._compare(expected, reader)
+            await self._check_lots()
             await self._check_api(expected)
         finally:
             stop.set()
@@ -896,10 +931,12 @@ class Scenario:
                 await asyncio.sleep(1)
                 continue
             seen = _effects(reader, topics, expected)
+            # Expiry comes later, by design: the lots expire once all of this is done.
+            unexpired = {k for k in expected.points_events if k[1] != "expire"}
             waiting = {
                 "receipts": len(expected.receipts) - stored[0]["n"],
                 "returns": len(expected.returns) - decided[0]["n"],
-                "points": len(expected.points_events.keys() - seen.points.keys()),
+                "points": len(unexpired - seen.points.keys()),
                 "usage": len(expected.usage_events.keys() - seen.usage.keys()),
                 "outcomes": len(expected.outcome_events.keys() - seen.outcomes.keys()),
                 "dead letters": len(expected.conflicts - seen.dead_letters.keys()),
@@ -915,6 +952,70 @@ class Scenario:
         self.result.details.append(f"not settled: {last}")
         await self._explain_stuck(reader)
         return False
+
+    def _check_expiry_came_after_the_load(self, expected: Expected) -> None:
+        """The model's expiry amounts hold only if no lot that waits for the load (its
+        amount depends on when it expires) expired before the load was in."""
+        moments = sorted({lot.expires_at for lot in expected.expiring.values() if lot.after_load})
+        if not moments:
+            return
+        now = datetime.now(UTC)
+        headroom = (moments[0] - now).total_seconds()
+        early = sum(1 for lot in expected.expiring.values() if lot.expires_at <= now)
+        say(
+            f"{self.name}: settled {headroom:.0f}s before the first late lot expires "
+            f"({early} lots expired during the load)"
+        )
+        if headroom <= 0:
+            self.result.expiry_too_soon = True
+            self.result.details.append(
+                f"settled {-headroom:.0f}s after the first lot expired: raise the expiry margin"
+            )
+
+    async def _await_expiry(self, expected: Expected, reader: TopicReader) -> None:
+        """Until the last lot is due and the job had its interval, then until no lot due
+        holds points and every expiry booked is on the points topic (or the deadline)."""
+        moments = sorted({lot.expires_at for lot in expected.expiring.values()})
+        if not moments:
+            return
+        due = (moments[-1] - datetime.now(UTC)).total_seconds() + EXPIRY_CHECK_SECONDS
+        if due > 0:
+            say(f"{self.name}: {due:.0f}s until the last lot has expired")
+            await asyncio.sleep(due)  # a moment on the clock, which no condition can announce
+        deadline = time.monotonic() + EXPIRY_DEADLINE_SECONDS
+        prefix = self.workload.prefix + "-%"
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                holding = await fetch(
+                    self.url,
+                    "SELECT count(*) AS n FROM points_lots "
+                    "WHERE customer_id LIKE $1 AND remaining > 0 AND expires_at <= now()",
+                    prefix,
+                )
+                booked = await fetch(
+                    self.url,
+                    "SELECT transaction_no, cause FROM points_ledger "
+                    "WHERE customer_id LIKE $1 AND kind = 'expire'",
+                    prefix,
+                )
+            except Exception as exc:
+                last = repr(exc)
+                await asyncio.sleep(0.5)
+                continue
+            seen = _effects(reader, self.settings.topics, expected).points.keys()
+            unpublished = {(r["transaction_no"], "expire", r["cause"]) for r in booked} - seen
+            exact = {k for k in expected.points_events if k[1] == "expire"} - seen
+            if not holding[0]["n"] and not unpublished and not exact:
+                self.result.expired_lots = len(booked)
+                return
+            last = (
+                f"{holding[0]['n']} lots due with points left, {len(unpublished)} expiries "
+                f"booked and not published, {len(exact)} expected expiries not seen"
+            )
+            await asyncio.sleep(0.5)
+        say(f"{self.name}: expiry not done within {EXPIRY_DEADLINE_SECONDS:.0f}s: {last}")
+        self.result.details.append(f"expiry not done: {last}")
 
     async def _explain_stuck(self, reader: TopicReader) -> None:
         """Where the pipeline stands when it did not settle: offsets, outbox, reader, logs."""
@@ -1029,6 +1130,13 @@ class Scenario:
                 prefix,
             )
         }
+
+        refused = expected.admit_expiries(ledger)
+        for entry in refused:
+            del ledger[entry]
+        r.note("expire entries the contract does not allow", refused)
+        r.wrong += len(refused)
+        self._balances = dict(expected.balances)
 
         lost_receipts = expected.receipts - receipts
         undecided = {
@@ -1150,7 +1258,7 @@ class Scenario:
             + len(missing_return_dead)
         )
         r.doubled = sum(extra_ledger.values()) + len(two_ids) + len(receipts - expected.receipts)
-        r.wrong = (
+        r.wrong += (
             len(wrong_balance)
             + len(wrong_uses)
             + len(wrong_status - swapped)
@@ -1188,6 +1296,64 @@ class Scenario:
         lines += [f"  {line}" for line in self.fleet.logs_matching(tx)[:6]]
         self.result.details.append("\n".join(lines))
 
+    async def _check_lots(self) -> None:
+        """Per lot and per customer, what holds whatever the order of application: no lot
+        due keeps points, a lot's ``expired`` is its one ``expire`` entry, and
+        balance = sum of the ledger = sum of the lots' remaining - debt."""
+        r = self.result
+        prefix = self.workload.prefix + "-%"
+        lots = await fetch(
+            self.url,
+            "SELECT customer_id, transaction_no, cause, seq, points, remaining, expired, "
+            "expires_at IS NOT NULL AND expires_at <= now() AS due "
+            "FROM points_lots WHERE customer_id LIKE $1",
+            prefix,
+        )
+        expiries = await fetch(
+            self.url,
+            "SELECT transaction_no, cause, count(*) AS n, sum(points) AS points "
+            "FROM points_ledger WHERE customer_id LIKE $1 AND kind = 'expire' "
+            "GROUP BY transaction_no, cause",
+            prefix,
+        )
+        accounts = await fetch(
+            self.url,
+            "SELECT b.customer_id, b.balance, b.debt, "
+            "(SELECT coalesce(sum(points), 0) FROM points_ledger l "
+            " WHERE l.customer_id = b.customer_id) AS ledger, "
+            "(SELECT coalesce(sum(remaining), 0) FROM points_lots o "
+            " WHERE o.customer_id = b.customer_id) AS remaining "
+            "FROM points_balances b WHERE b.customer_id LIKE $1",
+            prefix,
+        )
+        booked = {(row["transaction_no"], row["cause"]): row for row in expiries}
+        twice = {key for key, row in booked.items() if row["n"] > 1}
+        holding = {
+            (row["transaction_no"], row["cause"], row["seq"], row["remaining"])
+            for row in lots
+            if row["due"] and row["remaining"] > 0
+        }
+        mismatched: set[tuple[object, ...]] = set()
+        for row in lots:
+            key = (row["transaction_no"], f"{row['cause']}#{row['seq']}")
+            entry = booked.pop(key, None)
+            booked_points = 0 if entry is None else -int(entry["points"])
+            if booked_points != row["expired"] or row["remaining"] + row["expired"] > row["points"]:
+                mismatched.add((*key, row["points"], row["remaining"], row["expired"]))
+        unbalanced = {
+            (row["customer_id"], row["balance"], row["ledger"], row["remaining"], row["debt"])
+            for row in accounts
+            if not row["balance"] == row["ledger"] == row["remaining"] - row["debt"]
+            or (row["remaining"] and row["debt"])
+        }
+        r.note("lots expired more than once (transaction, cause)", twice)
+        r.note("lots due with points left (transaction, cause, seq, remaining)", holding)
+        r.note("lots whose expired is not their expire entry", mismatched)
+        r.note("expire entries of no lot", set(booked))
+        r.note("balance, ledger, lots and debt disagree (customer, b, l, r, d)", unbalanced)
+        r.doubled += len(twice)
+        r.wrong += len(holding) + len(mismatched) + len(booked) + len(unbalanced)
+
     async def _check_api(self, expected: Expected) -> None:
         """coupon-query answers every customer's balance as the model says, after the faults."""
         if self.api is None or self.api.process is None:
@@ -1202,7 +1368,7 @@ class Scenario:
             base_url=self.api.process.url, headers={"Authorization": f"Bearer {key}"}, timeout=5
         ) as http:
             deadline = time.monotonic() + 30
-            for customer, balance in sorted(expected.balances.items()):
+            for customer, balance in sorted(self._balances.items()):
                 got: object = None
                 while True:
                     try:
@@ -1243,6 +1409,8 @@ class _Effects:
 
 
 _POINTS_KINDS = ("earn", "burn", "restore", "revoke")
+_LOT_PARTS = 4
+"""A return's restore makes a lot per expiry it gives back; more than this in a run is news."""
 
 
 def _points_causes(expected: Expected) -> dict[str, str]:
@@ -1261,6 +1429,12 @@ def _points_causes(expected: Expected) -> dict[str, str]:
             causes[str(event_id_for(tx, "points", kind))] = SALE
             for event_id in by_sale.get(tx, []):
                 causes[str(event_id_for(tx, "points", kind, event_id))] = event_id
+        # A lot's expiry names the lot: the sale's own, or a part a return restored.
+        causes[str(event_id_for(tx, "points", "expire", EXPIRY_CAUSE))] = EXPIRY_CAUSE
+        for event_id in by_sale.get(tx, []):
+            for seq in range(_LOT_PARTS):
+                cause = f"{event_id}#{seq}"
+                causes[str(event_id_for(tx, "points", "expire", cause))] = cause
     return causes
 
 

@@ -19,6 +19,26 @@ The rules, from the contract (section 2):
   ``floor(used * R / W)`` restored in all (W: positive line amounts; R: their returned
   share), the return that leaves nothing books the rest, each return books the difference.
 - coupon uses come back only with the return that leaves nothing of the sale.
+
+Expiry (section 2, issue 19): a sale's ``points_earned`` is a lot; one with
+``points_expire_at`` loses what remains in it at that moment, once: one ``expire`` entry
+(``transaction_no`` the sale, cause ``sale#0``). What remains depends on which burns took
+from the lot, and a customer's burns take from whichever lots were booked before them, in
+whatever order the partitions were applied; so the model is exact only where that order
+cannot matter. The load is made so that every lot whose amount could depend on when it
+expires (``ExpiringLot.after_load``) expires after all of the records are applied (then
+no return meets an expired lot), restored points come back with the grace of days (they
+never expire within a run), and a customer either burns or holds limited-time lots, or
+both:
+- a customer who never burns: each expiring lot loses ``points_earned`` less what the
+  sale's returns revoked (a revoke takes from the sale's own lot first, and only the
+  sale's own returns touch it), and the balance is exact; a lot of a sale never
+  returned loses all it earned whenever it expires, so the load expires some of those
+  during the faults;
+- a customer who burns and holds expiring lots is *uncertain*: how much expires depends
+  on the order of application, so the checks hold the invariants instead (at most one
+  ``expire`` entry per lot, never more than the lot earned, the balance equal to the
+  ledger's sum and to the lots' remaining less the debt).
 """
 
 from __future__ import annotations
@@ -28,14 +48,28 @@ import math
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
-__all__ = ["SALE", "Expected", "InputRecord", "Outcome", "expected_state", "quantity"]
+__all__ = [
+    "EXPIRY_CAUSE",
+    "SALE",
+    "Expected",
+    "ExpiringLot",
+    "InputRecord",
+    "Outcome",
+    "expected_state",
+    "expires_at",
+    "quantity",
+]
 
 SALE = "sale"
 """The ledger's cause for a sale's own earn and burn; a return's entries name its event_id."""
+
+EXPIRY_CAUSE = "sale#0"
+"""The cause of a sale's lot's ``expire`` entry: the lot's own cause and its part (one)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +102,21 @@ class Outcome:
     fully_returned: bool
 
 
+@dataclass(frozen=True, slots=True)
+class ExpiringLot:
+    """A sale's lot that carries ``points_expire_at``; ``expires`` is None when uncertain.
+
+    ``after_load``: what it loses depends on when it expires (its sale is returned, or its
+    customer burns), so it must expire after every record is applied.
+    """
+
+    customer_id: str
+    points: int
+    expires_at: datetime
+    expires: int | None
+    after_load: bool = True
+
+
 @dataclass(slots=True)
 class Expected:
     """The state and the output events one clean pass over the logs gives."""
@@ -76,6 +125,13 @@ class Expected:
     customer_of: dict[str, str | None] = field(default_factory=dict)
     uses: dict[tuple[str, str], int] = field(default_factory=dict)
     balances: dict[str, int] = field(default_factory=dict)
+    """After every lot due has expired; an uncertain customer's is before expiry"""
+    before_expiry: dict[str, int] = field(default_factory=dict)
+    """Every customer's balance once all records are applied and before any lot expires"""
+    expiring: dict[str, ExpiringLot] = field(default_factory=dict)
+    """transaction_no -> its sale's lot, for every sale whose earned points expire"""
+    uncertain: set[str] = field(default_factory=set)
+    """Customers whose expiry amounts depend on the order the partitions were applied in"""
     ledger: Counter[tuple[str, str, str, str, int]] = field(default_factory=Counter)
     """(customer_id, transaction_no, kind, cause, signed points) -> 1"""
     returns: dict[str, tuple[str, str | None]] = field(default_factory=dict)
@@ -100,6 +156,34 @@ class Expected:
     return_conflicts: set[tuple[int, int]] = field(default_factory=set)
     """(partition, offset) of every return record that must be dead-lettered"""
     input_records: int = 0
+
+    def admit_expiries(
+        self, entries: Iterable[tuple[str, str, str, str, int]]
+    ) -> set[tuple[str, str, str, str, int]]:
+        """Take the uncertain customers' ``expire`` entries as booked where the contract
+        allows them (once, on one of the customer's expiring sale lots, losing at most what
+        it earned) and say which it does not allow. Other customers' entries are left to
+        the exact comparison."""
+        refused: set[tuple[str, str, str, str, int]] = set()
+        for entry in entries:
+            customer, tx, kind, cause, points = entry
+            if kind != "expire" or customer not in self.uncertain:
+                continue
+            lot = self.expiring.get(tx)
+            key = (tx, kind, cause)
+            if (
+                lot is None
+                or lot.customer_id != customer
+                or cause != EXPIRY_CAUSE
+                or not 0 < -points <= lot.points
+                or key in self.points_events
+            ):
+                refused.add(entry)
+                continue
+            self.ledger[entry] += 1
+            self.points_events[key] = (customer, points)
+            self.balances[customer] += points
+        return refused
 
 
 def quantity(value: object) -> Fraction:
@@ -134,7 +218,41 @@ def expected_state(receipts: Iterable[InputRecord], returns: Iterable[InputRecor
             raise AssertionError(f"the workload returned {tx} but never sold it")
         _SaleReturns(out, tx, sales[tx]).replay(records)
     out.uses = {k: v for k, v in out.uses.items() if v}
+    out.before_expiry = dict(out.balances)
+    _expire(out, sales)
     return out
+
+
+def expires_at(sale: dict[str, Any]) -> datetime | None:
+    """The sale's ``points_expire_at``, if it has one."""
+    text = sale.get("points_expire_at")
+    return None if text is None else datetime.fromisoformat(text)
+
+
+def _expire(out: Expected, sales: dict[str, dict[str, Any]]) -> None:
+    """Every expiring lot's end, once all records are applied (the load sees to that)."""
+    burners = {
+        sale["customer_id"]
+        for sale in sales.values()
+        if sale.get("customer_id") and int(sale.get("points_used", 0))
+    }
+    for tx, sale in sorted(sales.items()):
+        customer, moment = sale.get("customer_id"), expires_at(sale)
+        earned = int(sale.get("points_earned", 0))
+        if customer is None or moment is None or not earned:
+            continue
+        if customer in burners:
+            out.uncertain.add(customer)
+            out.expiring[tx] = ExpiringLot(customer, earned, moment, None)
+            continue
+        # Nothing but the sale's own revokes ever took from this lot.
+        revoked = out.sale_returns.get(tx, ((), 0, 0, False))[2]
+        left = earned - revoked
+        out.expiring[tx] = ExpiringLot(customer, earned, moment, left, tx in out.decided)
+        if left:
+            out.ledger[(customer, tx, "expire", EXPIRY_CAUSE, -left)] += 1
+            out.points_events[(tx, "expire", EXPIRY_CAUSE)] = (customer, -left)
+            out.balances[customer] -= left
 
 
 def _standing_sales(records: Iterable[InputRecord], out: Expected) -> dict[str, dict[str, Any]]:

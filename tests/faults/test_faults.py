@@ -23,6 +23,11 @@ from tests.faults.workload import make_workload
 FREEZE_SECONDS = 15.0
 """Longer than the consumers' session timeout (aiokafka's default, 10 s): the group moves on."""
 
+EXPIRY_MARGIN_SECONDS = 35.0
+"""The load's lots expire this long after its last record is due: time for the fault to
+end and everything to settle, so that no lot expires before the load is applied (the
+harness fails the scenario if one does)."""
+
 
 async def _run(
     name: str,
@@ -35,7 +40,9 @@ async def _run(
     instances: int = 1,
     replication_factor: int = 1,
 ) -> None:
-    workload = make_workload(sales=sales, seconds=seconds, seed=seed)
+    workload = make_workload(
+        sales=sales, seconds=seconds, seed=seed, expire_after=seconds + EXPIRY_MARGIN_SECONDS
+    )
     # Kept when the scenario fails; not under pytest's tmp_path, which other runs prune.
     logdir = Path(tempfile.mkdtemp(prefix="punchcard-faults-"))
     scenario = Scenario(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
 from tests.documents import encode, receipt_document, return_document, sale_lines
-from tests.faults.model import SALE, Expected, InputRecord, expected_state
+from tests.faults.model import EXPIRY_CAUSE, SALE, Expected, InputRecord, expected_state
+from tests.faults.workload import make_workload
 
 
 def _replay(sale: dict[str, Any], *returns: dict[str, Any]) -> Expected:
@@ -16,13 +18,12 @@ def _replay(sale: dict[str, Any], *returns: dict[str, Any]) -> Expected:
 
 
 def _three_lines(**extra: Any) -> dict[str, Any]:
+    given: dict[str, Any] = {"points_earned": 10, "points_used": 5, **extra}
     return receipt_document(
         "C1",
-        points_earned=10,
-        points_used=5,
         coupons=[("CPN", 2)],
         lines=sale_lines((1, "100"), (1, "100"), (1, "100")),
-        **extra,
+        **given,
     )
 
 
@@ -94,3 +95,100 @@ def test_a_sale_without_positive_amounts_moves_points_only_when_nothing_remains(
     assert expected.outcome_events[part["event_id"]].points_revoked == 0
     assert expected.outcome_events[rest["event_id"]].points_revoked == 7
     assert (tx, "revoke", SALE) not in expected.points_events
+
+
+_SOON = "2026-12-03T14:00:00+00:00"
+
+
+def test_a_lot_of_a_customer_who_never_burns_expires_what_its_returns_left() -> None:
+    """Earned 10, a third returned (3 revoked): 7 expire, once, and the balance ends at 0."""
+    sale = _three_lines(points_used=0, points_expire_at=_SOON)
+    tx = sale["transaction_no"]
+    expected = _replay(sale, return_document(tx, lines=[(1, 1)]))
+    assert expected.before_expiry["C1"] == 7
+    assert expected.balances["C1"] == 0
+    assert expected.ledger[("C1", tx, "expire", EXPIRY_CAUSE, -7)] == 1
+    assert expected.points_events[(tx, "expire", EXPIRY_CAUSE)] == ("C1", -7)
+    assert expected.expiring[tx].expires == 7
+    assert expected.uncertain == set()
+
+
+def test_a_lot_returned_whole_before_its_expiry_expires_nothing() -> None:
+    """All 10 revoked: nothing remains, so there is no expire entry and no event."""
+    sale = _three_lines(points_used=0, points_expire_at=_SOON)
+    tx = sale["transaction_no"]
+    expected = _replay(sale, return_document(tx))
+    assert expected.expiring[tx].expires == 0
+    assert not [key for key in expected.ledger if key[2] == "expire"]
+    assert (tx, "expire", EXPIRY_CAUSE) not in expected.points_events
+    assert expected.balances["C1"] == 0
+
+
+def test_a_customer_who_burns_and_holds_an_expiring_lot_is_left_to_the_invariants() -> None:
+    """Which lot a burn took from depends on the order of partitions: no exact expiry."""
+    earning = receipt_document("C1", points_earned=30, points_expire_at=_SOON)
+    burning = receipt_document("C1", points_used=20)
+    receipts = [InputRecord(0, 0, encode(earning)), InputRecord(1, 0, encode(burning))]
+    expected = expected_state(receipts, [])
+    assert expected.uncertain == {"C1"}
+    assert expected.expiring[earning["transaction_no"]].expires is None
+    assert expected.balances["C1"] == expected.before_expiry["C1"] == 10
+    assert not [key for key in expected.ledger if key[2] == "expire"]
+
+
+def test_lots_without_an_expiry_and_anonymous_sales_never_expire() -> None:
+    """A v1 sale and an anonymous one carry no lot the model expects to expire."""
+    kept = receipt_document("C2", points_earned=5)
+    anonymous = receipt_document(None, points_expire_at=_SOON)
+    receipts = [InputRecord(0, 0, encode(kept)), InputRecord(0, 1, encode(anonymous))]
+    expected = expected_state(receipts, [])
+    assert expected.expiring == {}
+    assert expected.balances == {"C2": 5}
+
+
+def test_an_uncertain_customers_expiry_is_admitted_once_and_never_beyond_the_lot() -> None:
+    """One entry per lot, at most what it earned, on the customer's own expiring lot."""
+    earning = receipt_document("C1", points_earned=30, points_expire_at=_SOON)
+    burning = receipt_document("C1", points_used=20)
+    tx = earning["transaction_no"]
+    receipts = [InputRecord(0, 0, encode(earning)), InputRecord(1, 0, encode(burning))]
+    expected = expected_state(receipts, [])
+    booked = ("C1", tx, "expire", EXPIRY_CAUSE, -10)
+    refused = expected.admit_expiries(
+        [
+            booked,
+            ("C1", tx, "expire", EXPIRY_CAUSE, -3),
+            ("C1", tx, "expire", EXPIRY_CAUSE, -31),
+            ("C1", burning["transaction_no"], "expire", EXPIRY_CAUSE, -1),
+            ("C2", tx, "expire", EXPIRY_CAUSE, -1),
+        ]
+    )
+    assert booked not in refused
+    assert len(refused) == 3
+    assert expected.balances["C1"] == 0
+    assert expected.points_events[(tx, "expire", EXPIRY_CAUSE)] == ("C1", -10)
+
+
+def test_the_load_dates_limited_time_points_from_its_start_and_the_model_reads_them() -> None:
+    """Lots that wait for the load expire after it; those that lose all they earned, during it."""
+    workload = make_workload(sales=300, seconds=10, seed=1, expire_after=30)
+    started = datetime(2026, 12, 3, 14, 0, tzinfo=UTC)
+    sent = [(p, workload.dated(p, started)) for p in workload.schedule]
+    receipts = [
+        InputRecord(0, n, encode(document))
+        for n, (p, document) in enumerate(sent)
+        if p.stream == "receipts"
+    ]
+    returns = [
+        InputRecord(0, n, encode(document))
+        for n, (p, document) in enumerate(sent)
+        if p.stream == "returns"
+    ]
+    expected = expected_state(receipts, returns)
+    lots = expected.expiring.values()
+    assert min(lot.expires_at for lot in lots if lot.after_load) >= started.replace(second=30)
+    early = [lot for lot in lots if lot.expires_at < started.replace(second=30)]
+    assert early
+    assert all(not lot.after_load and lot.expires == lot.points for lot in early)
+    assert any(lot.expires is not None for lot in lots if lot.after_load)
+    assert expected.uncertain

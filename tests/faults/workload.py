@@ -10,13 +10,25 @@ in several returns, sometimes a quantity too many (``exceeds_remaining``) or a l
 sale does not have, sometimes the same ``return_id`` sent again under a new ``event_id``,
 sometimes followed by a whole return of what is left. Every returned sale is sent
 eventually, so no return waits out its wait.
+
+Expiry: with ``expire_after``, a third of the customers get only limited-time points
+(every sale of theirs carries ``points_expire_at``, and they never burn), a third get them
+on about half of their sales and burn as usual, and a third never see an expiring point.
+The moments are only known once the load starts (``Workload.dated``). A lot whose amount
+depends on when it expires (one of a sale that is returned, or of a customer who burns)
+expires ``expire_after`` seconds after the start, plus 0 to ``EXPIRY_SPREAD_SECONDS``:
+after the load and its faults, once every record is applied. About half of the others (a
+customer who never burns, a sale never returned: the lot loses all it earned, whenever)
+expire during the load instead, some before their sale is even applied, so the expiry
+job runs through the faults too (``model.py``).
 """
 
 from __future__ import annotations
 
 import random
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -45,11 +57,24 @@ class Workload:
     customers: list[str]
     coupons: list[str]
     schedule: list[Planned]
+    expire_after: float | None = None
+    """Seconds from the load's start to the expiry of the lots that must wait for it."""
+    expiry_offsets: dict[str, int] = field(default_factory=dict)
+    """transaction_no -> seconds after the load's start when its points expire"""
 
     @property
     def duration(self) -> float:
         """When the last record is due."""
         return self.schedule[-1].at if self.schedule else 0.0
+
+    def dated(self, planned: Planned, started: datetime) -> dict[str, Any]:
+        """The document as sent by a load that started at ``started``: a limited-time
+        sale's ``points_expire_at`` is set from then (the same for every copy of it)."""
+        offset = self.expiry_offsets.get(planned.key)
+        if planned.stream != "receipts" or offset is None:
+            return planned.document
+        moment = started + timedelta(seconds=offset)
+        return {**planned.document, "points_expire_at": moment.isoformat(timespec="seconds")}
 
 
 def _id(prefix: str) -> str:
@@ -180,9 +205,72 @@ def _returns_first(
     return planned
 
 
-def make_workload(*, sales: int, seconds: float, seed: int) -> Workload:
-    """``sales`` sales spread evenly over ``seconds``, with their repeats and returns."""
+EXPIRY_SPREAD_SECONDS = 3
+"""The late lots' expiry moments fall on ``expire_after`` and the seconds just after it."""
+
+EARLY_FROM_SECONDS = 2
+"""The earliest an early lot expires, after the load's start."""
+
+
+def _limited_time(
+    rng: random.Random,
+    sale: dict[str, Any],
+    index: int,
+    late: dict[str, int],
+    never_burn: set[str],
+) -> dict[str, Any]:
+    """The sale as its customer's third of the load has it (see the module's docstring);
+    notes in ``late`` how many seconds after the late moment its points expire if they
+    do, and in ``never_burn`` whether its customer never burns."""
+    # Drawn whatever the third, from a generator of its own: the rest of a seed's load
+    # stays what it was before the load had expiry.
+    offset = rng.randint(0, EXPIRY_SPREAD_SECONDS)
+    half = rng.random() < 0.5
+    third = index % 3
+    tx = sale["transaction_no"]
+    if third == 0 or (third == 2 and half):
+        return sale
+    late[tx] = offset
+    if third == 2:
+        return sale
+    never_burn.add(tx)
+    return {**sale, "points_used": 0}
+
+
+def _expiry_offsets(
+    rng: random.Random,
+    late: dict[str, int],
+    never_burn: set[str],
+    schedule: list[Planned],
+    *,
+    expire_after: float,
+    seconds: float,
+) -> dict[str, int]:
+    """Seconds from the load's start to each lot's expiry: about half of those whose
+    amount cannot depend on it come during the load, the rest after it."""
+    returned = {p.key for p in schedule if p.stream == "returns"}
+    offsets: dict[str, int] = {}
+    for tx in sorted(late):
+        early = rng.random() < 0.5
+        if early and tx in never_burn and tx not in returned:
+            offsets[tx] = rng.randint(EARLY_FROM_SECONDS, max(EARLY_FROM_SECONDS, int(seconds)))
+        else:
+            offsets[tx] = int(expire_after) + late[tx]
+    return offsets
+
+
+def make_workload(
+    *, sales: int, seconds: float, seed: int, expire_after: float | None = None
+) -> Workload:
+    """``sales`` sales spread evenly over ``seconds``, with their repeats and returns.
+
+    ``expire_after``: limited-time points for two thirds of the customers, expiring that
+    many seconds after the load starts (and a few seconds more).
+    """
     rng = random.Random(seed)
+    expiry_rng = random.Random(f"{seed}-expiry")
+    late: dict[str, int] = {}
+    never_burn: set[str] = set()
     prefix = _id("F")
     customers = [f"{prefix}-C{i:03d}" for i in range(max(10, sales // 50))]
     coupons = [f"{prefix}-CPN{i}" for i in range(6)]
@@ -195,6 +283,8 @@ def make_workload(*, sales: int, seconds: float, seed: int) -> Workload:
         tx = f"{prefix}-TX{i:06d}"
         customer = rng.choice(customers) if rng.random() > 0.08 else None
         sale = _sale(rng, tx, customer, coupons)
+        if customer is not None and expire_after is not None:
+            sale = _limited_time(expiry_rng, sale, customers.index(customer), late, never_burn)
         at = seconds * i / sales
         returns_first = rng.random() < 0.08
         if returns_first:
@@ -226,4 +316,11 @@ def make_workload(*, sales: int, seconds: float, seed: int) -> Workload:
             if rng.random() < 0.35:
                 plan(back_at + rng.uniform(0.05, 2.0), "returns", _return(rng, tx))
     schedule.sort(key=lambda p: p.at)
-    return Workload(prefix, customers, coupons, schedule)
+    offsets = (
+        {}
+        if expire_after is None
+        else _expiry_offsets(
+            expiry_rng, late, never_burn, schedule, expire_after=expire_after, seconds=seconds
+        )
+    )
+    return Workload(prefix, customers, coupons, schedule, expire_after, offsets)

@@ -10,7 +10,9 @@ from typing import Any
 import httpx
 import pytest
 from punchcard_platform.db import Database
+from punchcard_platform.settings import Settings
 
+from tests.documents import receipt_document
 from tests.helpers import unique_id
 from tests.integration.query.support import (
     Served,
@@ -21,6 +23,7 @@ from tests.integration.query.support import (
     mark_returned,
     outcome,
 )
+from tests.integration.returns.support import store_sales
 
 pytestmark = pytest.mark.integration
 
@@ -52,6 +55,7 @@ async def test_a_customer_never_seen_has_zero_points_and_no_history(served: Serv
     assert points.json() == {
         "customer_id": customer,
         "balance": 0,
+        "expiring": [],
         "ledger": [],
         "next_cursor": None,
     }
@@ -317,3 +321,26 @@ async def test_the_outcome_decided_last_wins_whatever_its_timestamp(
     async with client(served, served.read_key) as http:
         latest = (await http.get(f"/v1/returns/{tx}")).json()
     assert latest == second
+
+
+async def test_expiring_points_are_summed_per_moment_soonest_first(
+    served: Served, db: Database, settings: Settings
+) -> None:
+    """Lots with points left, by expiry moment; lots that never expire are not listed."""
+    customer = unique_id("C")
+    soon, later = BASE + timedelta(days=400), BASE + timedelta(days=800)
+    sales = [
+        receipt_document(customer, points_earned=10, points_expire_at=later.isoformat()),
+        receipt_document(customer, points_earned=20, points_expire_at=soon.isoformat()),
+        receipt_document(customer, points_earned=30, points_expire_at=later.isoformat()),
+        receipt_document(customer, points_earned=40),
+    ]
+    await store_sales(db, settings, *sales)
+    await store_sales(db, settings, receipt_document(customer, points_used=5))
+    async with client(served, served.read_key) as http:
+        body = (await http.get(f"/v1/customers/{customer}/points")).json()
+    assert body["balance"] == 95
+    assert body["expiring"] == [
+        {"expires_at": "2027-12-27T01:00:00Z", "points": 15},
+        {"expires_at": "2029-01-30T01:00:00Z", "points": 40},
+    ]

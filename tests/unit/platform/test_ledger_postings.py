@@ -63,7 +63,7 @@ def test_a_use_past_the_limit_is_counted_and_flagged_over_limit() -> None:
         [],
         [uses("C1", "TEA", "T1", 1)],
     )
-    (event,) = ledger_events(posted, WHEN)[("T1", SALE)]
+    (event,) = ledger_events(posted, WHEN)[0][("T1", SALE)]
 
     assert CouponUsageEvent.model_validate(event.fields).over_limit is True
     assert event.fields["uses_made"] == 3
@@ -81,7 +81,7 @@ def test_a_use_past_the_campaign_wide_limit_is_flagged_over_limit() -> None:
         [],
         [uses("C1", "TEA", "T1", 1)],
     )
-    (event,) = ledger_events(posted, WHEN)[("T1", SALE)]
+    (event,) = ledger_events(posted, WHEN)[0][("T1", SALE)]
 
     assert event.fields["over_limit"] is True
     assert event.fields["total_uses_made"] == 11
@@ -103,7 +103,7 @@ def test_the_total_moves_by_what_each_customer_count_moved() -> None:
 def test_a_sale_naming_a_reservation_reports_it_in_its_event() -> None:
     """reservation_id travels from the posting to the CouponUsageEvent."""
     use = UsePosting("C1", "TEA", "T1", SALE, "receipt", 1, "R-1")
-    (event,) = ledger_events(post(LedgerState(), [], [use]), WHEN)[("T1", SALE)]
+    (event,) = ledger_events(post(LedgerState(), [], [use]), WHEN)[0][("T1", SALE)]
 
     assert event.fields["reservation_id"] == "R-1"
     assert CouponUsageEvent.model_validate(event.fields).reservation_id == "R-1"
@@ -116,7 +116,8 @@ def test_events_are_grouped_by_cause_with_ids_derived_from_it() -> None:
         [points("C1", "T1", "earn", 19), points("C1", "T1", "revoke", -9, "ret-1")],
         [uses("C1", "TEA", "T1", 1)],
     )
-    events = ledger_events(posted, WHEN)
+    events, expiries = ledger_events(posted, WHEN)
+    assert expiries == []
 
     assert [e.event_id for e in events[("T1", SALE)]] == [
         event_id_text("T1", "coupon", "TEA", "receipt"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
@@ -308,3 +309,39 @@ def test_no_quantity_ever_goes_below_zero_and_rejections_change_nothing(
     whole = decide_return(sale, state, None)
     if isinstance(whole, Accepted):
         assert decide_return(sale, whole.state, None) == Rejected("already_returned", True)
+
+
+def test_a_return_never_revokes_what_of_the_sale_has_expired() -> None:
+    """Expired points were lost once: a whole return revokes only what had not expired."""
+    sale = replace(a_sale(earned=100), points_expired=70)
+    verdict = decide_return(sale, fresh(sale), None)
+
+    assert isinstance(verdict, Accepted)
+    assert verdict.points_revoked == 30
+    assert verdict.points_restored == sale.points_used
+
+
+@given(sale_and_split(), st.lists(st.integers(min_value=0, max_value=10_000), min_size=1))
+def test_expiry_between_the_parts_caps_the_revoked_total_and_it_never_shrinks(
+    case: tuple[StoredSale, list[list[tuple[int, Decimal]]]], expired_before_each: list[int]
+) -> None:
+    """Revoked total <= earned less expired so far; each part books the difference, >= 0."""
+    sale, parts = case
+    state = fresh(sale)
+    expired = 0
+    for i, part in enumerate(parts):
+        # What of the lot has expired only grows, and never past what the sale earned.
+        expired = min(
+            max(expired, expired_before_each[i % len(expired_before_each)]), sale.points_earned
+        )
+        seen = replace(sale, points_expired=expired)
+        verdict = decide_return(seen, state, tuple(part))
+        assert isinstance(verdict, Accepted)
+        assert verdict.points_revoked >= 0
+        assert verdict.state.points_revoked >= state.points_revoked
+        assert verdict.state.points_revoked <= max(
+            sale.points_earned - expired, state.points_revoked
+        )
+        state = verdict.state
+    assert state.points_revoked <= sale.points_earned
+    assert state.points_restored == sale.points_used

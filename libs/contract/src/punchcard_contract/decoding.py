@@ -180,6 +180,11 @@ def _settle_receipt(event: InboundReceipt) -> bool:
     total = _money(event.total)
     if occurred_at is None or total is None:
         return False
+    if event.points_expire_at is not None:
+        points_expire_at = _common_time(event.points_expire_at)
+        if points_expire_at is None:
+            return False
+        event.points_expire_at = points_expire_at
     for line in event.lines:
         quantity = _money(line.quantity)
         unit_price = _money(line.unit_price)
@@ -317,6 +322,7 @@ def _receipt_from_model(model: ReceiptEvent) -> InboundReceipt:
         ],
         points_used=model.points_used,
         points_earned=model.points_earned,
+        points_expire_at=model.points_expire_at,
     )
 
 

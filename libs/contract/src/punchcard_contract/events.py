@@ -188,6 +188,8 @@ class ReceiptEvent(_InputModel):
     coupons: Annotated[list[CouponUse], Field(max_length=MAX_COUPONS)] = Field(default_factory=list)
     points_used: Points = 0
     points_earned: Points = 0
+    points_expire_at: Timestamp | None = None
+    """This sale's earned points expire then, whatever the program's lifetime."""
 
     @model_validator(mode="after")
     def _anonymous_sale_has_no_points(self) -> Self:
@@ -270,7 +272,7 @@ class PointsEvent(_OutputModel):
 
     customer_id: Identifier
     transaction_no: Identifier
-    kind: Literal["earn", "burn", "restore", "revoke"]
+    kind: Literal["earn", "burn", "restore", "revoke", "expire"]
     points: Count
     balance: Count
 

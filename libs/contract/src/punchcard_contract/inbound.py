@@ -67,6 +67,7 @@ class InboundReceipt(msgspec.Struct, kw_only=True):
     coupons: Annotated[list[InboundCoupon], msgspec.Meta(max_length=MAX_COUPONS)] = []
     points_used: _POINTS = 0
     points_earned: _POINTS = 0
+    points_expire_at: Any = None
 
     def coupon_uses(self) -> dict[str, int]:
         """Uses per coupon, the same ``coupon_id`` twice summed, in first-seen order."""

@@ -28,7 +28,7 @@ __all__ = [
 ]
 
 OutputKind = Literal["coupon_usage", "points", "return_outcome"]
-PointsKind = Literal["earn", "burn", "restore", "revoke"]
+PointsKind = Literal["earn", "burn", "restore", "revoke", "expire"]
 
 _ENCODER = msgspec.json.Encoder()
 

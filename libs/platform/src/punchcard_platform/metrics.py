@@ -12,6 +12,8 @@ __all__ = [
     "OUTBOX_FAILED",
     "OUTBOX_PUBLISHED",
     "OUTBOX_SET_ASIDE",
+    "POINTS_EXPIRED",
+    "POINTS_EXPIRY_OVERDUE",
     "RECORDS_APPLIED",
     "RECORDS_DEAD_LETTERED",
 ]
@@ -55,4 +57,14 @@ OUTBOX_SET_ASIDE = Counter(
     "punchcard_outbox_set_aside",
     "Output events the broker refused for good, set aside by the relay.",
     ["topic"],
+)
+
+POINTS_EXPIRED = Counter(
+    "punchcard_points_expired",
+    "Points expired by the expiry job (lots past their expires_at), in points.",
+)
+POINTS_EXPIRY_OVERDUE = Gauge(
+    "punchcard_points_expiry_oldest_overdue_seconds",
+    "How long ago the oldest lot still to expire was due, as of the expiry job's last look "
+    "(0 when none is): above PUNCHCARD_POINTS_EXPIRY_CHECK_SECONDS, expiry is falling behind.",
 )

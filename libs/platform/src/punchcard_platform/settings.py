@@ -10,7 +10,14 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from punchcard_contract.program import (
+    ExpireAt,
+    ExpiryRules,
+    parse_duration,
+    parse_lifetime,
+    parse_timezone,
+)
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings", "TopicNames"]
@@ -130,6 +137,41 @@ class Settings(BaseSettings):
     consumer_halt_retry_max_seconds: float = Field(default=30.0, gt=0, le=3600)
     """Longest pause between two tries of a consumer halted by a fault that is not the
     records' (a bug, a missing privilege): it resumes within this once the fault is gone."""
+
+    # The loyalty program (CONTRACT.md section 6): every service reads the same.
+    points_lifetime: str = "never"
+    points_expire_at: ExpireAt = "exact"
+    program_timezone: str = "UTC"
+    points_expiry_check_seconds: float = Field(default=60.0, gt=0, le=86_400)
+    points_restore_grace: str = "P30D"
+
+    @field_validator("points_lifetime")
+    @classmethod
+    def _a_lifetime(cls, value: str) -> str:
+        parse_lifetime(value)
+        return value
+
+    @field_validator("points_restore_grace")
+    @classmethod
+    def _a_duration(cls, value: str) -> str:
+        parse_duration(value)
+        return value
+
+    @field_validator("program_timezone")
+    @classmethod
+    def _a_timezone(cls, value: str) -> str:
+        parse_timezone(value)
+        return value
+
+    @property
+    def expiry_rules(self) -> ExpiryRules:
+        """When points expire, from the program's settings."""
+        return ExpiryRules.of(
+            lifetime=self.points_lifetime,
+            expire_at=self.points_expire_at,
+            timezone=self.program_timezone,
+            restore_grace=self.points_restore_grace,
+        )
 
     @model_validator(mode="after")
     def _sasl_needs_credentials(self) -> Settings:

@@ -300,7 +300,7 @@ async def customer_points(
     """The points balance and the ledger, newest first, a page at a time."""
     after = _ledger_cursor(cursor)
     async with db.connection() as conn:
-        balance, rows = await queries.fetch_points(conn, customer_id, after, limit + 1)
+        balance, expiring, rows = await queries.fetch_points(conn, customer_id, after, limit + 1)
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -309,6 +309,7 @@ async def customer_points(
     return PointsPage(
         customer_id=customer_id,
         balance=balance,
+        expiring=expiring,
         ledger=[entry for _, entry in rows],
         next_cursor=next_cursor,
     )

@@ -34,6 +34,7 @@ __all__ = [
     "CustomerCoupons",
     "CustomerReservations",
     "Eligibility",
+    "ExpiringPoints",
     "Health",
     "Identifier",
     "LedgerEntry",
@@ -297,17 +298,26 @@ class CustomerCoupons(BaseModel):
 class LedgerEntry(BaseModel):
     """One booking of points; ``points`` is signed (burn and revoke are negative)."""
 
-    kind: Literal["earn", "burn", "restore", "revoke"]
+    kind: Literal["earn", "burn", "restore", "revoke", "expire"]
     points: int
     transaction_no: str
     occurred_at: datetime
 
 
+class ExpiringPoints(BaseModel):
+    """Points still to spend that expire at one moment (exclusive: gone at ``expires_at``)."""
+
+    expires_at: datetime
+    points: int
+
+
 class PointsPage(BaseModel):
-    """A customer's balance and one page of their ledger, newest first."""
+    """A customer's balance, what of it expires when, and one page of their ledger."""
 
     customer_id: str
     balance: int
+    expiring: list[ExpiringPoints]
+    """The remaining points per expiry moment, soonest first, at most 50."""
     ledger: list[LedgerEntry]
     next_cursor: str | None
 

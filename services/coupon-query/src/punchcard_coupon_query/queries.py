@@ -17,7 +17,13 @@ import asyncpg
 
 from punchcard_coupon_query.cursors import LedgerCursor, ReceiptCursor
 from punchcard_coupon_query.eligibility import CouponTerms
-from punchcard_coupon_query.models import Coupon, CouponInput, LedgerEntry, ReceiptSummary
+from punchcard_coupon_query.models import (
+    Coupon,
+    CouponInput,
+    ExpiringPoints,
+    LedgerEntry,
+    ReceiptSummary,
+)
 
 __all__ = [
     "SESSION_SETTINGS",
@@ -331,12 +337,18 @@ async def fetch_customer_coupon(
     return (_terms(row), row["uses_made"], row["issued"], row["reserved"], row["taken"])
 
 
+EXPIRING_SHOWN = 50
+
+
 async def fetch_points(
     conn: Connection, customer_id: str, after: LedgerCursor | None, limit: int
-) -> tuple[int, list[tuple[int, LedgerEntry]]]:
-    """The balance (0 if never booked) and up to ``limit`` ledger rows below the cursor.
+) -> tuple[int, list[ExpiringPoints], list[tuple[int, LedgerEntry]]]:
+    """The balance (0 if never booked), what expires when, and up to ``limit`` ledger rows
+    below the cursor.
 
-    Both come from one snapshot, so the balance matches the newest rows shown. Rows come
+    All come from one snapshot, so the balance matches the lots and the newest rows shown.
+    ``expiring`` sums the remaining points of the lots per expiry moment, soonest first
+    (lots without expiry and spent lots aside), at most ``EXPIRING_SHOWN``. Rows come
     newest first by when the customer shopped or returned (``occurred_at``), ties in
     booking order, on the keyset (occurred_at, id) of the index points_ledger_by_customer;
     each is returned with its ledger id, which the next cursor is made of with its time.
@@ -344,6 +356,16 @@ async def fetch_points(
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         balance = await conn.fetchval(
             "SELECT balance FROM points_balances WHERE customer_id = $1", customer_id
+        )
+        lots = await conn.fetch(
+            """
+            SELECT expires_at, sum(remaining) AS points
+            FROM points_lots
+            WHERE customer_id = $1 AND remaining > 0 AND expires_at IS NOT NULL
+            GROUP BY expires_at ORDER BY expires_at LIMIT $2
+            """,
+            customer_id,
+            EXPIRING_SHOWN,
         )
         rows = await conn.fetch(
             """
@@ -371,7 +393,8 @@ async def fetch_points(
         )
         for row in rows
     ]
-    return (0 if balance is None else int(balance)), entries
+    expiring = [ExpiringPoints(expires_at=lot["expires_at"], points=lot["points"]) for lot in lots]
+    return (0 if balance is None else int(balance)), expiring, entries
 
 
 async def fetch_receipts(

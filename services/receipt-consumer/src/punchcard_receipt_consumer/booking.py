@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Generic, Protocol, TypeVar
 
+from punchcard_contract.program import ExpiryRules
 from punchcard_platform.ledger import SALE, PointsKind, PointsPosting, UsePosting
 
 __all__ = [
@@ -36,6 +37,7 @@ class ReceiptFacts:
     points_used: int
     points_earned: int
     fingerprint: bytes
+    points_expire_at: datetime | None = None
     coupon_reservations: Mapping[str, str] = field(default_factory=dict)
     """The reservation named for each coupon's uses, where one was."""
 
@@ -103,14 +105,16 @@ def judge_repeats(repeats: Sequence[D], standing: Mapping[str, bytes]) -> Repeat
 
 
 def receipt_postings(
-    receipts: Sequence[ReceiptFacts],
+    receipts: Sequence[ReceiptFacts], rules: ExpiryRules | None = None
 ) -> tuple[list[PointsPosting], list[UsePosting]]:
     """What the new receipts book, in receipt order: points burned then earned, coupon uses.
 
     A sale spends points before it earns new ones; a zero amount books nothing, and an
     anonymous sale has nobody to book to (the contract refuses points on one anyway) and
-    counts toward no customer's coupon usage.
+    counts toward no customer's coupon usage. The earned points expire when the receipt
+    says (``points_expire_at``), else when the program's lifetime says.
     """
+    rules = rules or ExpiryRules()
     points: list[PointsPosting] = []
     uses: list[UsePosting] = []
     for receipt in receipts:
@@ -143,6 +147,9 @@ def receipt_postings(
                         kind,
                         amount,
                         receipt.occurred_at,
+                        rules.earned_expiry(receipt.occurred_at, receipt.points_expire_at)
+                        if kind == "earn"
+                        else None,
                     )
                 )
     return points, uses

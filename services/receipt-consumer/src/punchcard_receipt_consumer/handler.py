@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import structlog
 from punchcard_contract import ParsedReceipt, decode_receipt
+from punchcard_contract.program import ExpiryRules
 from punchcard_platform import ledger
 from punchcard_platform.db import Connection, Database, lock_customers
 from punchcard_platform.outbox import outbox_messages, write_outbox
@@ -65,6 +66,7 @@ class _Delivery:
             points_earned=event.points_earned,
             fingerprint=self.fingerprint,
             coupon_reservations=event.coupon_reservations(),
+            points_expire_at=event.points_expire_at,
         )
 
 
@@ -73,9 +75,12 @@ class ReceiptHandler:
 
     name = "receipt-consumer"
 
-    def __init__(self, db: Database, topics: TopicNames) -> None:
+    def __init__(
+        self, db: Database, topics: TopicNames, *, rules: ExpiryRules | None = None
+    ) -> None:
         self._db = db
         self._topics = topics
+        self._rules = rules or ExpiryRules()
 
     def decode(self, record: InboundRecord) -> ParsedReceipt:
         """Validate a record at the edge; ``InvalidEventError`` sends it to the DLQ."""
@@ -113,17 +118,16 @@ class ReceiptHandler:
         # Customer locks first and in one order (see lock_customers): every writer of these
         # counters, the returns service included, then meets the rows in the same order.
         await lock_customers(conn, (receipt.customer_id for receipt in receipts))
-        points, uses = receipt_postings(receipts)
+        points, uses = receipt_postings(receipts, self._rules)
         # Under the customers' locks, which a reservation decision takes too: a hold is
         # either still counted (decided before) or already a use made (decided after).
         await store.consume_reservations(conn, uses)
-        booked = await ledger.book(conn, points, uses, committed_at=await store.clock(conn))
-        # Each receipt's events together, in receipt order (coupon uses, then points).
-        events = [
-            event
-            for receipt in receipts
-            for event in booked.events.get((receipt.transaction_no, ledger.SALE), [])
-        ]
+        booked = await ledger.book(
+            conn, points, uses, committed_at=await store.clock(conn), rules=self._rules
+        )
+        # Lots found due first, then each receipt's events together, in receipt order
+        # (coupon uses, then points).
+        events = booked.in_order([(receipt.transaction_no, ledger.SALE) for receipt in receipts])
         await write_outbox(conn, outbox_messages(events, self._topics))
         await store.notify_receipts_stored(conn)
 

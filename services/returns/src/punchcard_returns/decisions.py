@@ -59,6 +59,8 @@ class StoredSale:
     lines: tuple[SaleLine, ...] = ()
     coupons: tuple[tuple[str, int], ...] = ()
     """(coupon_id, uses) as the receipt consumer summed them."""
+    points_expired: int = 0
+    """What of the points it earned has expired by the decision (its lot's expired part)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +150,11 @@ def decide_return(
         returned[n - 1] += quantity
     fully = all(r == line.quantity for r, line in zip(returned, sale.lines, strict=True))
     restored_total, revoked_total = _points_after(sale, returned, fully=fully)
+    # Points of the sale that expired are never revoked as well (CONTRACT.md section 2):
+    # the customer lost them once already. What was revoked before stands.
+    revoked_total = max(
+        min(revoked_total, sale.points_earned - sale.points_expired), state.points_revoked
+    )
     after = ReturnState(
         returned=tuple(returned),
         points_restored=restored_total,

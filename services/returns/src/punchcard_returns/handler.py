@@ -8,7 +8,7 @@ late follows exactly the rules of one applied on arrival.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from functools import partial
 
@@ -16,6 +16,7 @@ import structlog
 from prometheus_client import Counter
 from punchcard_contract import ParsedReturn, decode_return, json_time
 from punchcard_contract.outputs import OutputEvent, return_outcome_event
+from punchcard_contract.program import ExpiryRules
 from punchcard_platform import ledger
 from punchcard_platform.db import Connection, Database, lock_customers
 from punchcard_platform.outbox import outbox_messages, write_outbox
@@ -55,7 +56,11 @@ class AppliedReturns:
 
 
 async def apply_pending(
-    conn: Connection, pending: Sequence[PendingReturn], topics: TopicNames
+    conn: Connection,
+    pending: Sequence[PendingReturn],
+    topics: TopicNames,
+    *,
+    rules: ExpiryRules | None = None,
 ) -> AppliedReturns:
     """Decide and write these locked, undecided returns inside the caller's transaction.
 
@@ -69,6 +74,8 @@ async def apply_pending(
     sales = await store.load_sales(conn, {p.transaction_no for p in pending})
     # Customer locks after the sale locks and in one order, as every writer of counts does.
     await lock_customers(conn, (sale.customer_id for sale in sales.values()))
+    expired = await store.load_expired(conn, sales.keys(), now)
+    sales = {tx: replace(sale, points_expired=expired.get(tx, 0)) for tx, sale in sales.items()}
     batch = decide_returns(
         pending,
         sales=sales,
@@ -78,9 +85,9 @@ async def apply_pending(
         ),
         now=now,
     )
-    booked = await ledger.book(conn, batch.points, batch.uses, committed_at=now)
+    booked = await ledger.book(conn, batch.points, batch.uses, committed_at=now, rules=rules)
     outcomes: list[OutputEvent] = []
-    events: list[OutputEvent] = []
+    events: list[OutputEvent] = list(booked.expiries)
     for decided in batch.decided:
         outcome = _outcome(decided, booked, now_text=json_time(now))
         events += booked.events.get((decided.item.transaction_no, decided.item.event_id), [])
@@ -217,7 +224,9 @@ class ReturnHandler:
                 conn, [p for p in returns if p.event.event_id not in new]
             )
             pending = await store.lock_pending_of(conn, sales)
-            applied = await apply_pending(conn, pending, self._settings.topics)
+            applied = await apply_pending(
+                conn, pending, self._settings.topics, rules=self._settings.expiry_rules
+            )
         count_decisions(applied)
         if applied.still_pending and self._on_parked is not None:
             self._on_parked()

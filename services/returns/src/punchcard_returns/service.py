@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from punchcard_platform.db import Database
 from punchcard_platform.service import ConsumerWiring, serve_consumer
 from punchcard_platform.settings import Settings
@@ -14,7 +16,7 @@ __all__ = ["DEFAULT_PORT", "serve"]
 DEFAULT_PORT = 8082
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, stop: asyncio.Event | None = None) -> None:
     """Consume ``pos.returns.v1``, resolve waiting returns and relay outcomes until SIGTERM."""
 
     def wire(db: Database) -> ConsumerWiring:
@@ -28,4 +30,5 @@ async def serve(settings: Settings) -> None:
         topic=settings.topics.returns,
         default_port=DEFAULT_PORT,
         wire=wire,
+        stop=stop,
     )

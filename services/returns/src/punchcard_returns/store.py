@@ -20,6 +20,7 @@ from typing import Any
 import asyncpg
 from punchcard_contract import ParsedReturn
 from punchcard_platform.db import Connection, Database
+from punchcard_platform.ledger import SALE
 
 from punchcard_returns.decisions import PendingReturn, ReturnState, SaleLine, StoredSale
 
@@ -277,6 +278,27 @@ async def load_sales(conn: Connection, transaction_nos: Collection[str]) -> dict
         )
         for row in rows
     }
+
+
+async def load_expired(
+    conn: Connection, transaction_nos: Collection[str], now: datetime
+) -> dict[str, int]:
+    """Per sale, what of its earned points has expired by ``now`` (due counts as expired).
+
+    Read under the customers' locks, so the expiry job cannot change it before we commit.
+    """
+    rows = await conn.fetch(
+        """
+        SELECT transaction_no,
+               expired + CASE WHEN expires_at <= $2 THEN remaining ELSE 0 END AS expired
+        FROM points_lots
+        WHERE transaction_no = ANY($1::text[]) AND cause = $3 AND seq = 0
+        """,
+        list(set(transaction_nos)),
+        now,
+        SALE,
+    )
+    return {row["transaction_no"]: row["expired"] for row in rows if row["expired"]}
 
 
 async def load_states(conn: Connection, transaction_nos: Collection[str]) -> dict[str, ReturnState]:

@@ -79,7 +79,9 @@ class PendingReturnResolver:
         while True:
             async with self._db.transaction() as conn:
                 pending = await store.lock_due_returns(conn, self._batch_size)
-                applied = await apply_pending(conn, pending, self._settings.topics)
+                applied = await apply_pending(
+                    conn, pending, self._settings.topics, rules=self._settings.expiry_rules
+                )
             count_decisions(applied)
             decided += len(applied.outcomes)
             if len(pending) < self._batch_size or not applied.outcomes:

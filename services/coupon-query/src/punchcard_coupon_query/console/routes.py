@@ -306,7 +306,7 @@ async def customer(
         _identifier(store, "store id")
     at = datetime.now(UTC)
     async with reads.connection() as conn:
-        balance, ledger = await queries.fetch_points(
+        balance, expiring, ledger = await queries.fetch_points(
             conn, customer_id, _ledger_after(points_after), PAGE_SIZE + 1
         )
         candidates = await queries.fetch_customer_coupons(conn, customer_id)
@@ -354,6 +354,7 @@ async def customer(
         at=at,
         store_id=store,
         balance=balance,
+        expiring=expiring,
         ledger=[entry for _, entry in ledger],
         paged_ledger=points_after is not None,
         next_points=next_points,
