@@ -235,7 +235,8 @@ async def _ceiling(settings: Settings, mirror_url: str, n: int) -> dict[str, Any
     server = await postgres_server_pid(mirror_url)
     replaying = _ReplayingDatabase(db.pool, mirror, server)
     try:
-        lots = await ExpiryJob(settings, replaying).expire_due()
+        # One worker: the replay notes one transaction's statements at a time.
+        lots = await ExpiryJob(settings, replaying, workers=1).expire_due()
         async with mirror.connection() as conn:
             replayed = await conn.fetchval("SELECT count(*) FROM points_lots WHERE expired > 0")
     finally:
@@ -262,9 +263,10 @@ async def _ceiling(settings: Settings, mirror_url: str, n: int) -> dict[str, Any
             for label, (spent, count) in by_statement
         },
         "seconds_by_statement_per_fifth": _per_fifth(replaying.rounds),
-        "method": "ExpiryJob.expire_due on a copy of the fixture with every transaction's "
-        "statements noted; each transaction replayed at once, timed, on another copy (same "
-        "statements and arguments, one transaction, in order); only the replays timed",
+        "method": "ExpiryJob.expire_due (one worker) on a copy of the fixture with every "
+        "transaction's statements noted; each transaction replayed at once, timed, on another "
+        "copy (same statements and arguments, one transaction at a time, in order, on one "
+        "connection); only the replays timed. The job itself runs two workers.",
     }
 
 
