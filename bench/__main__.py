@@ -242,6 +242,17 @@ def _table(results: dict[str, Any]) -> str:
                         _ratio(lifetime["ratios"]["end_to_end_over_postgres_ceiling"]),
                     )
                 )
+            campaign = ing.get("campaign_cap", {})
+            if "end_to_end" in campaign:
+                rows.append(
+                    (
+                        "  the same, campaign-capped coupon on 1/2 of sales",
+                        _fmt(campaign["end_to_end"]["receipts_per_second"], " rcpt/s"),
+                        "PostgreSQL ceiling "
+                        f"{_fmt(campaign['postgres_ceiling']['receipts_per_second'], ' rcpt/s')}",
+                        _ratio(campaign["ratios"]["end_to_end_over_postgres_ceiling"]),
+                    )
+                )
             rows.append(
                 (
                     "outbox relay",
