@@ -346,6 +346,7 @@ _SWEEP_PAUSE_SECONDS = 0.5
 _SWEEP_IDLE_SHARE = 0.05
 _SWEEP_IDLE_TIMEOUT_SECONDS = 30.0
 _SWEEP_REFINEMENTS = 3
+_SWEEP_DESCENTS = 3
 _SWEEP_RESOLUTION = 0.04
 
 
@@ -572,6 +573,14 @@ async def _sweep(target: _Target, sizes: Sizes, start: float | None = None) -> d
     rate, last_held = first, 0.0
     while rate <= _SWEEP_MAX_RPS and await holds(rate):
         last_held, rate = rate, _nice_rate(rate * _SWEEP_GROWTH)
+    # A first step that fails says only that the start was too high (or the machine busy):
+    # go down by halves before reporting that nothing held.
+    for _ in range(_SWEEP_DESCENTS if not last_held else 0):
+        lower = _nice_rate(rate / 2)
+        if await holds(lower):
+            last_held = lower
+            break
+        rate = lower
     # Halve the gap between the last rate that held and the first that did not, until
     # the two are within _SWEEP_RESOLUTION of each other: a 25% step alone would report
     # a limit up to a fifth below the real one.
@@ -599,7 +608,8 @@ async def _sweep(target: _Target, sizes: Sizes, start: float | None = None) -> d
         "achieved; a failing step is run once more; the sweep stops at the first rate "
         "failing twice, then "
         f"halves the gap between it and the last rate that held (at most "
-        f"{_SWEEP_REFINEMENTS} times, until within {_SWEEP_RESOLUTION:.0%})",
+        f"{_SWEEP_REFINEMENTS} times, until within {_SWEEP_RESOLUTION:.0%}); when the "
+        f"first rate fails, halves it (at most {_SWEEP_DESCENTS} times) until one holds",
         "max_rps_at_p99_limit": best["offered_rps"] if best else 0.0,
         "steps": steps,
     }
