@@ -25,13 +25,14 @@ from punchcard_devstack import DevStack, Endpoints
 from punchcard_platform.logging import configure_logging
 from punchcard_platform.settings import Settings
 
-from bench import console, expiry, ingest, plots, query, returns
+from bench import console, expiry, ingest, plots, query, reservations, returns
 from bench.common import Context, Sizes, machine, say
 
 _BENCHMARKS: dict[str, Callable[[Context], Awaitable[dict[str, Any]]]] = {
     "ingest": ingest.run,
     "returns": returns.run,
     "coupon_query": query.run,
+    "reservations": reservations.run,
     "console": console.run,
     "expiry": expiry.run,
 }
@@ -241,6 +242,17 @@ def _table(results: dict[str, Any]) -> str:
                         _ratio(lifetime["ratios"]["end_to_end_over_postgres_ceiling"]),
                     )
                 )
+            campaign = ing.get("campaign_cap", {})
+            if "end_to_end" in campaign:
+                rows.append(
+                    (
+                        "  the same, campaign-capped coupon on 1/2 of sales",
+                        _fmt(campaign["end_to_end"]["receipts_per_second"], " rcpt/s"),
+                        "PostgreSQL ceiling "
+                        f"{_fmt(campaign['postgres_ceiling']['receipts_per_second'], ' rcpt/s')}",
+                        _ratio(campaign["ratios"]["end_to_end_over_postgres_ceiling"]),
+                    )
+                )
             rows.append(
                 (
                     "outbox relay",
@@ -297,6 +309,7 @@ def _table(results: dict[str, Any]) -> str:
             )
     elif "error" in cq:
         rows.append(("coupon-query", "FAILED", cq["error"][:60], ""))
+    rows += _reservation_rows(results.get("reservations", {}))
     ret = results.get("returns", {})
     if "throughput" in ret:
         thr, lat = ret["throughput"], ret["latency"]
@@ -341,6 +354,23 @@ def _table(results: dict[str, Any]) -> str:
     lines.append("")
     lines.append(f"machine: {m['nproc']} cpu ({m['cpu_model']}), {m['memory_gib']} GiB")
     return "\n".join(lines)
+
+
+def _reservation_rows(res: dict[str, Any]) -> list[tuple[str, str, str, str]]:
+    """POST reservation calls: the highest rate within p99 20 ms, beside pgbench's ceiling."""
+    if "error" in res:
+        return [("reservations", "FAILED", res["error"][:60], "")]
+    if "sweep" not in res:
+        return []
+    ceiling = res["pgbench"].get("ceiling", {})
+    return [
+        (
+            "reservations max rate with p99 <= 20 ms",
+            _fmt(res["max_rps_at_p99_20ms"], " req/s"),
+            f"pgbench ceiling {_fmt(ceiling.get('tps'), ' tps')}",
+            _ratio(res["ratios"]["max_rps_at_p99_20ms_over_pgbench_ceiling"]),
+        )
+    ]
 
 
 def _console_rows(con: dict[str, Any]) -> list[tuple[str, str, str, str]]:

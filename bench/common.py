@@ -50,6 +50,8 @@ class Sizes:
     query_rate: float = 400.0
     query_seconds: float = 20.0
     query_warmup_seconds: float = 3.0
+    reservation_rate: float = 50.0
+    """Where the reservation calls' sweep starts, req/s."""
     pgbench_seconds: int = 15
     returns: int = 20_000
     return_rate: float = 200.0
@@ -75,6 +77,7 @@ class Sizes:
             query_rate=100.0,
             query_seconds=5.0,
             query_warmup_seconds=1.0,
+            reservation_rate=50.0,
             pgbench_seconds=4,
             returns=2_000,
             return_rate=100.0,

@@ -72,11 +72,14 @@ class LoadResult:
     last_done: float = 0.0
     connections: int = 0
     cpu_seconds: float = 0.0
+    expected_status: int = 200
+    """The status of a request that did its job (201 for a POST that creates); only these
+    answers' latencies are kept."""
 
     @property
     def ok(self) -> int:
-        """Answers with status 200."""
-        return self.statuses.get(200, 0)
+        """Answers with the expected status."""
+        return self.statuses.get(self.expected_status, 0)
 
 
 class _Request:
@@ -209,7 +212,7 @@ class _Run:
         if request.measured:
             statuses = self.result.statuses
             statuses[status] = statuses.get(status, 0) + 1
-            if status == 200:
+            if status == self.result.expected_status:
                 latency = done - request.scheduled
                 self.result.latencies.append(latency)
                 self.result.samples.append((request.scheduled, latency))
@@ -257,6 +260,10 @@ class _Schedule:
     rate: float
     seconds: float
     warmup_seconds: float
+    method: str = "GET"
+    body: str | None = None
+    """Sent with every request (with its Content-Length); what varies is the path."""
+    expected_status: int = 200
 
     @property
     def warmup(self) -> int:
@@ -274,12 +281,17 @@ async def _python_open_loop(
 ) -> LoadResult:
     """The Python generator: asyncio protocols in this process's event loop."""
     cpu_before = _own_cpu_seconds()
-    result = LoadResult()
+    result = LoadResult(expected_status=schedule.expected_status)
     run = _Run(host, port, result)
-    path, rate = schedule.path, schedule.rate
+    path, rate, method = schedule.path, schedule.rate, schedule.method
     head = f" HTTP/1.1\r\nHost: {host}:{port}\r\n" + "".join(
         f"{k}: {v}\r\n" for k, v in schedule.headers.items()
     )
+    body = schedule.body
+    if body is not None:
+        head += f"Content-Length: {len(body.encode())}\r\n\r\n{body}"
+    else:
+        head += "\r\n"
     warmup, total = schedule.warmup, schedule.total
     interval = 1.0 / rate
     start = time.perf_counter() + 0.05
@@ -289,7 +301,7 @@ async def _python_open_loop(
         while index < total:
             now = time.perf_counter()
             while index < total and start + index * interval <= now:
-                data = f"GET {path(index)}{head}\r\n".encode()
+                data = f"{method} {path(index)}{head}".encode()
                 run.submit(_Request(data, start + index * interval, index >= warmup))
                 index += 1
             if index < total:
@@ -323,10 +335,16 @@ async def open_loop(
     rate: float,
     seconds: float,
     warmup_seconds: float,
+    method: str = "GET",
+    body: str | None = None,
+    expected_status: int = 200,
     timeout: float = _REQUEST_TIMEOUT,
     generator: Literal["auto", "c", "python"] = "auto",
 ) -> LoadResult:
-    """Send GET ``path(i)`` at ``rate`` per second for ``warmup + seconds``; measure the latter.
+    """Send ``method path(i)`` at ``rate`` per second for ``warmup + seconds``; measure the latter.
+
+    ``body``, if given, goes with every request (give its Content-Type in ``headers``);
+    answers with ``expected_status`` are the ones that count as done (their latencies kept).
 
     Requests of the warm-up are sent on the same schedule but left out of the result.
     Requests still unanswered ``timeout`` seconds after the last send count as
@@ -338,7 +356,9 @@ async def open_loop(
     binary = None if generator == "python" else await asyncio.to_thread(_compiled_generator)
     if binary is None and generator == "c":
         raise RuntimeError("the C load generator needs a C compiler (cc)")
-    schedule = _Schedule(path, headers, rate, seconds, warmup_seconds)
+    schedule = _Schedule(
+        path, headers, rate, seconds, warmup_seconds, method, body, expected_status
+    )
     if binary is None:
         return await _python_open_loop(host, port, schedule, timeout)
     address = await _ipv4_address(host, port)
@@ -347,7 +367,9 @@ async def open_loop(
         paths = Path(folder) / "paths"
         records = Path(folder) / "records"
         paths.write_text("".join(f"{path(i)}\n" for i in range(max(1, min(total, _PATHS)))))
-        argv = [str(binary), "-t", repr(float(timeout)), "-k", repr(_TICK)]
+        argv = [str(binary), "-t", repr(float(timeout)), "-k", repr(_TICK), "-m", method]
+        if body is not None:
+            argv += ["-b", body]
         for name, value in headers.items():
             argv += ["-H", f"{name}: {value}"]
         argv += [address, str(port), repr(float(rate)), repr(float(seconds))]
@@ -358,7 +380,7 @@ async def open_loop(
         raise RuntimeError(
             f"punchcard-loadgen wrote {len(data)} bytes for {total - warmup} records"
         )
-    return _loaded(summary, data, total - warmup)
+    return _loaded(summary, data, total - warmup, expected_status)
 
 
 async def _ipv4_address(host: str, port: int) -> str:
@@ -390,9 +412,9 @@ async def _run_generator(argv: list[str]) -> str:
     return stdout.decode()
 
 
-def _loaded(summary: str, data: bytes, measured: int) -> LoadResult:
+def _loaded(summary: str, data: bytes, measured: int, expected_status: int = 200) -> LoadResult:
     """The LoadResult of the C generator's summary lines and records."""
-    result = LoadResult(scheduled=measured)
+    result = LoadResult(scheduled=measured, expected_status=expected_status)
     values: dict[str, str] = {}
     for line in summary.splitlines():
         key, _, value = line.partition(" ")
@@ -421,7 +443,7 @@ def _loaded(summary: str, data: bytes, measured: int) -> LoadResult:
             continue
         statuses[status] = statuses.get(status, 0) + 1
         last_done = max(last_done, scheduled + latency)
-        if status == 200:
+        if status == result.expected_status:
             result.latencies.append(latency)
             result.samples.append((scheduled, latency))
     result.first_send = first_send

@@ -23,8 +23,10 @@
  * - after the last send, requests still unanswered when the timeout runs out count as
  *   TimeoutError; other failures count by reason under Python's exception names.
  *
- * Usage: punchcard-loadgen [-H 'Name: value']... [-t TIMEOUT_S] [-k TICK_S] HOST PORT RATE
- *                          SECONDS WARMUP_SECONDS PATHS OUT
+ * Usage: punchcard-loadgen [-H 'Name: value']... [-t TIMEOUT_S] [-k TICK_S] [-m METHOD]
+ *                          [-b BODY] HOST PORT RATE SECONDS WARMUP_SECONDS PATHS OUT
+ *   METHOD is GET unless given; BODY, if given, is sent with every request (with its
+ *   Content-Length; give its Content-Type with -H).
  *   HOST is an IPv4 address (also sent in the Host header, with the port).
  *   PATHS has one request path per line; request i asks for line i % (number of lines).
  *   OUT receives one struct record per measured request, in native byte order.
@@ -97,7 +99,9 @@ struct run {
     struct sockaddr_in addr;
     char **paths;
     long npaths;
-    char *tail; /* " HTTP/1.1\r\nHost: ...\r\n<headers>\r\n" */
+    char *method; /* "GET " or "POST " (the method and its space) */
+    size_t method_len;
+    char *tail; /* " HTTP/1.1\r\nHost: ...\r\n<headers>\r\n<body>" */
     size_t tail_len;
     char *sendbuf;
     long total, warmup;
@@ -265,10 +269,10 @@ static void send_request(struct run *r, struct conn *c, long i)
 {
     const char *path = r->paths[i % r->npaths];
     size_t path_len = strlen(path);
-    memcpy(r->sendbuf, "GET ", 4);
-    memcpy(r->sendbuf + 4, path, path_len);
-    memcpy(r->sendbuf + 4 + path_len, r->tail, r->tail_len);
-    size_t len = 4 + path_len + r->tail_len;
+    memcpy(r->sendbuf, r->method, r->method_len);
+    memcpy(r->sendbuf + r->method_len, path, path_len);
+    memcpy(r->sendbuf + r->method_len + path_len, r->tail, r->tail_len);
+    size_t len = r->method_len + path_len + r->tail_len;
 
     c->state = BUSY;
     c->request = i;
@@ -694,9 +698,12 @@ static void check_header(const char *header)
             die("a header is one line: '%s'", header);
 }
 
-static void build_tail(struct run *r, const char *host, int port, char **headers, int nheaders)
+/* The request after its path; with a body (-b), its Content-Length and the body itself,
+   the same for every request (what varies between requests is the path). */
+static void build_tail(struct run *r, const char *host, int port, char **headers, int nheaders,
+                       const char *body)
 {
-    size_t size = 64 + strlen(host);
+    size_t size = 64 + strlen(host) + (body ? 64 + strlen(body) : 0);
     for (int k = 0; k < nheaders; k++) {
         check_header(headers[k]);
         size += strlen(headers[k]) + 2;
@@ -706,8 +713,21 @@ static void build_tail(struct run *r, const char *host, int port, char **headers
     size_t len = (size_t)n;
     for (int k = 0; k < nheaders; k++)
         len += (size_t)snprintf(r->tail + len, size - len, "%s\r\n", headers[k]);
-    len += (size_t)snprintf(r->tail + len, size - len, "\r\n");
+    if (body)
+        len += (size_t)snprintf(r->tail + len, size - len, "Content-Length: %zu\r\n\r\n%s",
+                                strlen(body), body);
+    else
+        len += (size_t)snprintf(r->tail + len, size - len, "\r\n");
     r->tail_len = len;
+}
+
+static void check_method(const char *method)
+{
+    if (*method == '\0')
+        die("METHOD is a token such as GET or POST, not ''");
+    for (const char *p = method; *p; p++)
+        if (*p < 'A' || *p > 'Z')
+            die("METHOD is a token such as GET or POST, not '%s'", method);
 }
 
 static double parse_number(const char *text, const char *what, double low, double high)
@@ -723,8 +743,8 @@ static double parse_number(const char *text, const char *what, double low, doubl
 
 static void usage(void)
 {
-    die("usage: punchcard-loadgen [-H 'Name: value']... [-t TIMEOUT_S] [-k TICK_S] HOST PORT "
-        "RATE SECONDS WARMUP_SECONDS PATHS OUT");
+    die("usage: punchcard-loadgen [-H 'Name: value']... [-t TIMEOUT_S] [-k TICK_S] [-m METHOD] "
+        "[-b BODY] HOST PORT RATE SECONDS WARMUP_SECONDS PATHS OUT");
 }
 
 static void setup(struct run *r, int argc, char **argv, const char **out)
@@ -733,10 +753,16 @@ static void setup(struct run *r, int argc, char **argv, const char **out)
     int nheaders = 0;
     double timeout = 10.0;
     double tick = 0;
+    const char *method = "GET";
+    const char *body = NULL;
     int opt;
-    while ((opt = getopt(argc, argv, "H:t:k:")) != -1) {
+    while ((opt = getopt(argc, argv, "H:t:k:m:b:")) != -1) {
         if (opt == 'H')
             headers[nheaders++] = optarg;
+        else if (opt == 'm')
+            method = optarg;
+        else if (opt == 'b')
+            body = optarg;
         else if (opt == 'k')
             tick = parse_number(optarg, "TICK_S", 0, 1);
         else if (opt == 't')
@@ -764,8 +790,12 @@ static void setup(struct run *r, int argc, char **argv, const char **out)
         r->tick_ns = r->interval_ns;
     r->timeout_ns = (int64_t)(timeout * 1e9 + 0.5);
     size_t longest = load_paths(r, arg[5]);
-    build_tail(r, arg[0], port, headers, nheaders);
-    r->sendbuf = checked_calloc(4 + longest + r->tail_len, 1);
+    check_method(method);
+    r->method_len = strlen(method) + 1;
+    r->method = checked_calloc(r->method_len + 1, 1);
+    snprintf(r->method, r->method_len + 1, "%s ", method);
+    build_tail(r, arg[0], port, headers, nheaders, body);
+    r->sendbuf = checked_calloc(r->method_len + longest + r->tail_len, 1);
     *out = arg[6];
     free(headers);
 }

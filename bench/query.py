@@ -346,6 +346,7 @@ _SWEEP_PAUSE_SECONDS = 0.5
 _SWEEP_IDLE_SHARE = 0.05
 _SWEEP_IDLE_TIMEOUT_SECONDS = 30.0
 _SWEEP_REFINEMENTS = 3
+_SWEEP_DESCENTS = 3
 _SWEEP_RESOLUTION = 0.04
 
 
@@ -420,6 +421,11 @@ class _Target:
     headers: dict[str, str]
     url: str
     """The database's, whose backends' CPU is counted with the service's."""
+    method: str = "GET"
+    body: str | None = None
+    expected_status: int = 200
+    label: str = "query"
+    """What the sweep's progress lines start with."""
 
 
 @dataclass(frozen=True)
@@ -450,6 +456,9 @@ async def _measure(target: _Target, *, rate: float, seconds: float, warmup: floa
         rate=rate,
         seconds=seconds,
         warmup_seconds=warmup,
+        method=target.method,
+        body=target.body,
+        expected_status=target.expected_status,
     )
     service_used = service_cpu_seconds(service.pid) - service_before
     pg_used = backends_cpu_after(pg_before)
@@ -526,15 +535,16 @@ def _sweep_timing(sizes: Sizes) -> tuple[float, float]:
     return max(2.0, sizes.query_seconds / 4), max(0.5, min(1.0, sizes.query_warmup_seconds))
 
 
-async def _sweep(target: _Target, sizes: Sizes) -> dict[str, Any]:
+async def _sweep(target: _Target, sizes: Sizes, start: float | None = None) -> dict[str, Any]:
     """Offer more and more until p99 passes the limit or errors appear, then narrow it down.
 
     A failing step is run once more before the sweep stops, so one noisy step does not
     end it.
     """
     seconds, warmup = _sweep_timing(sizes)
+    first = sizes.query_rate if start is None else start
     say(
-        f"query: sweep from {sizes.query_rate:g} req/s, x{_SWEEP_GROWTH:g} per step "
+        f"{target.label}: sweep from {first:g} req/s, x{_SWEEP_GROWTH:g} per step "
         f"({seconds:g}s + {warmup:g}s warm-up each), until p99 > {_SWEEP_P99_LIMIT_MS:g} ms"
     )
     steps: list[dict[str, Any]] = []
@@ -547,7 +557,7 @@ async def _sweep(target: _Target, sizes: Sizes) -> dict[str, Any]:
             )
             steps.append(step)
             say(
-                f"query:   {rate:>8,.0f}/s offered: {step['achieved_rps']:>8,.0f} rps, "
+                f"{target.label}:   {rate:>8,.0f}/s offered: {step['achieved_rps']:>8,.0f} rps, "
                 f"p50 {step['p50_ms']:6.2f} ms, p99 {step['p99_ms']:7.2f} ms, "
                 f"service {step['service_cpu_ms_per_request']:.3f} ms CPU/req, "
                 f"generator {step['generator_cpu_ms_per_request']:.3f} ms CPU/req, "
@@ -560,9 +570,17 @@ async def _sweep(target: _Target, sizes: Sizes) -> dict[str, Any]:
                 return True
         return False
 
-    rate, last_held = sizes.query_rate, 0.0
+    rate, last_held = first, 0.0
     while rate <= _SWEEP_MAX_RPS and await holds(rate):
         last_held, rate = rate, _nice_rate(rate * _SWEEP_GROWTH)
+    # A first step that fails says only that the start was too high (or the machine busy):
+    # go down by halves before reporting that nothing held.
+    for _ in range(_SWEEP_DESCENTS if not last_held else 0):
+        lower = _nice_rate(rate / 2)
+        if await holds(lower):
+            last_held = lower
+            break
+        rate = lower
     # Halve the gap between the last rate that held and the first that did not, until
     # the two are within _SWEEP_RESOLUTION of each other: a 25% step alone would report
     # a limit up to a fifth below the real one.
@@ -586,10 +604,12 @@ async def _sweep(target: _Target, sizes: Sizes) -> dict[str, Any]:
         "step_warmup_seconds": warmup,
         "pause": "between steps, until the service processes use under 5% of a core",
         "rule": "a step holds when p99 (from the scheduled send time) <= the limit, no "
-        "errors, only 200s, and at least 95% of the offered rate was achieved; a failing "
-        "step is run once more; the sweep stops at the first rate failing twice, then "
+        f"errors, only {target.expected_status}s, and at least 95% of the offered rate was "
+        "achieved; a failing step is run once more; the sweep stops at the first rate "
+        "failing twice, then "
         f"halves the gap between it and the last rate that held (at most "
-        f"{_SWEEP_REFINEMENTS} times, until within {_SWEEP_RESOLUTION:.0%})",
+        f"{_SWEEP_REFINEMENTS} times, until within {_SWEEP_RESOLUTION:.0%}); when the "
+        f"first rate fails, halves it (at most {_SWEEP_DESCENTS} times) until one holds",
         "max_rps_at_p99_limit": best["offered_rps"] if best else 0.0,
         "steps": steps,
     }
@@ -639,7 +659,7 @@ def _sweep_step(rate: float, run: _Measured) -> dict[str, Any]:
     """A sweep step's row, and whether it held, from what was measured at ``rate``."""
     result, achieved, latency, sent = run.result, run.achieved, run.latency, run.sent
     lag = latency_summary(result.send_lags)
-    others = {k: v for k, v in result.statuses.items() if k != 200}
+    others = {k: v for k, v in result.statuses.items() if k != result.expected_status}
     reasons = []
     if not latency["count"] or latency["p99_ms"] > _SWEEP_P99_LIMIT_MS:
         reasons.append(f"p99 {latency['p99_ms']:.1f} ms")

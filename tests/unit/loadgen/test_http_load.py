@@ -14,12 +14,13 @@ from bench.http_load import LoadResult, _compiled_generator, open_loop
 GENERATORS = pytest.mark.parametrize("generator", ["c", "python"])
 SLOW = 0.05
 BIG_BODY = b"x" * 300_000
+CREATE_BODY = '{"uses":1,"ttl_seconds":900}'
 
 
 class _Server(asyncio.Protocol):
     """Answers by path: /ok, /missing (404), /slow (50 ms late), /close (then closes),
     /split (the answer in three writes), /big (300 kB), /drop (closes, no answer),
-    /silent (never answers)."""
+    /silent (never answers), /create (201 for a POST of CREATE_BODY, else 400)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -31,13 +32,21 @@ class _Server(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buffer += data
         while b"\r\n\r\n" in self.buffer:
-            head, _, self.buffer = self.buffer.partition(b"\r\n\r\n")
-            self.answer(head.split(b" ", 2)[1].decode())
+            head, _, rest = self.buffer.partition(b"\r\n\r\n")
+            length = _content_length(head)
+            if len(rest) < length:
+                return  # the body is still on its way
+            body, self.buffer = rest[:length], rest[length:]
+            method, path = head.split(b" ", 2)[:2]
+            self.answer(path.decode(), method.decode(), body)
 
-    def answer(self, path: str) -> None:
+    def answer(self, path: str, method: str = "GET", body: bytes = b"") -> None:
         assert self.transport is not None
         loop = asyncio.get_running_loop()
-        if path == "/missing":
+        if path == "/create":
+            created = method == "POST" and body == CREATE_BODY.encode()
+            self.write(_response(201 if created else 400, b"made"))
+        elif path == "/missing":
             self.write(_response(404, b"no such thing"))
         elif path == "/slow":
             loop.call_later(SLOW, self.write, _response(200, b"late"))
@@ -59,6 +68,14 @@ class _Server(asyncio.Protocol):
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    return 0
 
 
 def _response(status: int, body: bytes, extra: bytes = b"") -> bytes:
@@ -139,6 +156,31 @@ async def test_every_measured_request_is_counted_with_its_status_and_latency(
     assert result.first_send <= min(scheduled for scheduled, _ in result.samples)
     assert result.last_done >= max(scheduled + latency for scheduled, latency in result.samples)
     assert result.cpu_seconds >= 0
+
+
+@GENERATORS
+async def test_a_post_carries_its_body_and_counts_the_expected_status(
+    port: int, generator: str
+) -> None:
+    """POST with a body, 201 expected: every answer is a 201, each with its latency."""
+    result = await open_loop(
+        "127.0.0.1",
+        port,
+        path=_cycle("/create"),
+        headers={"Content-Type": "application/json"},
+        rate=200,
+        seconds=0.5,
+        warmup_seconds=0.1,
+        method="POST",
+        body=CREATE_BODY,
+        expected_status=201,
+        generator="c" if generator == "c" else "python",
+    )
+
+    assert result.errors == {}
+    assert result.statuses == {201: 100}
+    assert result.ok == 100
+    assert len(result.latencies) == 100
 
 
 @GENERATORS
