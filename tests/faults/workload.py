@@ -35,8 +35,8 @@ from typing import Any, Literal
 from tests.documents import receipt_document, return_document, sale_lines
 
 __all__ = [
-    "CAPPED_TOTAL",
     "CAPPED_PER_CUSTOMER",
+    "CAPPED_TOTAL",
     "HELD_PER_CUSTOMER",
     "LAPSE_TTL_SECONDS",
     "LONG_TTL_SECONDS",
@@ -380,7 +380,12 @@ def make_workload(
     schedule.sort(key=lambda p: p.at)
     capped, held = f"{prefix}-CAP", f"{prefix}-HOLD"
     reservations = _reservations(
-        random.Random(f"{seed}-reservations"), prefix, customers, capped, held, seconds
+        random.Random(f"{seed}-reservations"),
+        prefix=prefix,
+        customers=customers,
+        capped=capped,
+        held=held,
+        seconds=seconds,
     )
     offsets = (
         {}
@@ -404,6 +409,7 @@ def make_workload(
 
 def _reservations(
     rng: random.Random,
+    *,
     prefix: str,
     customers: list[str],
     capped: str,
