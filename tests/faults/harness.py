@@ -1622,6 +1622,12 @@ class Scenario:
         }
         r.note("usage events naming another reservation (key, named, expected)", misnamed)
 
+        fates = Counter(granted[k].fate for k in granted.keys() & rows.keys())
+        r.details.append(
+            f"reservations granted by fate {dict(sorted(fates.items()))}, refused by reason "
+            f"{dict(sorted(Counter(reserver.refused.values()).items()))}, "
+            f"{reserver.retried} calls retried through the fault"
+        )
         r.over_reserved += over
         r.doubled += len(not_granted)
         r.lost += len(not_stored) + len(reserver.unanswered)
