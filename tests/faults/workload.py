@@ -21,6 +21,16 @@ after the load and its faults, once every record is applied. About half of the o
 customer who never burns, a sale never returned: the lot loses all it earned, whenever)
 expire during the load instead, some before their sale is even applied, so the expiry
 job runs through the faults too (``model.py``).
+
+Reservations (issue 20): the load also plans about 90 reservation calls, spread over it,
+which the harness makes over HTTP (it cannot know a reservation's id before it is
+granted). Two catalog coupons: a capped one (``CAPPED_TOTAL`` uses across customers,
+``CAPPED_PER_CUSTOMER`` each) asked for by ten customers four or five times each, every
+grant kept or consumed, so exactly the cap must be granted and the counts are exact; and
+a held one (``HELD_PER_CUSTOMER`` each, no campaign-wide limit) whose reservations are
+consumed, released, kept or left to lapse (``LAPSE_TTL_SECONDS``). A consumed one is
+named by a sale of its own (``Workload.reserved_sale``: one use, no points), published by
+the harness once the reservation is granted.
 """
 
 from __future__ import annotations
