@@ -55,7 +55,8 @@ def table(results: list[Result]) -> str:
     head = (
         "| scenario | records | lost | doubled | wrong | missing events | "
         "returns out of order | repeated publications | seconds to recover | "
-        "exits by themselves | lots expired |\n|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
+        "exits by themselves | lots expired | reservations granted | over-reserved |\n"
+        "|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|"
     )
     rows = []
     for r in results:
@@ -66,7 +67,7 @@ def table(results: list[Result]) -> str:
         rows.append(
             f"| {r.scenario} | {r.records} | {r.lost} | {r.doubled} | {r.wrong} | "
             f"{r.missing_events} | {r.out_of_order} | {r.repeated} | {shown} | "
-            f"{r.unexpected_exits} | {r.expired_lots} |"
+            f"{r.unexpected_exits} | {r.expired_lots} | {r.reservations} | {r.over_reserved} |"
         )
     return "\n".join([head, *rows])
 

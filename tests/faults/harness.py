@@ -45,7 +45,14 @@ from tests.faults.model import (
     expected_state,
     quantity,
 )
-from tests.faults.workload import Planned, Workload
+from tests.faults.workload import (
+    CAPPED_PER_CUSTOMER,
+    CAPPED_TOTAL,
+    HELD_PER_CUSTOMER,
+    Planned,
+    PlannedReservation,
+    Workload,
+)
 
 __all__ = [
     "RECOVERY_LIMIT_SECONDS",
@@ -72,6 +79,14 @@ expiry, none of which comes during a run (the load's sales say they happened day
 a lifetime short enough to come would expire them as they land, in whatever order the
 partitions give); the load's limited-time points are the ones that expire."""
 
+RESERVATION_DEADLINE_SECONDS = 120.0
+"""How long a reservation call (or a release) is retried through a fault before it counts
+as never answered."""
+
+REFUSALS = frozenset({"exhausted", "reserved", "sold_out", "exceeds_remaining"})
+"""The reasons a 409 may give for the load's reservations (their coupons are active,
+unbounded in time and valid at every store)."""
+
 log = logging.getLogger("punchcard.faults")
 
 
@@ -96,6 +111,11 @@ class Result:
     unexpected_exits: int = 0
     settle_seconds: float | None = None
     expired_lots: int = 0
+    over_reserved: int = 0
+    """Uses granted past a coupon's ``total_uses_permitted`` or a customer's
+    ``uses_permitted`` (the capped coupon is never released nor left to lapse)."""
+    reservations: str = "-"
+    """Reservations granted of calls made"""
     expiry_too_soon: bool = False
     """The load was still being applied when a lot that waits for it expired: its amount
     is not checkable."""
@@ -124,6 +144,7 @@ class Result:
                 ("wrong", self.wrong),
                 ("missing_events", self.missing_events),
                 ("out_of_order", self.out_of_order),
+                ("over_reserved", self.over_reserved),
             )
             if value
         ]
@@ -287,6 +308,14 @@ class Publisher:
             await self._reset()
             self.finished.set()
 
+    async def send(self, items: list[Planned]) -> None:
+        """Publish these now, resending until the broker takes them (not with ``run``)."""
+        await self._send_all(items)
+
+    async def close(self) -> None:
+        """Stop the producer ``send`` started."""
+        await self._reset()
+
     async def _send_all(self, items: list[Planned]) -> None:
         pending = items
         while pending:
@@ -345,6 +374,94 @@ class Publisher:
         if producer is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(producer.stop(), 5)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """The final answer to a reservation call: its status and its JSON body."""
+
+    status: int
+    body: dict[str, Any]
+
+
+class Reserver:
+    """Makes the load's reservation calls as checkouts would, through the faults.
+
+    A call that fails (connection refused, a timeout, a 5xx while the database is away)
+    is made again with the same ``Idempotency-Key`` and body, so a retry never holds a
+    second time: every hold in the database must be one the reserver was answered with.
+    A granted reservation then meets its fate: a sale naming it is published, it is
+    released (DELETE, retried the same way), or it is kept or left to lapse.
+    """
+
+    def __init__(
+        self, workload: Workload, publisher: Publisher, url: Callable[[], str], key: str
+    ) -> None:
+        self._workload = workload
+        self._publisher = publisher
+        self._url = url
+        self._headers = {"Authorization": f"Bearer {key}"}
+        self._sending = asyncio.Lock()
+        self.granted: dict[str, PlannedReservation] = {}
+        """reservation_id -> the call that was granted it"""
+        self.refused: dict[str, str] = {}
+        """idempotency key -> the 409's reason"""
+        self.unanswered: list[str] = []
+        self.retried = 0
+
+    async def run(self, started: float) -> None:
+        """Each call at its time (counted from ``started``), each in a task of its own."""
+        calls: list[asyncio.Future[None]] = []
+        try:
+            for planned in self._workload.reservations:
+                delay = planned.at - (time.monotonic() - started)
+                if delay > 0:
+                    await asyncio.sleep(delay)  # the schedule's moment, as the publisher's
+                calls.append(asyncio.ensure_future(self._one(planned)))
+            await asyncio.gather(*calls)
+        finally:
+            await self._publisher.close()
+
+    async def _one(self, planned: PlannedReservation) -> None:
+        path = f"/v1/customers/{planned.customer_id}/coupons/{planned.coupon_id}/reservations"
+        body = {"uses": 1, "ttl_seconds": planned.ttl_seconds, "store_id": "S0001"}
+        answer = await self._call(
+            "POST", path, json=body, headers={"Idempotency-Key": planned.idempotency_key}
+        )
+        if answer is None or answer.status not in (201, 409):
+            self.unanswered.append(f"{planned.idempotency_key}: {answer}")
+            return
+        if answer.status == 409:
+            self.refused[planned.idempotency_key] = str(answer.body.get("reason"))
+            return
+        reservation_id = str(answer.body["reservation_id"])
+        self.granted[reservation_id] = planned
+        if planned.fate == "consume":
+            sale = self._workload.reserved_sale(planned, reservation_id)
+            async with self._sending:
+                await self._publisher.send([Planned(0.0, "receipts", planned.transaction_no, sale)])
+        elif planned.fate == "release":
+            released = await self._call("DELETE", f"/v1/reservations/{reservation_id}")
+            if released is None or released.status != 204:
+                self.unanswered.append(f"release of {reservation_id}: {released}")
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> Answer | None:
+        """Until an answer below 500 or the deadline; None if there never was one."""
+        deadline = time.monotonic() + RESERVATION_DEADLINE_SECONDS
+        async with httpx.AsyncClient(headers=self._headers, timeout=5) as http:
+            while time.monotonic() < deadline:
+                try:
+                    # Read each time: a restarted coupon-query listens on another port.
+                    response = await http.request(method, self._url() + path, **kwargs)
+                except httpx.HTTPError as exc:
+                    log.info("reservations: %s %s failed (%r); again", method, path, exc)
+                else:
+                    if response.status_code < 500:
+                        body = response.json() if response.content else {}
+                        return Answer(response.status_code, body)
+                self.retried += 1
+                await asyncio.sleep(0.5)
+        return None
 
 
 # --- reading topics ---------------------------------------------------------------------------
@@ -653,15 +770,28 @@ class Scenario:
                     self.fleet.add(name)
             self.api = self.fleet.add("coupon-query")
             await self.fleet.wait_healthy()
-            say(f"{self.name}: services up; load of {len(self.workload.schedule)} records")
+            reserver = Reserver(
+                self.workload,
+                Publisher(self.settings, self.workload),
+                self._api_url,
+                await self._catalog(),
+            )
+            say(
+                f"{self.name}: services up; load of {len(self.workload.schedule)} records and "
+                f"{len(self.workload.reservations)} reservation calls"
+            )
             publisher = Publisher(self.settings, self.workload)
             load = asyncio.ensure_future(publisher.run())
+            reserving = asyncio.ensure_future(reserver.run(time.monotonic()))
             try:
                 await fault(self)
             finally:
                 await load
+                await reserving
             say(
-                f"{self.name}: load done ({publisher.sent} acknowledged, {publisher.resent} resent)"
+                f"{self.name}: load done ({publisher.sent} acknowledged, {publisher.resent} "
+                f"resent; {len(reserver.granted)} reservations granted, "
+                f"{reserver.retried} calls retried)"
             )
             if self._recoveries:
                 await asyncio.gather(*self._recoveries)
@@ -682,6 +812,8 @@ class Scenario:
             self._check_expiry_came_after_the_load(expected)
             await self._await_expiry(expected, reader)
             await self._compare(expected, reader)
+            await self._check_totals(expected)
+            await self._check_reservations(expected, reserver, reader)
             await self._check_lots()
             await self._check_api(expected)
         finally:
@@ -693,6 +825,40 @@ class Scenario:
         refused = self.fleet.logs_matching("offset commit refused")
         self.result.note("late commits refused after a rebalance", refused, 3)
         return self.result
+
+    def _api_url(self) -> str:
+        """coupon-query's address now (a restart gives it another port)."""
+        if self.api is None or self.api.process is None:
+            raise AssertionError("coupon-query is not running")
+        return self.api.process.url
+
+    async def _catalog(self) -> str:
+        """Put the reserved coupons in the catalog (as an admin would, over HTTP); returns a
+        ``checkout`` key for the reservation calls."""
+        db = await Database.connect(self.url, max_size=1)
+        try:
+            _, admin = await create_api_key(db, "admin", "faults")
+            _, checkout = await create_api_key(db, "checkout", "faults")
+        finally:
+            await db.close()
+        terms = {
+            self.workload.capped_coupon: {
+                "uses_permitted": CAPPED_PER_CUSTOMER,
+                "total_uses_permitted": CAPPED_TOTAL,
+            },
+            self.workload.held_coupon: {"uses_permitted": HELD_PER_CUSTOMER},
+        }
+        async with httpx.AsyncClient(
+            headers={"Authorization": f"Bearer {admin}"}, timeout=10
+        ) as http:
+            for coupon_id, limits in terms.items():
+                response = await http.put(
+                    f"{self._api_url()}/v1/coupons/{coupon_id}",
+                    json={"name": f"faults {coupon_id}", **limits},
+                )
+                if response.status_code != 201:
+                    raise AssertionError(f"PUT {coupon_id}: {response.status_code} {response.text}")
+        return checkout
 
     # --- faults -------------------------------------------------------------------------------
 
@@ -1354,6 +1520,119 @@ class Scenario:
         r.doubled += len(twice)
         r.wrong += len(holding) + len(mismatched) + len(booked) + len(unbalanced)
 
+    async def _check_totals(self, expected: Expected) -> None:
+        """Per coupon: the stored total (its shards' sum) = its uses summed over customers
+        = the model's."""
+        prefix = self.workload.prefix + "-%"
+        stored = {
+            row["coupon_id"]: int(row["n"])
+            for row in await fetch(
+                self.url,
+                "SELECT coupon_id, sum(uses_made) AS n FROM coupon_totals "
+                "WHERE coupon_id LIKE $1 GROUP BY coupon_id",
+                prefix,
+            )
+        }
+        summed = {
+            row["coupon_id"]: int(row["n"])
+            for row in await fetch(
+                self.url,
+                "SELECT coupon_id, sum(uses_made) AS n FROM coupon_usage "
+                "WHERE coupon_id LIKE $1 GROUP BY coupon_id",
+                prefix,
+            )
+        }
+        wrong = {
+            (coupon, stored.get(coupon, 0), summed.get(coupon, 0), expected.totals.get(coupon, 0))
+            for coupon in stored.keys() | summed.keys() | expected.totals.keys()
+            if not stored.get(coupon, 0) == summed.get(coupon, 0) == expected.totals.get(coupon, 0)
+        }
+        self.result.note("coupon totals (coupon, shards, usage rows, expected)", wrong)
+        self.result.wrong += len(wrong)
+
+    async def _check_reservations(
+        self, expected: Expected, reserver: Reserver, reader: TopicReader
+    ) -> None:
+        """Every hold is one a call was answered with; none past a cap; each ended as its
+        call's fate says (a consumed one by its own sale); usage events name them."""
+        r = self.result
+        workload = self.workload
+        rows = {
+            row["reservation_id"]: row
+            for row in await fetch(
+                self.url,
+                "SELECT reservation_id, customer_id, coupon_id, uses, status, transaction_no, "
+                "expires_at <= clock_timestamp() AS lapsed FROM reservations "
+                "WHERE coupon_id = ANY($1::text[])",
+                [workload.capped_coupon, workload.held_coupon],
+            )
+        }
+        granted = reserver.granted
+        r.reservations = f"{len(granted)}/{len(workload.reservations)}"
+        not_granted = rows.keys() - granted.keys()
+        not_stored = granted.keys() - rows.keys()
+        r.note("holds no call was answered with (a retry held twice)", not_granted)
+        r.note("granted reservations not stored", not_stored)
+        r.note("reservation calls never answered", reserver.unanswered)
+        odd = {(k, reason) for k, reason in reserver.refused.items() if reason not in REFUSALS}
+        r.note("refusals for an unexpected reason (idempotency key, reason)", odd)
+
+        capped = [row for row in rows.values() if row["coupon_id"] == workload.capped_coupon]
+        held = sum(row["uses"] for row in capped)
+        per_customer: Counter[str] = Counter()
+        for row in capped:
+            per_customer[row["customer_id"]] += row["uses"]
+        over = max(0, held - CAPPED_TOTAL) + sum(
+            max(0, n - CAPPED_PER_CUSTOMER) for n in per_customer.values()
+        )
+        if over:
+            r.details.append(
+                f"over-reserved: {held} of {CAPPED_TOTAL} granted, per customer "
+                f"{dict(per_customer)} (at most {CAPPED_PER_CUSTOMER} each)"
+            )
+        # Never released nor lapsed, asked for more often than both caps allow: exactly
+        # the total cap is granted, or a call was refused that should have been granted.
+        under = held < CAPPED_TOTAL
+        if under:
+            r.details.append(f"under-reserved: {held} of {CAPPED_TOTAL} granted")
+
+        ended_wrong: set[tuple[object, ...]] = set()
+        for reservation_id, planned in granted.items():
+            if reservation_id not in rows:
+                continue
+            row = rows[reservation_id]
+            status, tx, lapsed = row["status"], row["transaction_no"], row["lapsed"]
+            fine = {
+                "consume": status == "consumed"
+                and tx == planned.transaction_no
+                and expected.named.get(reservation_id) == tx,
+                "release": status == "released",
+                "lapse": status == "active" and lapsed,
+                "hold": status == "active" and not lapsed,
+            }[planned.fate]
+            if not fine:
+                ended_wrong.add((reservation_id, planned.fate, status, tx, lapsed))
+        r.note("reservations not ended as planned (id, fate, status, sale, lapsed)", ended_wrong)
+
+        seen = _effects(reader, self.settings.topics, expected).usage_reservation
+        misnamed = {
+            (key, seen[key], want)
+            for key, want in expected.usage_reservations.items()
+            if key in seen and seen[key] != want
+        }
+        r.note("usage events naming another reservation (key, named, expected)", misnamed)
+
+        fates = Counter(granted[k].fate for k in granted.keys() & rows.keys())
+        r.details.append(
+            f"reservations granted by fate {dict(sorted(fates.items()))}, refused by reason "
+            f"{dict(sorted(Counter(reserver.refused.values()).items()))}, "
+            f"{reserver.retried} calls retried through the fault"
+        )
+        r.over_reserved += over
+        r.doubled += len(not_granted)
+        r.lost += len(not_stored) + len(reserver.unanswered)
+        r.wrong += len(odd) + int(under) + len(ended_wrong) + len(misnamed)
+
     async def _check_api(self, expected: Expected) -> None:
         """coupon-query answers every customer's balance as the model says, after the faults."""
         if self.api is None or self.api.process is None:
@@ -1402,6 +1681,7 @@ class _Effects:
     outcomes: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     points_content: dict[tuple[str, str, str], tuple[str, int]] = field(default_factory=dict)
     usage_content: dict[tuple[str, str, str], tuple[str, int]] = field(default_factory=dict)
+    usage_reservation: dict[tuple[str, str, str], str | None] = field(default_factory=dict)
     outcome_content: dict[str, Outcome] = field(default_factory=dict)
     dead_letters: Counter[tuple[int, int]] = field(default_factory=Counter)
     return_dead_letters: Counter[tuple[int, int]] = field(default_factory=Counter)
@@ -1471,6 +1751,7 @@ def _effects(reader: TopicReader, topics: TopicNames, expected: Expected | None)
         key3 = (e["transaction_no"], e["coupon_id"], e["source"])
         seen.usage[key3].add(e["event_id"])
         seen.usage_content.setdefault(key3, (e["customer_id"], int(e["delta"])))
+        seen.usage_reservation.setdefault(key3, e.get("reservation_id"))
         ids[e["event_id"]] += 1
     for record in reader.records[topics.return_outcomes]:
         e = json.loads(record.value)

@@ -19,6 +19,10 @@ The rules, from the contract (section 2):
   ``floor(used * R / W)`` restored in all (W: positive line amounts; R: their returned
   share), the return that leaves nothing books the rest, each return books the difference.
 - coupon uses come back only with the return that leaves nothing of the sale.
+- a coupon's total (issue 20) is the sum of its uses over customers (an anonymous sale
+  counts toward nobody); a sale's ``coupons[].reservation_id`` is named again in its
+  CouponUsageEvent (null when the sale named none) and consumes that reservation, for
+  the sale that stands (a redelivery names it again and consumes nothing more).
 
 Expiry (section 2, issue 19): a sale's ``points_earned`` is a lot; one with
 ``points_expire_at`` loses what remains in it at that moment, once: one ``expire`` entry
@@ -60,6 +64,7 @@ __all__ = [
     "ExpiringLot",
     "InputRecord",
     "Outcome",
+    "coupon_totals",
     "expected_state",
     "expires_at",
     "quantity",
@@ -124,6 +129,12 @@ class Expected:
     receipts: set[str] = field(default_factory=set)
     customer_of: dict[str, str | None] = field(default_factory=dict)
     uses: dict[tuple[str, str], int] = field(default_factory=dict)
+    totals: dict[str, int] = field(default_factory=dict)
+    """coupon_id -> its uses across all customers, for every coupon used"""
+    usage_reservations: dict[UsageKey, str | None] = field(default_factory=dict)
+    """(transaction_no, coupon_id, "receipt") -> the reservation the sale named, or None"""
+    named: dict[str, str] = field(default_factory=dict)
+    """reservation_id -> the standing sale that names it"""
     balances: dict[str, int] = field(default_factory=dict)
     """After every lot due has expired; an uncertain customer's is before expiry"""
     before_expiry: dict[str, int] = field(default_factory=dict)
@@ -202,6 +213,16 @@ def _coupon_uses(document: dict[str, Any]) -> dict[str, int]:
     return dict(summed)
 
 
+def _named_reservations(document: dict[str, Any]) -> dict[str, str]:
+    """coupon_id -> the first reservation_id its entries name."""
+    named: dict[str, str] = {}
+    for coupon in document.get("coupons") or []:
+        reservation = coupon.get("reservation_id")
+        if reservation is not None:
+            named.setdefault(coupon["coupon_id"], reservation)
+    return named
+
+
 def _in_log_order(records: Iterable[InputRecord]) -> list[InputRecord]:
     return sorted(records, key=lambda r: (r.partition, r.offset))
 
@@ -218,9 +239,18 @@ def expected_state(receipts: Iterable[InputRecord], returns: Iterable[InputRecor
             raise AssertionError(f"the workload returned {tx} but never sold it")
         _SaleReturns(out, tx, sales[tx]).replay(records)
     out.uses = {k: v for k, v in out.uses.items() if v}
+    out.totals = coupon_totals(out.uses)
     out.before_expiry = dict(out.balances)
     _expire(out, sales)
     return out
+
+
+def coupon_totals(uses: dict[tuple[str, str], int]) -> dict[str, int]:
+    """Each coupon's uses across all customers, from the uses per (customer, coupon)."""
+    totals: Counter[str] = Counter()
+    for (_, coupon), count in uses.items():
+        totals[coupon] += count
+    return {coupon: count for coupon, count in totals.items() if count}
 
 
 def expires_at(sale: dict[str, Any]) -> datetime | None:
@@ -287,8 +317,12 @@ def _book_sale(out: Expected, tx: str, sale: dict[str, Any]) -> None:
         # Anonymous: stored, counted toward nobody, no points.
         return
     used, earned = int(sale.get("points_used", 0)), int(sale.get("points_earned", 0))
+    named = _named_reservations(sale)
     for coupon, count in _coupon_uses(sale).items():
         out.usage_events[(tx, coupon, "receipt")] = (customer, count)
+        out.usage_reservations[(tx, coupon, "receipt")] = named.get(coupon)
+        if coupon in named:
+            out.named.setdefault(named[coupon], tx)
         out.uses[(customer, coupon)] = out.uses.get((customer, coupon), 0) + count
     for kind, points in (("burn", -used), ("earn", earned)):
         if points:

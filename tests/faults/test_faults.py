@@ -3,7 +3,10 @@
 Each scenario runs the three services as processes on the fault run's broker and
 database, publishes a few thousand receipts and returns, injects its fault, waits until
 everything published is accounted for, and compares with the model (``model.py``). Counts
-of repeated publications are reported, never failed: the contract allows them.
+of repeated publications are reported, never failed: the contract allows them. Through the
+fault, the harness also reserves coupons over HTTP (retrying with the same Idempotency-Key)
+and checks every coupon's total, that no hold is made twice or past a cap, and that each
+reservation ended as planned (``harness.Reserver``).
 """
 
 from __future__ import annotations

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 from fractions import Fraction
 from typing import Any
 
 from tests.documents import encode, receipt_document, return_document, sale_lines
 from tests.faults.model import EXPIRY_CAUSE, SALE, Expected, InputRecord, expected_state
-from tests.faults.workload import make_workload
+from tests.faults.workload import CAPPED_PER_CUSTOMER, CAPPED_TOTAL, make_workload
 
 
 def _replay(sale: dict[str, Any], *returns: dict[str, Any]) -> Expected:
@@ -192,3 +193,60 @@ def test_the_load_dates_limited_time_points_from_its_start_and_the_model_reads_t
     assert all(not lot.after_load and lot.expires == lot.points for lot in early)
     assert any(lot.expires is not None for lot in lots if lot.after_load)
     assert expected.uncertain
+
+
+def test_a_coupon_total_sums_its_uses_over_customers_and_a_full_return_takes_them_back() -> None:
+    """Two customers' sales add up; an anonymous one counts toward nobody; a return gives back."""
+    first = receipt_document("C1", coupons=[("CPN", 2)])
+    second = receipt_document("C2", coupons=[("CPN", 1), ("OTHER", 1)])
+    anonymous = receipt_document(None, coupons=[("CPN", 5)])
+    returned = receipt_document("C3", coupons=[("CPN", 4)])
+    sales = [InputRecord(0, n, encode(d)) for n, d in enumerate([first, second, anonymous])]
+    sales.append(InputRecord(1, 0, encode(returned)))
+    back = [InputRecord(0, 0, encode(return_document(returned["transaction_no"])))]
+    expected = expected_state(sales, back)
+    assert expected.totals == {"CPN": 3, "OTHER": 1}
+
+
+def test_a_sale_naming_a_reservation_consumes_it_once_and_its_usage_event_names_it() -> None:
+    """The standing sale names the reservation; its redelivery does not name it twice."""
+    sale = receipt_document("C1", coupons=[])
+    sale["coupons"] = [
+        {"coupon_id": "CPN", "uses": 1, "reservation_id": "R1"},
+        {"coupon_id": "CPN", "uses": 1},
+        {"coupon_id": "OTHER", "uses": 1},
+    ]
+    redelivered = {**sale, "event_id": "again"}
+    receipts = [InputRecord(0, 0, encode(sale)), InputRecord(0, 1, encode(redelivered))]
+    expected = expected_state(receipts, [])
+    tx = sale["transaction_no"]
+    assert expected.named == {"R1": tx}
+    assert expected.usage_reservations == {
+        (tx, "CPN", "receipt"): "R1",
+        (tx, "OTHER", "receipt"): None,
+    }
+    assert expected.uses == {("C1", "CPN"): 2, ("C1", "OTHER"): 1}
+
+
+def test_the_capped_coupon_is_asked_for_more_often_than_its_caps_allow() -> None:
+    """Over both caps, never released or left to lapse: exactly the cap must be granted."""
+    workload = make_workload(sales=200, seconds=10, seed=3)
+    capped = [r for r in workload.reservations if r.coupon_id == workload.capped_coupon]
+    per_customer = Counter(r.customer_id for r in capped)
+    assert len(capped) > CAPPED_TOTAL
+    assert max(per_customer.values()) > CAPPED_PER_CUSTOMER
+    assert sum(min(n, CAPPED_PER_CUSTOMER) for n in per_customer.values()) > CAPPED_TOTAL
+    assert {r.fate for r in capped} <= {"consume", "hold"}
+    held = {r.fate for r in workload.reservations if r.coupon_id == workload.held_coupon}
+    assert held == {"consume", "hold", "release", "lapse"}
+    assert len({r.idempotency_key for r in workload.reservations}) == len(workload.reservations)
+
+
+def test_the_sale_consuming_a_reservation_names_it_and_is_the_same_every_time() -> None:
+    """Sent again after a broker restart, it is a redelivery, not a conflicting duplicate."""
+    workload = make_workload(sales=200, seconds=10, seed=3)
+    planned = next(r for r in workload.reservations if r.fate == "consume")
+    sale = workload.reserved_sale(planned, "R1")
+    assert sale == workload.reserved_sale(planned, "R1")
+    assert sale["coupons"] == [{"coupon_id": planned.coupon_id, "uses": 1, "reservation_id": "R1"}]
+    assert sale["customer_id"] == planned.customer_id

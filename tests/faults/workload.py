@@ -21,6 +21,16 @@ after the load and its faults, once every record is applied. About half of the o
 customer who never burns, a sale never returned: the lot loses all it earned, whenever)
 expire during the load instead, some before their sale is even applied, so the expiry
 job runs through the faults too (``model.py``).
+
+Reservations (issue 20): the load also plans about 90 reservation calls, spread over it,
+which the harness makes over HTTP (it cannot know a reservation's id before it is
+granted). Two catalog coupons: a capped one (``CAPPED_TOTAL`` uses across customers,
+``CAPPED_PER_CUSTOMER`` each) asked for by ten customers four or five times each, every
+grant kept or consumed, so exactly the cap must be granted and the counts are exact; and
+a held one (``HELD_PER_CUSTOMER`` each, no campaign-wide limit) whose reservations are
+consumed, released, kept or left to lapse (``LAPSE_TTL_SECONDS``). A consumed one is
+named by a sale of its own (``Workload.reserved_sale``: one use, no points), published by
+the harness once the reservation is granted.
 """
 
 from __future__ import annotations
@@ -34,9 +44,31 @@ from typing import Any, Literal
 
 from tests.documents import receipt_document, return_document, sale_lines
 
-__all__ = ["Planned", "Workload", "make_workload"]
+__all__ = [
+    "CAPPED_PER_CUSTOMER",
+    "CAPPED_TOTAL",
+    "HELD_PER_CUSTOMER",
+    "LAPSE_TTL_SECONDS",
+    "LONG_TTL_SECONDS",
+    "Planned",
+    "PlannedReservation",
+    "Workload",
+    "make_workload",
+]
 
 Stream = Literal["receipts", "returns"]
+Fate = Literal["consume", "hold", "release", "lapse"]
+
+CAPPED_TOTAL = 12
+"""The capped coupon's ``total_uses_permitted``: far fewer than its reservation calls."""
+CAPPED_PER_CUSTOMER = 3
+"""The capped coupon's ``uses_permitted``: fewer than the calls of some of its customers."""
+HELD_PER_CUSTOMER = 2
+"""The other reserved coupon's ``uses_permitted`` (it has no campaign-wide limit)."""
+LONG_TTL_SECONDS = 3600
+"""A reservation that must outlive the scenario: it is consumed, released or kept."""
+LAPSE_TTL_SECONDS = 2
+"""A reservation left to lapse: gone long before the checks."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +79,27 @@ class Planned:
     stream: Stream
     key: str
     document: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedReservation:
+    """One reservation call ``at`` seconds after the load starts, and what becomes of it.
+
+    ``consume``: a sale naming it follows (``transaction_no``); ``hold``: kept past the
+    scenario; ``release``: released a moment later; ``lapse``: left to expire.
+    """
+
+    at: float
+    customer_id: str
+    coupon_id: str
+    fate: Fate
+    idempotency_key: str
+    transaction_no: str
+
+    @property
+    def ttl_seconds(self) -> int:
+        """How long it is held for."""
+        return LAPSE_TTL_SECONDS if self.fate == "lapse" else LONG_TTL_SECONDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +114,25 @@ class Workload:
     """Seconds from the load's start to the expiry of the lots that must wait for it."""
     expiry_offsets: dict[str, int] = field(default_factory=dict)
     """transaction_no -> seconds after the load's start when its points expire"""
+    reservations: list[PlannedReservation] = field(default_factory=list)
+    """The reservation calls the harness makes during the load, in time order"""
+    capped_coupon: str = ""
+    """In the catalog with ``CAPPED_TOTAL`` and ``CAPPED_PER_CUSTOMER``: only kept or consumed"""
+    held_coupon: str = ""
+    """In the catalog with ``HELD_PER_CUSTOMER``: consumed, released, kept or left to lapse"""
+
+    def reserved_sale(self, planned: PlannedReservation, reservation_id: str) -> dict[str, Any]:
+        """The sale that consumes a granted reservation: one use, no points, no return."""
+        return receipt_document(
+            planned.customer_id,
+            transaction_no=planned.transaction_no,
+            coupons=[],
+            event_id=str(uuid.uuid5(uuid.NAMESPACE_URL, planned.transaction_no)),
+        ) | {
+            "coupons": [
+                {"coupon_id": planned.coupon_id, "uses": 1, "reservation_id": reservation_id}
+            ]
+        }
 
     @property
     def duration(self) -> float:
@@ -316,6 +388,15 @@ def make_workload(
             if rng.random() < 0.35:
                 plan(back_at + rng.uniform(0.05, 2.0), "returns", _return(rng, tx))
     schedule.sort(key=lambda p: p.at)
+    capped, held = f"{prefix}-CAP", f"{prefix}-HOLD"
+    reservations = _reservations(
+        random.Random(f"{seed}-reservations"),
+        prefix=prefix,
+        customers=customers,
+        capped=capped,
+        held=held,
+        seconds=seconds,
+    )
     offsets = (
         {}
         if expire_after is None
@@ -323,4 +404,52 @@ def make_workload(
             expiry_rng, late, never_burn, schedule, expire_after=expire_after, seconds=seconds
         )
     )
-    return Workload(prefix, customers, coupons, schedule, expire_after, offsets)
+    return Workload(
+        prefix,
+        customers,
+        coupons,
+        schedule,
+        expire_after,
+        offsets,
+        reservations,
+        capped,
+        held,
+    )
+
+
+def _reservations(
+    rng: random.Random,
+    *,
+    prefix: str,
+    customers: list[str],
+    capped: str,
+    held: str,
+    seconds: float,
+) -> list[PlannedReservation]:
+    """Calls spread over the load: the capped coupon asked for by ten customers four or five
+    times each (about 45 calls for ``CAPPED_TOTAL`` uses: most are refused), kept or
+    consumed, never released or left to lapse, so exactly ``CAPPED_TOTAL`` are granted;
+    the other coupon's reservations meet every fate."""
+    planned: list[PlannedReservation] = []
+
+    def add(customer: str, coupon: str, fate: Fate) -> None:
+        n = len(planned)
+        planned.append(
+            PlannedReservation(
+                round(rng.uniform(0.5, seconds), 3),
+                customer,
+                coupon,
+                fate,
+                f"{prefix}-IK{n:04d}",
+                f"{prefix}-RTX{n:04d}",
+            )
+        )
+
+    for customer in rng.sample(customers, 10):
+        for _ in range(rng.randint(4, 5)):
+            add(customer, capped, rng.choice(["consume", "hold"]))
+    fates: list[Fate] = ["consume", "consume", "release", "lapse", "hold"]
+    for _ in range(40):
+        add(rng.choice(customers), held, rng.choice(fates))
+    planned.sort(key=lambda p: p.at)
+    return planned
