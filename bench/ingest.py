@@ -400,25 +400,42 @@ async def _with_lifetime(
         "end_to_end": end_to_end,
         "postgres_ceiling": ceiling,
         "ratios": {
-            "end_to_end_over_postgres_ceiling": ratio(
-                end_to_end["receipts_per_second"], ceiling["receipts_per_second"]
-            ),
-            "set_based_over_postgres_ceiling": ratio(
-                set_based["receipts_per_second"], ceiling["receipts_per_second"]
-            ),
-            "end_to_end_over_end_to_end_without_lifetime": ratio(
-                end_to_end["receipts_per_second"], before["end_to_end"]["receipts_per_second"]
+            **_variant_ratios(
+                set_based, end_to_end, ceiling, before, before_ceiling, variant="lifetime"
             ),
             "set_based_over_set_based_without_lifetime": ratio(
                 set_based["receipts_per_second"], before["receipts_per_second"]
-            ),
-            "ceiling_over_ceiling_without_lifetime": ratio(
-                ceiling["receipts_per_second"], before_ceiling["receipts_per_second"]
             ),
             "cpu_per_receipt_over_without_lifetime": ratio(
                 set_based["cpu_us_per_receipt"], before["cpu_us_per_receipt"]
             ),
         },
+    }
+
+
+def _variant_ratios(
+    set_based: dict[str, Any],
+    end_to_end: dict[str, Any],
+    ceiling: dict[str, Any],
+    before: dict[str, Any],
+    before_ceiling: dict[str, Any],
+    *,
+    variant: str,
+) -> dict[str, float | None]:
+    """A variant's run against its own ceiling, and against the plain run of the same records."""
+    return {
+        "end_to_end_over_postgres_ceiling": ratio(
+            end_to_end["receipts_per_second"], ceiling["receipts_per_second"]
+        ),
+        "set_based_over_postgres_ceiling": ratio(
+            set_based["receipts_per_second"], ceiling["receipts_per_second"]
+        ),
+        f"end_to_end_over_end_to_end_without_{variant}": ratio(
+            end_to_end["receipts_per_second"], before["end_to_end"]["receipts_per_second"]
+        ),
+        f"ceiling_over_ceiling_without_{variant}": ratio(
+            ceiling["receipts_per_second"], before_ceiling["receipts_per_second"]
+        ),
     }
 
 
@@ -525,20 +542,9 @@ async def _with_campaign_cap(
         "set_based": set_based,
         "end_to_end": end_to_end,
         "postgres_ceiling": ceiling,
-        "ratios": {
-            "end_to_end_over_postgres_ceiling": ratio(
-                end_to_end["receipts_per_second"], ceiling["receipts_per_second"]
-            ),
-            "set_based_over_postgres_ceiling": ratio(
-                set_based["receipts_per_second"], ceiling["receipts_per_second"]
-            ),
-            "end_to_end_over_end_to_end_without_cap": ratio(
-                end_to_end["receipts_per_second"], before["end_to_end"]["receipts_per_second"]
-            ),
-            "ceiling_over_ceiling_without_cap": ratio(
-                ceiling["receipts_per_second"], before_ceiling["receipts_per_second"]
-            ),
-        },
+        "ratios": _variant_ratios(
+            set_based, end_to_end, ceiling, before, before_ceiling, variant="cap"
+        ),
     }
 
 

@@ -24,6 +24,7 @@ from punchcard_platform.ledger import store
 from punchcard_platform.metrics import POINTS_EXPIRED, POINTS_EXPIRY_OVERDUE
 from punchcard_platform.outbox import outbox_messages, write_outbox
 from punchcard_platform.settings import Settings
+from punchcard_platform.waits import wait_for_any
 
 __all__ = ["ExpiryJob"]
 
@@ -124,10 +125,5 @@ class ExpiryJob:
         POINTS_EXPIRY_OVERDUE.set(float(overdue))
 
     async def _wait(self, stop: asyncio.Event, seconds: float) -> None:
-        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            self._wake.clear()
+        await wait_for_any(stop, self._wake, seconds=seconds)
+        self._wake.clear()

@@ -38,6 +38,7 @@ from punchcard_platform.metrics import (
 )
 from punchcard_platform.outbox import OUTBOX_CHANNEL, count_failed_publications, set_aside
 from punchcard_platform.settings import Settings
+from punchcard_platform.waits import wait_for_any
 
 __all__ = ["OutboxRelay"]
 
@@ -231,10 +232,5 @@ class OutboxRelay:
         self._wake.set()
 
     async def _wait(self, stop: asyncio.Event, seconds: float) -> None:
-        waiters = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(self._wake.wait())]
-        try:
-            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for waiter in waiters:
-                waiter.cancel()
-            self._wake.clear()
+        await wait_for_any(stop, self._wake, seconds=seconds)
+        self._wake.clear()

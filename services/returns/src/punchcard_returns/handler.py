@@ -197,6 +197,7 @@ class ReturnHandler:
         was sent; waking the resolver then closes that gap.
         """
         self._settings = settings
+        self._rules = settings.expiry_rules
         self._db = db
         self._on_parked = on_parked
 
@@ -224,9 +225,7 @@ class ReturnHandler:
                 conn, [p for p in returns if p.event.event_id not in new]
             )
             pending = await store.lock_pending_of(conn, sales)
-            applied = await apply_pending(
-                conn, pending, self._settings.topics, rules=self._settings.expiry_rules
-            )
+            applied = await apply_pending(conn, pending, self._settings.topics, rules=self._rules)
         count_decisions(applied)
         if applied.still_pending and self._on_parked is not None:
             self._on_parked()

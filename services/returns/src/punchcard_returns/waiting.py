@@ -23,13 +23,13 @@ decide a sale's first return first.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import structlog
 from prometheus_client import Gauge
 from punchcard_platform.db import Database, is_retryable, is_unavailable
 from punchcard_platform.settings import Settings
+from punchcard_platform.waits import wait_for_any
 
 from punchcard_returns import store
 from punchcard_returns.handler import apply_pending, count_decisions
@@ -63,6 +63,7 @@ class PendingReturnResolver:
     ) -> None:
         """``sweep_seconds`` bounds how late a lost notification can make a return."""
         self._settings = settings
+        self._rules = settings.expiry_rules
         self._db = db
         self._sweep_seconds = sweep_seconds
         self._batch_size = batch_size
@@ -80,7 +81,7 @@ class PendingReturnResolver:
             async with self._db.transaction() as conn:
                 pending = await store.lock_due_returns(conn, self._batch_size)
                 applied = await apply_pending(
-                    conn, pending, self._settings.topics, rules=self._settings.expiry_rules
+                    conn, pending, self._settings.topics, rules=self._rules
                 )
             count_decisions(applied)
             decided += len(applied.outcomes)
@@ -97,7 +98,7 @@ class PendingReturnResolver:
                 if not (is_unavailable(exc) or is_retryable(exc)):
                     raise
                 log.warning("waiting returns: database trouble, retrying", error=str(exc))
-                await _wait_for(stop, self._retry_seconds)
+                await wait_for_any(stop, seconds=self._retry_seconds)
 
     async def _serve(self, stop: asyncio.Event, listening: store.Listening) -> None:
         checked = time.monotonic()
@@ -118,19 +119,4 @@ class PendingReturnResolver:
             timeout = min(self._sweep_seconds, _LIVENESS_SECONDS)
             if until_expiry is not None:
                 timeout = min(timeout, until_expiry + _EXPIRY_SLACK_SECONDS)
-            await _wait_for_any(self._wakeup, stop, timeout)
-
-
-async def _wait_for(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
-async def _wait_for_any(first: asyncio.Event, second: asyncio.Event, seconds: float) -> None:
-    tasks = [asyncio.ensure_future(first.wait()), asyncio.ensure_future(second.wait())]
-    try:
-        await asyncio.wait(tasks, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+            await wait_for_any(self._wakeup, stop, seconds=timeout)
