@@ -19,13 +19,14 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from random import Random
 from typing import Any, cast
 
 import asyncpg
 from punchcard_coupon_query.apikeys import create_api_key
 from punchcard_coupon_query.reservations import store
+from punchcard_coupon_query.reservations.decision import Ask, Hold
 from punchcard_devstack import ServiceProcess
 from punchcard_devstack.postgres import find_postgres_bindir
 from punchcard_devstack.processes import free_port
@@ -98,66 +99,57 @@ async def run(ctx: Context) -> dict[str, Any]:
     }
 
 
+_NOW = datetime(2000, 1, 1, tzinfo=UTC)
+"""Stands in for the database's clock while recording; becomes clock_timestamp()."""
+
+
 @dataclass
 class _Recorder:
     """Stands in for a connection while the store's functions run: keeps each statement
-    and its arguments, answers nothing (None, or the row ``insert_reservation`` expects)."""
+    and its arguments, and answers as the database would for a coupon not yet read (the
+    read's one row, the count of reservations made)."""
 
     statements: list[tuple[str, tuple[Any, ...]]] = field(default_factory=list)
 
-    async def execute(self, sql: str, *args: Any) -> str:
+    async def fetch(self, sql: str, *args: Any) -> list[tuple[Any, ...]]:
         self.statements.append((sql, args))
-        return ""
+        if "clock_timestamp() AS now" not in sql:
+            return []  # the locks
+        return [(None, 0, True, 0, 0, None, None, _NOW)]
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         self.statements.append((sql, args))
-        return None
-
-    async def fetchrow(self, sql: str, *args: Any) -> dict[str, Any] | None:
-        self.statements.append((sql, args))
-        if "INSERT INTO reservations" not in sql:
-            return None
-        return {
-            "reservation_id": _RESERVATION,
-            "customer_id": _CUSTOMER,
-            "coupon_id": COUPON_ID,
-            "uses": 1,
-            "expires_at": datetime.now(UTC),
-        }
+        return 1
 
 
 async def _recorded_transaction() -> list[tuple[str, tuple[Any, ...]]]:
-    """The statements of one reservation without Idempotency-Key, in the route's order
-    (``reservations.routes._reserve``): the locks and the read, the clock, the insert."""
+    """The statements of one reservation without Idempotency-Key, as the batcher runs a
+    batch of one (``reservations.batcher._decided``): the locks, the read, the write."""
     recorder = _Recorder()
     conn = cast("asyncpg.Connection", recorder)
-    await store.lock_for_decision(conn, _CUSTOMER, COUPON_ID)
-    await store.clock(conn)
-    await store.insert_reservation(
-        conn,
-        reservation_id=_RESERVATION,
-        customer_id=_CUSTOMER,
-        coupon_id=COUPON_ID,
-        uses=1,
-        ttl_seconds=_TTL_SECONDS,
-        store_id=None,
-        terminal_id=None,
+    asked = Ask(
+        key_id="bench", customer_id=_CUSTOMER, coupon_id=COUPON_ID, uses=1, ttl_seconds=_TTL_SECONDS
     )
+    await store.lock(conn, [asked])
+    await store.read(conn, [asked])
+    expires_at = _NOW + timedelta(seconds=_TTL_SECONDS)
+    await store.write(conn, [Hold(_RESERVATION, asked, expires_at, "{}")])
     return recorder.statements
 
 
 def _literal(value: Any) -> str:
-    """An argument as pgbench's SQL: the customer from ``:c``, a fresh reservation id."""
-    if value == _CUSTOMER:
-        return _CUSTOMER_SQL.format(n=":c")
-    if value == _RESERVATION:
-        return "gen_random_uuid()::text"
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool | int):
-        return str(value).lower() if isinstance(value, bool) else str(value)
+    """An argument as pgbench's SQL: the customer from ``:c``, a fresh reservation id,
+    the expiry from the clock."""
     if isinstance(value, str):
-        return "'" + value.replace("'", "''") + "'"
+        stand_in = {
+            _CUSTOMER: _CUSTOMER_SQL.format(n=":c"),
+            _RESERVATION: "gen_random_uuid()::text",
+        }
+        return stand_in.get(value) or "'" + value.replace("'", "''") + "'"
+    if isinstance(value, datetime):
+        return f"clock_timestamp() + interval '{(value - _NOW).total_seconds():.0f} seconds'"
+    if value is None or isinstance(value, bool | int):
+        return "NULL" if value is None else str(value).lower()
     if isinstance(value, Sequence):
         return "ARRAY[" + ", ".join(_literal(v) for v in value) + "]"
     raise TypeError(f"no SQL literal for {value!r}")
@@ -192,9 +184,9 @@ async def _pgbench_ceiling(url: str, seconds: int) -> dict[str, Any]:
     return {
         "binary": str(binary),
         "script": script,
-        "sql_source": "punchcard_coupon_query.reservations.store (lock_for_decision, clock, "
-        "insert_reservation), recorded as the route calls them; the customer built in SQL "
-        "from pgbench's :c, the reservation id by gen_random_uuid()",
+        "sql_source": "punchcard_coupon_query.reservations.store (lock, read, write), "
+        "recorded as the batcher runs a batch of one; the customer built in SQL from "
+        "pgbench's :c, the reservation id by gen_random_uuid(), the expiry from the clock",
         "ceiling": ceiling,
     }
 

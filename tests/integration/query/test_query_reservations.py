@@ -176,6 +176,40 @@ async def test_an_idempotent_retry_answers_the_same_reservation(
     assert (await eligibility(served, customer, coupon))["uses_reserved"] == 4
 
 
+async def test_unusual_calls_are_answered_as_documented_and_lose_nothing(
+    served: Served, checkout_key: str
+) -> None:
+    """Bodies the fast path does not take (unknown or invalid fields, not JSON, chunked)
+    reach FastAPI whole: 422 for the invalid ones, 201 for the chunked one."""
+    customer, coupon = unique_id("C"), unique_id("K")
+    await put_coupon(served, coupon, uses_permitted=5)
+    path = f"/v1/customers/{customer}/coupons/{coupon}/reservations"
+    async with client(served, checkout_key) as http:
+        ordinary = await reserve(http, customer, coupon)  # the key is known from here on
+        assert ordinary.status_code == 201, ordinary.text
+        unknown = await reserve(http, customer, coupon, uses=1, colour="red")
+        too_many = await reserve(http, customer, coupon, uses=101)
+        not_json = await http.post(
+            path, content=b"uses=1", headers={"Content-Type": "application/json"}
+        )
+        for refused in (unknown, too_many, not_json):
+            assert refused.status_code == 422, refused.text
+            assert refused.headers["content-type"] == "application/problem+json"
+        assert "colour" in unknown.text
+
+        async def chunks() -> AsyncIterator[bytes]:
+            yield b'{"uses": '
+            yield b"2}"
+
+        chunked = await http.post(
+            path, content=chunks(), headers={"Content-Type": "application/json"}
+        )
+        assert chunked.status_code == 201, chunked.text
+        assert chunked.json()["uses_remaining"] == 2
+        assert set(chunked.json()) == set(ordinary.json())
+    assert (await eligibility(served, customer, coupon))["uses_reserved"] == 3
+
+
 async def test_a_refused_call_leaves_its_idempotency_key_free(
     served: Served, db: Database, checkout_key: str
 ) -> None:

@@ -19,17 +19,19 @@ def _record(
 
 
 def test_the_pgbench_script_replays_the_store_statements_in_one_transaction() -> None:
-    """Lock, coupon row, eligibility read, clock, insert: between BEGIN and END, no $n left."""
+    """Locks, the read with the clock, the write: between BEGIN and END, no $n left."""
     script = _pgbench_script(asyncio.run(_recorded_transaction()))
     lines = script.splitlines()
 
     assert lines[0].startswith("\\set c random(1, ")
     assert lines[1] == "BEGIN;"
     assert lines[-1] == "END;"
+    assert len(lines) == 6
     assert "pg_advisory_xact_lock" in lines[2]
-    assert "FOR NO KEY UPDATE" in lines[3]
+    assert "clock_timestamp() AS now" in lines[3]
     assert "INSERT INTO reservations" in lines[-2]
     assert "gen_random_uuid()::text" in lines[-2]
+    assert "clock_timestamp() + interval '900 seconds'" in lines[-2]
     assert f"'{COUPON_ID}'" in script
     assert "$" not in script
 

@@ -99,7 +99,7 @@ def create_app(
         return api.openapi_schema
 
     api.openapi = openapi  # type: ignore[method-assign]  # FastAPI's documented override
-    return CouponQueryApp.over(api, reads=api.state.reads, keys=keys)
+    return CouponQueryApp.over(api, db=db, reads=api.state.reads, keys=keys)
 
 
 def _problem_documents(spec: dict[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ __all__ = [
     "LIST_WAITING",
     "REQUESTS",
     "REQUEST_SECONDS",
+    "RESERVATION_BATCH_ASKS",
     "RequestMetricsMiddleware",
 ]
 
@@ -88,3 +89,10 @@ class RequestMetricsMiddleware:
             labels = (scope["method"], route, str(status))
             REQUESTS.labels(*labels).inc()
             REQUEST_SECONDS.labels(*labels).observe(perf_counter() - started)
+
+
+RESERVATION_BATCH_ASKS = Histogram(
+    "punchcard_coupon_query_reservation_batch_asks",
+    "Reservations asked for together and decided in one transaction.",
+    buckets=(1, 2, 4, 8, 16, 32, 64),
+)

@@ -26,6 +26,7 @@ from punchcard_coupon_query.models import (
 )
 
 __all__ = [
+    "ACTIVE_RESERVATION",
     "SESSION_SETTINGS",
     "ApiKeyRecord",
     "CouponCandidate",
@@ -43,6 +44,8 @@ __all__ = [
     "list_api_keys",
     "list_coupons",
     "revoke_api_key",
+    "taken",
+    "terms_of_versions",
     "upsert_coupon",
 ]
 
@@ -67,7 +70,7 @@ active reservations of it, and (for a coupon with ``total_uses_permitted``, else
 uses made and held by all customers."""
 
 # Active reservations: not ended and not past expires_at (no job needs to have run).
-_ACTIVE = "status = 'active' AND expires_at > clock_timestamp()"
+ACTIVE_RESERVATION = _ACTIVE = "status = 'active' AND expires_at > clock_timestamp()"
 
 # A capped coupon's uses taken: the sum of its total's shards and of every customer's
 # active reservations (an index range of reservations_active_by_coupon).
@@ -76,6 +79,13 @@ _TAKEN = f"""
     + (SELECT COALESCE(sum(r.uses), 0) FROM reservations AS r
        WHERE r.coupon_id = {{c}} AND r.{_ACTIVE})
 """  # noqa: S608 -- composed of constants, values are parameters
+
+
+def taken(coupon_id_column: str) -> str:
+    """SQL for a capped coupon's uses taken (made plus held by everyone), of the coupon
+    named by ``coupon_id_column`` (a column, never a value)."""
+    return _TAKEN.format(c=coupon_id_column)
+
 
 # One round trip for the whole list: the customer's usage joined in, and the
 # targeting question answered by one primary-key probe of coupon_targets per coupon
@@ -247,7 +257,7 @@ async def fetch_customer_coupons(conn: Connection, customer_id: str) -> list[Cou
     """
     # Positions of _CUSTOMER_COUPONS' columns: version, uses_made, issued, reserved, taken.
     rows = await conn.fetch(_CUSTOMER_COUPONS, customer_id)
-    terms_of = await _terms_by_version(conn, (row[0] for row in rows))
+    terms_of = await terms_of_versions(conn, (row[0] for row in rows))
     candidates: list[CouponCandidate] = []
     for version, uses_made, issued, reserved, taken in rows:
         terms = terms_of.get(version)
@@ -256,7 +266,7 @@ async def fetch_customer_coupons(conn: Connection, customer_id: str) -> list[Cou
     return candidates
 
 
-async def _terms_by_version(conn: Connection, versions: Iterable[str]) -> Mapping[str, CouponTerms]:
+async def terms_of_versions(conn: Connection, versions: Iterable[str]) -> Mapping[str, CouponTerms]:
     """The terms of every coupon row version named, from the cache or fetched once.
 
     Looked up per coupon of every customer under load, so the answer is the cache's own
@@ -298,7 +308,7 @@ async def fetch_many_customer_coupons(
     by_number = {row[0]: row for row in rows}
     _, versions, _, targeted, capped, taken = by_number[0]
     taken_of = {} if capped is None else dict(zip(capped, taken, strict=True))
-    terms_of = await _terms_by_version(conn, versions or [])
+    terms_of = await terms_of_versions(conn, versions or [])
     # The catalog in coupon_id order (a coupon row that vanished in between is left out).
     # Targeting is read from this snapshot, as the issued coupons are, even where the
     # terms are a newer version's.

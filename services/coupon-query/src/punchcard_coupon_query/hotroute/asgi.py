@@ -12,6 +12,12 @@ the OpenAPI document. The fast answer is the same bytes FastAPI would send (the
 integration tests compare both), and its failures are answered through the same
 ``problems.failure_problem`` as FastAPI's.
 
+An ordinary reservation call (``parsing.reservation_head``: a known key of scope
+``checkout`` or ``admin``, a JSON body ``ReservationInput`` accepts) is answered here
+too, through the same ``ReservationBatcher`` and ``reservations.routes.answer`` as
+FastAPI's route: FastAPI's routing and dependencies cost three times the reservation's
+own work. Any other is handed to FastAPI with its body as it came.
+
 Every request passes the limits of ``limits`` here, whichever protocol read it.
 """
 
@@ -29,7 +35,13 @@ from starlette.types import Message, Receive, Scope, Send
 
 from punchcard_coupon_query.apikeys import ApiKeyCache
 from punchcard_coupon_query.hotroute.batcher import CouponListBatcher, ListFuture
-from punchcard_coupon_query.hotroute.parsing import COUPONS_ROUTE, ListRequest, list_request
+from punchcard_coupon_query.hotroute.parsing import (
+    COUPONS_ROUTE,
+    ListRequest,
+    ReservationHead,
+    list_request,
+    reservation_head,
+)
 from punchcard_coupon_query.limits import (
     MAX_BODY_BYTES,
     MAX_HEAD_BYTES,
@@ -42,7 +54,10 @@ from punchcard_coupon_query.limits import (
 )
 from punchcard_coupon_query.listing import coupon_list_json
 from punchcard_coupon_query.metrics import REQUEST_SECONDS, REQUESTS, RequestMetricsMiddleware
+from punchcard_coupon_query.models import ReservationInput
 from punchcard_coupon_query.problems import PROBLEM_MEDIA_TYPE, failure_problem, problem_body
+from punchcard_coupon_query.reservations.batcher import ReservationBatcher
+from punchcard_coupon_query.reservations.routes import RESERVE_ROUTE, answer, ask
 
 __all__ = ["Answer", "CouponQueryApp"]
 
@@ -63,18 +78,31 @@ class CouponQueryApp:
     (a key not in the cache, a request pipelined behind another) come here.
     """
 
-    def __init__(self, api: FastAPI, *, lists: CouponListBatcher, keys: ApiKeyCache) -> None:
+    def __init__(
+        self,
+        api: FastAPI,
+        *,
+        lists: CouponListBatcher,
+        reservations: ReservationBatcher,
+        keys: ApiKeyCache,
+    ) -> None:
         self.api = api
         self._keys = keys
         self._everything_else = RequestMetricsMiddleware(api)
         self.lists = lists
+        self.reservations = reservations
 
     @classmethod
-    def over(cls, api: FastAPI, *, reads: Database, keys: ApiKeyCache) -> CouponQueryApp:
-        """The app with a batcher of its own over ``reads``, shared with FastAPI's route."""
+    def over(
+        cls, api: FastAPI, *, db: Database, reads: Database, keys: ApiKeyCache
+    ) -> CouponQueryApp:
+        """The app with batchers of its own, the lists' over ``reads`` and the
+        reservations' over the primary ``db``, shared with FastAPI's routes."""
         lists = CouponListBatcher(reads)
+        reservations = ReservationBatcher(db)
         api.state.lists = lists
-        return cls(api, lists=lists, keys=keys)
+        api.state.reservations = reservations
+        return cls(api, lists=lists, reservations=reservations, keys=keys)
 
     def openapi(self) -> dict[str, Any]:
         """The OpenAPI document (FastAPI's, which documents the hot route too)."""
@@ -99,7 +127,49 @@ class CouponQueryApp:
                     return
             if declared_body_bytes(scope["headers"]) is None:
                 receive = _bounded(receive)  # a chunked body, counted as it comes
+            head = reservation_head(scope["method"], scope["path"], scope["headers"])
+            if head is not None and self._may_reserve(head):
+                answered, receive = await self.reserve(head, receive)
+                if answered is not None:
+                    await _send(send, answered)
+                    return
         await self._everything_else(scope, receive, send)
+
+    def _may_reserve(self, head: ReservationHead) -> bool:
+        """True if the key is in the cache as a working key that may make reservations."""
+        known, caller = self._keys.lookup(head.key)
+        return known and caller is not None and caller.scope in ("checkout", "admin")
+
+    async def reserve(
+        self, head: ReservationHead, receive: Receive
+    ) -> tuple[Answer | None, Receive]:
+        """The answer to an ordinary reservation call, or None and its body to hand on.
+
+        The body is read here; a body ``ReservationInput`` refuses (or one that ends
+        early) goes to FastAPI as it came, which answers as documented.
+        """
+        body, complete = await _whole_body(receive)
+        if not complete:
+            return None, _replaying(body, receive, complete=False)
+        try:
+            asked = ReservationInput() if not body else ReservationInput.model_validate_json(body)
+        except ValueError:
+            return None, _replaying(body, receive, complete=True)
+        known, caller = self._keys.lookup(head.key)
+        if not known or caller is None:  # the key went stale while the body came
+            return None, _replaying(body, receive, complete=True)
+        decided = self.reservations.reserve(
+            ask(caller.key_id, head.customer_id, head.coupon_id, asked, head.idempotency_key)
+        )
+        await asyncio.wait((decided,))
+        try:
+            status, content_type, content = answer(decided.result())
+        except (Exception, asyncio.CancelledError) as exc:
+            return _failed(exc, head.path, head.started, "POST", RESERVE_ROUTE), receive
+        labels = ("POST", RESERVE_ROUTE, str(status))
+        REQUESTS.labels(*labels).inc()
+        REQUEST_SECONDS.labels(*labels).observe(perf_counter() - head.started)
+        return (status, content_type, content, ()), receive
 
     @staticmethod
     def list_request(
@@ -141,16 +211,16 @@ class CouponQueryApp:
                 include_ineligible=request.include_ineligible,
             )
         except (Exception, asyncio.CancelledError) as exc:
-            return _failed(exc, request.path, request.started)
+            return _failed(exc, request.path, request.started, "GET", COUPONS_ROUTE)
         _OK_REQUESTS.inc()
         _OK_SECONDS.observe(perf_counter() - request.started)
         return 200, _JSON, body, ()
 
 
-def _failed(exc: BaseException, path: str, started: float) -> Answer:
+def _failed(exc: BaseException, path: str, started: float, method: str, route: str) -> Answer:
     failure = failure_problem(exc, path)
     body = orjson.dumps(problem_body(failure.status, failure.detail))
-    labels = ("GET", COUPONS_ROUTE, str(failure.status))
+    labels = (method, route, str(failure.status))
     REQUESTS.labels(*labels).inc()
     REQUEST_SECONDS.labels(*labels).observe(perf_counter() - started)
     headers = tuple(
@@ -189,6 +259,31 @@ async def _send(send: Send, answer: Answer) -> None:
         }
     )
     await send({"type": "http.response.body", "body": body})
+
+
+async def _whole_body(receive: Receive) -> tuple[bytes, bool]:
+    """The request's body, read to its end, and whether it came whole (not when the
+    client went away). Its length was declared and is within ``MAX_BODY_BYTES``."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            return b"".join(chunks), False
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks), True
+
+
+def _replaying(body: bytes, receive: Receive, *, complete: bool) -> Receive:
+    """``receive``, giving first the body already read, then whatever comes after it."""
+    pending: list[Message] = [{"type": "http.request", "body": body, "more_body": not complete}]
+
+    async def replaying() -> Message:
+        if pending:
+            return pending.pop()
+        return await receive()
+
+    return replaying
 
 
 def _bounded(receive: Receive) -> Receive:

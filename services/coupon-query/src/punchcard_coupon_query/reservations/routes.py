@@ -1,18 +1,19 @@
-"""The reservation calls of CONTRACT.md section 5: decode, decide in one transaction, answer.
+"""The reservation calls of CONTRACT.md section 5: decode, decide in a batch, answer.
 
-The decision is ``decision.refusal`` over the eligibility rule, on values read under the
-locks ``store.lock_for_decision`` takes; every statement runs on the primary.
+``reserve`` hands the ask to the process's ``batcher.ReservationBatcher``, which decides
+it (``decision.decide``) in one transaction with the asks that came with it, on the
+primary. ``hotroute.asgi`` answers ordinary reservation calls itself, through the same
+batcher and ``answer``; FastAPI answers the rest (and documents them all).
 """
 
 from __future__ import annotations
 
-import uuid
+import asyncio
 from datetime import datetime
 from typing import Annotated, Any
 
-import structlog
-from fastapi import Header, HTTPException, Path, Response
-from fastapi.responses import JSONResponse
+import orjson
+from fastapi import Header, HTTPException, Path, Request, Response
 
 from punchcard_coupon_query import queries
 from punchcard_coupon_query.api import (
@@ -34,22 +35,35 @@ from punchcard_coupon_query.models import (
     ReservationInput,
 )
 from punchcard_coupon_query.reservations import store
+from punchcard_coupon_query.reservations.batcher import ReservationBatcher
 from punchcard_coupon_query.reservations.decision import (
-    IDEMPOTENCY_CONFLICT,
-    refusal,
-    request_fingerprint,
+    Ask,
+    Made,
+    NotInCatalog,
+    Outcome,
+    Refused,
+    Replayed,
 )
 
-__all__ = ["cancel_reservation", "customer_reservations", "reserve"]
+__all__ = [
+    "RESERVE_ROUTE",
+    "answer",
+    "ask",
+    "cancel_reservation",
+    "customer_reservations",
+    "reserve",
+]
 
-log = structlog.get_logger(__name__)
+RESERVE_ROUTE = "/v1/customers/{customer_id}/coupons/{coupon_id}/reservations"
+"""The reservation call's template, as FastAPI names it in the metrics."""
 
 ReservationId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN)]
+IDEMPOTENCY_KEY_PATTERN = r"^[\x21-\x7e]{1,255}$"
 IdempotencyKey = Annotated[
     str | None,
     Header(
         alias="Idempotency-Key",
-        pattern=r"^[\x21-\x7e]{1,255}$",
+        pattern=IDEMPOTENCY_KEY_PATTERN,
         description="Kept per API key for 24 hours: a retry answers as the first call did.",
     ),
 ]
@@ -65,41 +79,44 @@ _CONFLICT: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "The coupon is not in the catalog."},
 }
 
-
-def _refused(reason: str, detail: str) -> JSONResponse:
-    body = problem_body(409, detail)
-    body["reason"] = reason
-    return JSONResponse(body, status_code=409, media_type=PROBLEM_MEDIA_TYPE)
+_JSON = JSON.encode()
+_PROBLEM = PROBLEM_MEDIA_TYPE.encode()
 
 
-def _decided(candidate: queries.CouponCandidate, store_id: str | None, at: datetime) -> Eligibility:
-    terms, uses_made, issued, reserved, taken = candidate
-    return evaluate(
-        terms,
-        uses_made=uses_made,
-        issued_to_customer=issued,
-        store_id=store_id,
-        at=at,
-        uses_reserved=reserved,
-        total_taken=taken,
+def ask(
+    key_id: str,
+    customer_id: str,
+    coupon_id: str,
+    asked: ReservationInput,
+    idempotency_key: str | None,
+) -> Ask:
+    """The ask a validated reservation call makes."""
+    return Ask(
+        key_id=key_id,
+        customer_id=customer_id,
+        coupon_id=coupon_id,
+        uses=asked.uses,
+        ttl_seconds=asked.ttl_seconds,
+        store_id=asked.store_id,
+        terminal_id=asked.terminal_id,
+        idempotency_key=idempotency_key,
     )
 
 
-class _RefusedError(Exception):
-    """Raised inside the decision's transaction so that it rolls back (the key's claim too)."""
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(detail)
-        self.reason = reason
-        self.detail = detail
-
-
-def _less(remaining: int | None, uses: int) -> int | None:
-    return None if remaining is None else max(remaining - uses, 0)
+def answer(outcome: Outcome) -> tuple[int, bytes, bytes]:
+    """The status, content type and body that answer an outcome."""
+    if isinstance(outcome, Made | Replayed):
+        return 201, _JSON, outcome.answer.encode()
+    if isinstance(outcome, Refused):
+        body = problem_body(409, outcome.detail)
+        body["reason"] = outcome.reason
+        return 409, _PROBLEM, orjson.dumps(body)
+    assert isinstance(outcome, NotInCatalog)
+    return 404, _PROBLEM, orjson.dumps(problem_body(404, outcome.detail))
 
 
 @checkout.post(
-    "/v1/customers/{customer_id}/coupons/{coupon_id}/reservations",
+    RESERVE_ROUTE,
     operation_id="reserveCoupon",
     tags=["reservations"],
     status_code=201,
@@ -107,7 +124,7 @@ def _less(remaining: int | None, uses: int) -> int | None:
     responses=_CONFLICT,
 )
 async def reserve(
-    db: Db,
+    request: Request,
     *,
     who: Checkout,
     customer_id: CustomerId,
@@ -117,66 +134,24 @@ async def reserve(
 ) -> Response:
     """Hold uses of the coupon for the customer at a checkout, for ``ttl_seconds``."""
     asked = body if body is not None else ReservationInput()
-    try:
-        answer = await _reserve(
-            db,
-            key_id=who.key_id,
-            customer_id=customer_id,
-            coupon_id=coupon_id,
-            idempotency_key=idempotency_key,
-            asked=asked,
-        )
-    except _RefusedError as refused:
-        return _refused(refused.reason, refused.detail)
-    return Response(answer, status_code=201, media_type=JSON)
+    reservations: ReservationBatcher = request.app.state.reservations
+    decided = reservations.reserve(ask(who.key_id, customer_id, coupon_id, asked, idempotency_key))
+    await asyncio.wait((decided,))
+    status, media_type, content = answer(decided.result())  # raises what the batch raised
+    return Response(content, status_code=status, media_type=media_type.decode())
 
 
-async def _reserve(
-    db: Db,
-    *,
-    key_id: str,
-    customer_id: str,
-    coupon_id: str,
-    idempotency_key: str | None,
-    asked: ReservationInput,
-) -> str:
-    """The 201 answer's JSON; raises ``_RefusedError`` for a 409, which rolls back."""
-    async with db.transaction() as conn:
-        if idempotency_key is not None:
-            fingerprint = request_fingerprint(customer_id, coupon_id, asked.model_dump())
-            first = await store.claim_idempotency_key(conn, key_id, idempotency_key, fingerprint)
-            if first is not None:
-                if first[0] != fingerprint:
-                    raise _RefusedError(
-                        IDEMPOTENCY_CONFLICT, "this Idempotency-Key was used with another request"
-                    )
-                return first[1]
-        candidate = await store.lock_for_decision(conn, customer_id, coupon_id)
-        if candidate is None:
-            raise HTTPException(404, f"coupon {coupon_id!r} is not in the catalog")
-        decision = _decided(candidate, asked.store_id, await store.clock(conn))
-        reason = refusal(decision, asked.uses)
-        if reason is not None:
-            raise _RefusedError(reason, f"coupon {coupon_id!r} cannot be reserved: {reason}")
-        row = await store.insert_reservation(
-            conn,
-            reservation_id=str(uuid.uuid4()),
-            customer_id=customer_id,
-            coupon_id=coupon_id,
-            uses=asked.uses,
-            ttl_seconds=asked.ttl_seconds,
-            store_id=asked.store_id,
-            terminal_id=asked.terminal_id,
-        )
-        answer = _reservation(
-            row,
-            _less(decision.uses_remaining, row.uses),
-            _less(decision.total_uses_remaining, row.uses),
-        ).model_dump_json()
-        if idempotency_key is not None:
-            await store.store_response(conn, key_id, idempotency_key, answer)
-    log.info("coupon_reserved", customer_id=customer_id, coupon_id=coupon_id, uses=asked.uses)
-    return answer
+def _decided(candidate: queries.CouponCandidate, at: datetime) -> Eligibility:
+    terms, uses_made, issued, reserved, taken = candidate
+    return evaluate(
+        terms,
+        uses_made=uses_made,
+        issued_to_customer=issued,
+        store_id=None,
+        at=at,
+        uses_reserved=reserved,
+        total_taken=taken,
+    )
 
 
 def _reservation(
@@ -220,12 +195,12 @@ async def customer_reservations(db: Db, customer_id: CustomerId) -> CustomerRese
     """The customer's active reservations, with the uses left now, soonest to expire first."""
     async with db.connection() as conn:
         rows = await store.active_reservations(conn, customer_id)
-        at = await store.clock(conn)
+        at = await conn.fetchval("SELECT clock_timestamp()")
         decisions: dict[str, Eligibility] = {}
         for coupon_id in dict.fromkeys(row.coupon_id for row in rows):
             candidate = await queries.fetch_customer_coupon(conn, customer_id, coupon_id)
             if candidate is not None:
-                decisions[coupon_id] = _decided(candidate, None, at)
+                decisions[coupon_id] = _decided(candidate, at)
     reservations = []
     for row in rows:
         decision = decisions.get(row.coupon_id)

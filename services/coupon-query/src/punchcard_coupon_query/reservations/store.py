@@ -1,37 +1,40 @@
 """Every SQL statement of reservations, on the primary, parameterised.
 
-A reservation decision runs in one transaction that first takes the customer's lock
-(``db.lock_customers``, which the receipt consumer takes too before it books a sale and
-consumes the reservation it names) and, for a coupon with a campaign-wide limit, the
-coupon row's lock. Every concurrent decision about the same customer (and, for a capped
-coupon, about the same coupon) then waits for the one before it to commit, and counts
-its reservation: for K uses left, exactly K are held, whatever the number of workers and
-instances. A reservation counts while ``status = 'active' AND expires_at >
-clock_timestamp()``, so one stops counting at its expiry without any job having run.
+Reservations asked for together are decided in one transaction (``batcher``) of three
+statements: ``lock`` takes the advisory locks of every customer in it (the keys
+``db.lock_customers`` takes, which the receipt consumer takes too before it books a sale
+and consumes the reservation it names) and of every coupon in it with a campaign-wide
+limit, all in one sorted order; ``read`` then sees every decision committed before;
+``write`` makes the reservations and claims their ``Idempotency-Key`` rows. Every
+concurrent decision about the same customer (and, for a capped coupon, about the same
+coupon) waits for the one before it to commit and counts its reservation: for K uses
+left, exactly K are held, whatever the number of workers and instances. A reservation
+counts while ``status = 'active' AND expires_at > clock_timestamp()``, so one stops
+counting at its expiry without any job having run.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
-from punchcard_platform.db import lock_customers
 
 from punchcard_coupon_query import queries
+from punchcard_coupon_query.reservations.decision import Ask, Hold, Seen
 
 __all__ = [
     "IDEMPOTENCY_HOURS",
     "RETENTION_HOURS",
+    "Read",
     "ReservationRow",
     "active_reservations",
-    "claim_idempotency_key",
-    "clock",
     "delete_ended",
-    "insert_reservation",
-    "lock_for_decision",
+    "lock",
+    "read",
     "release",
-    "store_response",
+    "write",
 ]
 
 Connection = asyncpg.Connection
@@ -53,115 +56,152 @@ class ReservationRow:
     expires_at: datetime
 
 
-async def claim_idempotency_key(
-    conn: Connection, key_id: str, idempotency_key: str, fingerprint: bytes
-) -> tuple[bytes, str] | None:
-    """Claim the key for this request; None if claimed now, else the first request's
-    fingerprint and answer.
+@dataclass(frozen=True, slots=True)
+class Read:
+    """What ``read`` found: per ask, in order; the clock; the capped coupons among them."""
 
-    The primary key is the arbiter: a concurrent request with the same key waits here
-    until the first one's transaction ends, then sees its answer (or, if it was refused
-    and rolled back, claims the key itself). A key older than a day is free again.
-    """
-    await conn.execute(
-        f"""
-        DELETE FROM reservation_requests
-        WHERE key_id = $1 AND idempotency_key = $2
-          AND created_at <= clock_timestamp() - interval '{IDEMPOTENCY_HOURS} hours'
-        """,  # noqa: S608 -- a constant
-        key_id,
-        idempotency_key,
-    )
-    claimed = await conn.fetchval(
-        """
-        INSERT INTO reservation_requests (key_id, idempotency_key, fingerprint, response)
-        VALUES ($1, $2, $3, '')
-        ON CONFLICT (key_id, idempotency_key) DO NOTHING
-        RETURNING true
-        """,
-        key_id,
-        idempotency_key,
-        fingerprint,
-    )
-    if claimed:
-        return None
-    row = await conn.fetchrow(
-        "SELECT fingerprint, response FROM reservation_requests "
-        "WHERE key_id = $1 AND idempotency_key = $2",
-        key_id,
-        idempotency_key,
-    )
-    if row is None:  # deleted by the cleanup in between: a new request after all
-        return await claim_idempotency_key(conn, key_id, idempotency_key, fingerprint)
-    return bytes(row["fingerprint"]), row["response"]
+    seen: list[Seen]
+    now: datetime
+    capped: frozenset[str]
 
 
-async def store_response(
-    conn: Connection, key_id: str, idempotency_key: str, response: str
-) -> None:
-    """Keep the 201 answer a claimed key is to give again."""
-    await conn.execute(
-        "UPDATE reservation_requests SET response = $3 WHERE key_id = $1 AND idempotency_key = $2",
-        key_id,
-        idempotency_key,
-        response,
-    )
+# The customers' keys are db.lock_customers' (seed 0), the capped coupons' another hash
+# (seed 1) of their ids; taken in one ascending order by every caller, they cannot
+# deadlock, and the receipt consumer, which takes only customers' keys, never waits for
+# a coupon's.
+_LOCK = """
+    SELECT keys.coupon_id, pg_advisory_xact_lock(keys.k)
+    FROM (
+        SELECT hashtextextended(c, 0) AS k, NULL::text AS coupon_id FROM unnest($1::text[]) AS c
+        UNION
+        SELECT hashtextextended(c.coupon_id, 1), c.coupon_id
+        FROM coupons AS c
+        WHERE c.coupon_id = ANY($2::text[]) AND c.total_uses_permitted IS NOT NULL
+        ORDER BY 1
+    ) AS keys
+"""
 
+# One row per ask, in order: the coupon's row version (null if not in the catalog), the
+# customer's uses and active holds of it, whether it was issued to them, a capped
+# coupon's uses taken, an earlier request's fingerprint and answer for the same
+# Idempotency-Key, and the clock.
+_READ = f"""
+    WITH clock AS MATERIALIZED (SELECT clock_timestamp() AS now)
+    SELECT c.coupon_id || ' ' || c.xmin AS version,
+           COALESCE(u.uses_made, 0) AS uses_made,
+           NOT c.targeted OR EXISTS (
+               SELECT 1 FROM coupon_targets AS t
+               WHERE t.coupon_id = c.coupon_id AND t.customer_id = q.customer_id
+           ) AS issued,
+           (SELECT COALESCE(sum(r.uses), 0) FROM reservations AS r
+            WHERE r.customer_id = q.customer_id AND r.coupon_id = q.coupon_id
+              AND r.{queries.ACTIVE_RESERVATION})::int AS reserved,
+           CASE WHEN c.total_uses_permitted IS NULL THEN 0
+                ELSE {queries.taken("c.coupon_id")} END::bigint AS taken,
+           k.fingerprint, k.response, clock.now
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[])
+         WITH ORDINALITY AS q(customer_id, coupon_id, key_id, idempotency_key, n)
+    CROSS JOIN clock
+    LEFT JOIN coupons AS c ON c.coupon_id = q.coupon_id
+    LEFT JOIN coupon_usage AS u ON u.customer_id = q.customer_id AND u.coupon_id = q.coupon_id
+    LEFT JOIN reservation_requests AS k
+           ON k.key_id = q.key_id AND k.idempotency_key = q.idempotency_key
+          AND k.created_at > clock.now - interval '{IDEMPOTENCY_HOURS} hours'
+    ORDER BY q.n
+"""  # noqa: S608 -- composed of constants, values are parameters
 
-async def lock_for_decision(
-    conn: Connection, customer_id: str, coupon_id: str
-) -> queries.CouponCandidate | None:
-    """Lock what a reservation of this coupon for this customer depends on, then read it.
-
-    The customer's lock first (the order every writer uses), then, for a coupon with a
-    campaign-wide limit, its row (``FOR NO KEY UPDATE``: readers and the receipt consumer
-    never wait for it). Read after the locks, each statement sees every decision
-    committed before. None if the coupon is not in the catalog.
-    """
-    await lock_customers(conn, [customer_id])
-    await conn.execute(
-        "SELECT 1 FROM coupons WHERE coupon_id = $1 AND total_uses_permitted IS NOT NULL "
-        "FOR NO KEY UPDATE",
-        coupon_id,
-    )
-    return await queries.fetch_customer_coupon(conn, customer_id, coupon_id)
-
-
-async def clock(conn: Connection) -> datetime:
-    """The database's time now: the one clock expiry is judged by."""
-    now: datetime = await conn.fetchval("SELECT clock_timestamp()")
-    return now
-
-
-async def insert_reservation(
-    conn: Connection,
-    *,
-    reservation_id: str,
-    customer_id: str,
-    coupon_id: str,
-    uses: int,
-    ttl_seconds: int,
-    store_id: str | None,
-    terminal_id: str | None,
-) -> ReservationRow:
-    """Hold ``uses`` for ``ttl_seconds`` from now."""
-    row = await conn.fetchrow(
-        """
+# The keys first (in one order), then the reservations whose key was claimed here (or
+# that came without one). A key another transaction claimed meanwhile is not claimed,
+# its reservation not made, and the count says so. A key past its 24 hours is taken over.
+_WRITE = f"""
+    WITH asked AS (
+        SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int[], $5::text[],
+                             $6::text[], $7::timestamptz[], $8::text[], $9::text[],
+                             $10::bytea[], $11::text[])
+            AS a(reservation_id, customer_id, coupon_id, uses, store_id, terminal_id,
+                 expires_at, key_id, idempotency_key, fingerprint, response)
+    ), claimed AS (
+        INSERT INTO reservation_requests AS r (key_id, idempotency_key, fingerprint, response)
+        SELECT key_id, idempotency_key, fingerprint, response FROM asked
+        WHERE idempotency_key IS NOT NULL
+        ORDER BY key_id, idempotency_key
+        ON CONFLICT (key_id, idempotency_key) DO UPDATE
+            SET fingerprint = EXCLUDED.fingerprint, response = EXCLUDED.response,
+                created_at = now()
+            WHERE r.created_at <= clock_timestamp() - interval '{IDEMPOTENCY_HOURS} hours'
+        RETURNING key_id, idempotency_key
+    ), made AS (
         INSERT INTO reservations (reservation_id, customer_id, coupon_id, uses, store_id,
                                   terminal_id, expires_at)
-        VALUES ($1, $2, $3, $4, $5, $6, clock_timestamp() + make_interval(secs => $7))
-        RETURNING reservation_id, customer_id, coupon_id, uses, expires_at
-        """,
-        reservation_id,
-        customer_id,
-        coupon_id,
-        uses,
-        store_id,
-        terminal_id,
-        ttl_seconds,
+        SELECT a.reservation_id, a.customer_id, a.coupon_id, a.uses, a.store_id,
+               a.terminal_id, a.expires_at
+        FROM asked AS a
+        WHERE a.idempotency_key IS NULL
+           OR (a.key_id, a.idempotency_key) IN (SELECT key_id, idempotency_key FROM claimed)
+        RETURNING 1
     )
-    assert row is not None
-    return ReservationRow(**dict(row))
+    SELECT count(*) FROM made
+"""  # noqa: S608 -- composed of constants, values are parameters
+
+
+async def lock(conn: Connection, asks: Sequence[Ask]) -> frozenset[str]:
+    """Lock the asks' customers and capped coupons; the capped coupons locked."""
+    rows = await conn.fetch(
+        _LOCK,
+        sorted({ask.customer_id for ask in asks}),
+        sorted({ask.coupon_id for ask in asks}),
+    )
+    return frozenset(row[0] for row in rows if row[0] is not None)
+
+
+async def read(conn: Connection, asks: Sequence[Ask]) -> Read:
+    """What each ask is decided on, read after ``lock`` in the same transaction."""
+    rows = await conn.fetch(
+        _READ,
+        [ask.customer_id for ask in asks],
+        [ask.coupon_id for ask in asks],
+        [ask.key_id for ask in asks],
+        [ask.idempotency_key for ask in asks],
+    )
+    terms_of = await queries.terms_of_versions(conn, {row[0] for row in rows if row[0] is not None})
+    seen: list[Seen] = []
+    capped: set[str] = set()
+    for (version, uses_made, issued, reserved, taken, fingerprint, response, _), ask in zip(
+        rows, asks, strict=True
+    ):
+        terms = None if version is None else terms_of.get(version)
+        first = None if fingerprint is None else (bytes(fingerprint), response)
+        if terms is None:
+            seen.append(Seen(None, first))
+            continue
+        if terms.total_uses_permitted is not None:
+            capped.add(ask.coupon_id)
+        seen.append(Seen((terms, uses_made, issued, reserved, taken), first))
+    now: datetime = rows[0][-1]
+    return Read(seen, now, frozenset(capped))
+
+
+async def write(conn: Connection, holds: Sequence[Hold]) -> int:
+    """Make the reservations and claim their keys; how many were made.
+
+    Fewer than ``holds`` when another transaction claimed one of the keys meanwhile.
+    """
+    asks = [hold.ask for hold in holds]
+    made: int = await conn.fetchval(
+        _WRITE,
+        [hold.reservation_id for hold in holds],
+        [ask.customer_id for ask in asks],
+        [ask.coupon_id for ask in asks],
+        [ask.uses for ask in asks],
+        [ask.store_id for ask in asks],
+        [ask.terminal_id for ask in asks],
+        [hold.expires_at for hold in holds],
+        [ask.key_id for ask in asks],
+        [ask.idempotency_key for ask in asks],
+        [None if ask.idempotency_key is None else ask.fingerprint for ask in asks],
+        [hold.answer for hold in holds],
+    )
+    return made
 
 
 async def release(conn: Connection, reservation_id: str) -> bool:
