@@ -115,6 +115,8 @@ async def test_a_reservation_holds_uses_until_released(served: Served, checkout_
         assert [r["reservation_id"] for r in listed.json()["reservations"]] == [
             body["reservation_id"]
         ]
+        [shown] = listed.json()["reservations"]
+        assert (shown["uses_remaining"], shown["total_uses_remaining"]) == (0, 48)
         gone = await http.delete(f"/v1/reservations/{body['reservation_id']}")
         assert gone.status_code == 204
         assert (await http.delete(f"/v1/reservations/{body['reservation_id']}")).status_code == 204

@@ -195,12 +195,14 @@ async def customer_reservations(db: Db, customer_id: CustomerId) -> CustomerRese
     """The customer's active reservations, with the uses left now, soonest to expire first."""
     async with db.connection() as conn:
         rows = await store.active_reservations(conn, customer_id)
-        at = await conn.fetchval("SELECT clock_timestamp()")
+        coupon_ids = list(dict.fromkeys(row.coupon_id for row in rows))
         decisions: dict[str, Eligibility] = {}
-        for coupon_id in dict.fromkeys(row.coupon_id for row in rows):
-            candidate = await queries.fetch_customer_coupon(conn, customer_id, coupon_id)
-            if candidate is not None:
-                decisions[coupon_id] = _decided(candidate, at)
+        if coupon_ids:  # each coupon's terms and counts, and the clock, in one statement
+            asks = [Ask(key_id="", customer_id=customer_id, coupon_id=c) for c in coupon_ids]
+            found = await store.read(conn, asks)
+            for coupon_id, seen in zip(coupon_ids, found.seen, strict=True):
+                if seen.candidate is not None:
+                    decisions[coupon_id] = _decided(seen.candidate, found.now)
     reservations = []
     for row in rows:
         decision = decisions.get(row.coupon_id)

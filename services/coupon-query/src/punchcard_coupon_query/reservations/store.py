@@ -155,7 +155,8 @@ async def lock(conn: Connection, asks: Sequence[Ask]) -> frozenset[str]:
 
 
 async def read(conn: Connection, asks: Sequence[Ask]) -> Read:
-    """What each ask is decided on, read after ``lock`` in the same transaction."""
+    """What each ask (at least one) is decided on: read after ``lock`` in the batch's
+    transaction; or, without locks, what a customer's holds are shown with."""
     rows = await conn.fetch(
         _READ,
         [ask.customer_id for ask in asks],
