@@ -31,7 +31,7 @@ from punchcard_coupon_query.cursors import (
     encode_ledger_cursor,
     encode_receipt_cursor,
 )
-from punchcard_coupon_query.eligibility import evaluate
+from punchcard_coupon_query.eligibility import evaluate_candidate
 from punchcard_coupon_query.hotroute.batcher import CouponListBatcher
 from punchcard_coupon_query.limits import MAX_BODY_BYTES, MAX_HEAD_BYTES
 from punchcard_coupon_query.listing import coupon_list_json
@@ -278,16 +278,7 @@ async def customer_coupon(
         candidate = await queries.fetch_customer_coupon(conn, customer_id, coupon_id)
     if candidate is None:
         raise HTTPException(404, f"coupon {coupon_id!r} is not in the catalog")
-    coupon, uses_made, issued, reserved, taken = candidate
-    decision = evaluate(
-        coupon,
-        uses_made=uses_made,
-        issued_to_customer=issued,
-        store_id=store_id,
-        at=moment,
-        uses_reserved=reserved,
-        total_taken=taken,
-    )
+    decision = evaluate_candidate(candidate, store_id=store_id, at=moment)
     return Response(eligibility_json(decision), media_type=JSON)
 
 

@@ -13,10 +13,12 @@ from datetime import datetime
 from enum import StrEnum
 
 __all__ = [
+    "CouponCandidate",
     "CouponTerms",
     "Eligibility",
     "IneligibleReason",
     "evaluate",
+    "evaluate_candidate",
     "is_listed",
 ]
 
@@ -146,6 +148,34 @@ def evaluate(
         reason=reason,
         uses_reserved=uses_reserved,
         total_taken=total_taken if coupon.total_uses_permitted is not None else 0,
+    )
+
+
+CouponCandidate = tuple[CouponTerms, int, bool, int, int]
+"""A coupon's terms, the customer's uses of it, whether it was issued to them, their
+active reservations of it, and (for a coupon with ``total_uses_permitted``, else 0) the
+uses made and held by all customers: what ``queries`` reads for the rule."""
+
+
+def evaluate_candidate(
+    candidate: CouponCandidate,
+    *,
+    store_id: str | None,
+    at: datetime,
+    also_reserved: int = 0,
+    also_taken: int = 0,
+) -> Eligibility:
+    """``evaluate`` on a candidate as read, counting ``also_reserved`` more of this
+    customer's holds and ``also_taken`` more uses taken in total (holds not yet written)."""
+    terms, uses_made, issued, reserved, taken = candidate
+    return evaluate(
+        terms,
+        uses_made=uses_made,
+        issued_to_customer=issued,
+        store_id=store_id,
+        at=at,
+        uses_reserved=reserved + also_reserved,
+        total_taken=taken + also_taken,
     )
 
 

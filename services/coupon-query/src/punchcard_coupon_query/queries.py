@@ -16,7 +16,7 @@ from datetime import datetime
 import asyncpg
 
 from punchcard_coupon_query.cursors import LedgerCursor, ReceiptCursor
-from punchcard_coupon_query.eligibility import CouponTerms
+from punchcard_coupon_query.eligibility import CouponCandidate, CouponTerms
 from punchcard_coupon_query.models import (
     Coupon,
     CouponInput,
@@ -64,20 +64,15 @@ customers, batches of 4: 0.149 ms of backend CPU per customer with the default
 statement. Every statement here looks rows up by key, so one plan serves all values.
 """
 
-CouponCandidate = tuple[CouponTerms, int, bool, int, int]
-"""A coupon's terms, the customer's uses of it, whether it was issued to them, their
-active reservations of it, and (for a coupon with ``total_uses_permitted``, else 0) the
-uses made and held by all customers."""
-
 # Active reservations: not ended and not past expires_at (no job needs to have run).
-ACTIVE_RESERVATION = _ACTIVE = "status = 'active' AND expires_at > clock_timestamp()"
+ACTIVE_RESERVATION = "status = 'active' AND expires_at > clock_timestamp()"
 
 # A capped coupon's uses taken: the sum of its total's shards and of every customer's
 # active reservations (an index range of reservations_active_by_coupon).
 _TAKEN = f"""
     (SELECT COALESCE(sum(t.uses_made), 0) FROM coupon_totals AS t WHERE t.coupon_id = {{c}})
     + (SELECT COALESCE(sum(r.uses), 0) FROM reservations AS r
-       WHERE r.coupon_id = {{c}} AND r.{_ACTIVE})
+       WHERE r.coupon_id = {{c}} AND r.{ACTIVE_RESERVATION})
 """  # noqa: S608 -- composed of constants, values are parameters
 
 
@@ -103,7 +98,7 @@ _CUSTOMER_COUPONS = f"""
     LEFT JOIN coupon_usage AS u ON u.customer_id = $1 AND u.coupon_id = c.coupon_id
     LEFT JOIN (
         SELECT coupon_id, sum(uses) AS uses FROM reservations
-        WHERE customer_id = $1 AND {_ACTIVE} GROUP BY coupon_id
+        WHERE customer_id = $1 AND {ACTIVE_RESERVATION} GROUP BY coupon_id
     ) AS h ON h.coupon_id = c.coupon_id
     CROSS JOIN LATERAL (
         SELECT NOT c.targeted OR EXISTS (
@@ -163,7 +158,7 @@ _CUSTOMERS_COUPONS = f"""
     CROSS JOIN LATERAL (
         SELECT array_agg(coupon_id) AS held_coupons, array_agg(uses::bigint) AS held
         FROM (SELECT coupon_id, sum(uses) AS uses FROM reservations
-              WHERE customer_id = q.customer_id AND {_ACTIVE} GROUP BY coupon_id) AS r
+              WHERE customer_id = q.customer_id AND {ACTIVE_RESERVATION} GROUP BY coupon_id) AS r
     ) AS h
 """  # noqa: S608 -- composed of constants, values are parameters
 
@@ -184,7 +179,7 @@ _CUSTOMER_COUPON = f"""
                WHERE t.coupon_id = c.coupon_id AND t.customer_id = $1
            ) AS issued,
            (SELECT COALESCE(sum(r.uses), 0) FROM reservations AS r
-            WHERE r.customer_id = $1 AND r.coupon_id = c.coupon_id AND r.{_ACTIVE})::int
+            WHERE r.customer_id = $1 AND r.coupon_id = c.coupon_id AND r.{ACTIVE_RESERVATION})::int
                AS reserved,
            CASE WHEN c.total_uses_permitted IS NULL THEN 0
                 ELSE {_TAKEN.format(c="c.coupon_id")} END::bigint AS taken

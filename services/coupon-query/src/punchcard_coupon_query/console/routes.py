@@ -58,7 +58,7 @@ from punchcard_coupon_query.cursors import (
     encode_ledger_cursor,
     encode_receipt_cursor,
 )
-from punchcard_coupon_query.eligibility import evaluate, is_listed
+from punchcard_coupon_query.eligibility import evaluate_candidate, is_listed
 from punchcard_coupon_query.models import IDENTIFIER_PATTERN, MAX_TARGETED_CUSTOMERS
 
 __all__ = [
@@ -314,18 +314,7 @@ async def customer(
             conn, customer_id, _receipts_after(receipts_after), PAGE_SIZE + 1
         )
         returns = await console_queries.returns_of_customer(conn, customer_id, PAGE_SIZE)
-    decisions = [
-        evaluate(
-            terms,
-            uses_made=uses,
-            issued_to_customer=issued,
-            store_id=store,
-            at=at,
-            uses_reserved=reserved,
-            total_taken=taken,
-        )
-        for terms, uses, issued, reserved, taken in candidates
-    ]
+    decisions = [evaluate_candidate(c, store_id=store, at=at) for c in candidates]
     usable = [d for d in decisions if d.eligible]
     unusable = [
         (d, reason_in_words(d, store_id=store))

@@ -21,9 +21,8 @@ from typing import Final
 
 import orjson
 
-from punchcard_coupon_query.eligibility import Eligibility, evaluate
+from punchcard_coupon_query.eligibility import CouponCandidate, Eligibility, evaluate_candidate
 from punchcard_coupon_query.models import Reservation
-from punchcard_coupon_query.queries import CouponCandidate
 
 __all__ = [
     "EXCEEDS_REMAINING",
@@ -183,16 +182,13 @@ def decide(
         if found.candidate is None:
             outcomes.append(NotInCatalog(f"coupon {ask.coupon_id!r} is not in the catalog"))
             continue
-        terms, uses_made, issued, reserved, taken = found.candidate
         pair = (ask.customer_id, ask.coupon_id)
-        decision = evaluate(
-            terms,
-            uses_made=uses_made,
-            issued_to_customer=issued,
+        decision = evaluate_candidate(
+            found.candidate,
             store_id=ask.store_id,
             at=now,
-            uses_reserved=reserved + held_by_customer.get(pair, 0),
-            total_taken=taken + held_by_coupon.get(ask.coupon_id, 0),
+            also_reserved=held_by_customer.get(pair, 0),
+            also_taken=held_by_coupon.get(ask.coupon_id, 0),
         )
         reason = refusal(decision, ask.uses)
         if reason is not None:

@@ -9,13 +9,11 @@ batcher and ``answer``; FastAPI answers the rest (and documents them all).
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 from typing import Annotated, Any
 
 import orjson
 from fastapi import Header, HTTPException, Path, Request, Response
 
-from punchcard_coupon_query import queries
 from punchcard_coupon_query.api import (
     JSON,
     PROBLEM_MEDIA_TYPE,
@@ -26,7 +24,7 @@ from punchcard_coupon_query.api import (
     checkout,
     problem_body,
 )
-from punchcard_coupon_query.eligibility import Eligibility, evaluate
+from punchcard_coupon_query.eligibility import Eligibility, evaluate_candidate
 from punchcard_coupon_query.models import (
     IDENTIFIER_PATTERN,
     CustomerReservations,
@@ -141,19 +139,6 @@ async def reserve(
     return Response(content, status_code=status, media_type=media_type.decode())
 
 
-def _decided(candidate: queries.CouponCandidate, at: datetime) -> Eligibility:
-    terms, uses_made, issued, reserved, taken = candidate
-    return evaluate(
-        terms,
-        uses_made=uses_made,
-        issued_to_customer=issued,
-        store_id=None,
-        at=at,
-        uses_reserved=reserved,
-        total_taken=taken,
-    )
-
-
 def _reservation(
     row: store.ReservationRow, uses_remaining: int | None, total_uses_remaining: int | None
 ) -> Reservation:
@@ -202,7 +187,9 @@ async def customer_reservations(db: Db, customer_id: CustomerId) -> CustomerRese
             found = await store.read(conn, asks)
             for coupon_id, seen in zip(coupon_ids, found.seen, strict=True):
                 if seen.candidate is not None:
-                    decisions[coupon_id] = _decided(seen.candidate, found.now)
+                    decisions[coupon_id] = evaluate_candidate(
+                        seen.candidate, store_id=None, at=found.now
+                    )
     reservations = []
     for row in rows:
         decision = decisions.get(row.coupon_id)
